@@ -1,0 +1,589 @@
+"""SVI training for any model/guide pair: minibatches on the device, schedules, checkpoints.
+
+>>> import torch, tempfile
+>>> from pyro_gen.models import VAE
+>>> from pyro_gen.infer import Trainer
+>>> x = torch.bernoulli(torch.full((64, 1, 4, 4), 0.3))
+>>> vae = VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(16,))
+>>> history = Trainer(vae, batch_size=16, epochs=2, progress=False).fit(x)
+>>> len(history) > 0
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import random
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyro_gen.data import Dataset
+from pyro_gen.device import resolve_device
+from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteError, did_you_mean
+from pyro_gen.infer.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    read_checkpoint,
+    save_model,
+    write_checkpoint,
+)
+from pyro_gen.infer.objectives import ELBOS, make_elbo
+from pyro_gen.infer.pair import ModelGuidePair, as_pair, check_pair
+from pyro_gen.infer.schedules import BetaSchedule
+from pyro_gen.infer.traces import elbo_terms
+from pyro_gen.io import atomic_open
+
+__all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "LR_SCHEDULES"]
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (saved in ``config.json`` under ``"train"``)."""
+
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_gamma: float = 0.9999
+    elbo: str = "trace"
+    num_particles: int = 1
+    beta_schedule: str = "constant"
+    warmup_steps: int = 1000
+    beta_cycles: int = 4
+    beta_ratio: float = 0.5
+    clip_norm: float | None = None
+    device: str = "auto"
+    seed: int = 0
+    valid_particles: int = 1
+    early_stopping: int | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    max_bad_batches: int = 0
+    validate: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a dict; unknown keys and ill-typed values give a ConfigError."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                raise ConfigError(
+                    f"unknown training setting {key!r}."
+                    + did_you_mean(key, names)
+                    + f" Known settings: {names}."
+                )
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            want = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            if value is None and "None" in want:
+                continue
+            if "int" in want and "float" not in want:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif "float" in want:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif "bool" in want:
+                ok = isinstance(value, bool)
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                raise ConfigError(
+                    f"training setting {f.name!r} should be {want}; got {value!r} "
+                    f"({type(value).__name__})."
+                )
+        positive = ("epochs", "batch_size", "num_particles", "valid_particles", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0; got {self.lr}.")
+        for name in ("max_steps", "checkpoint_every", "early_stopping"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or None; got {value}.")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ConfigError(f"clip_norm must be > 0 or None; got {self.clip_norm}.")
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("lr_schedule", LR_SCHEDULES),
+            ("elbo", ELBOS),
+        ):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(
+                    f"unknown {name} {value!r}; choose one of {sorted(choices)}."
+                    + did_you_mean(value, choices)
+                )
+
+
+@dataclass
+class _State:
+    """What a checkpoint must hold to continue a run exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    best_valid: float = -math.inf
+    bad_epochs: int = 0
+    bad_batches: int = 0
+    elapsed: float = 0.0
+    history: list = field(default_factory=list)
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """Stochastic variational inference for a model/guide pair.
+
+    Args:
+        model: a module with ``model``/``guide`` methods (e.g. ``VAE``), or a model callable.
+        guide: the guide callable when ``model`` is a callable.
+        module: the ``nn.Module`` owning the parameters of a callable model/guide.
+        config: a ``TrainConfig``; keyword arguments override its fields.
+        run_dir: folder for ``config.json``, checkpoints, ``history.csv``; None keeps nothing.
+        resume: continue from the newest good checkpoint in ``run_dir``.
+
+    The loss is the negative ELBO per datapoint of the β-weighted objective; ``history`` rows
+    hold ``step, epoch, loss, valid_elbo, beta, lr, elapsed``.
+    """
+
+    def __init__(
+        self,
+        model,
+        guide: Callable | None = None,
+        *,
+        module: nn.Module | None = None,
+        config: TrainConfig | None = None,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        **overrides,
+    ) -> None:
+        base = dataclasses.asdict(config) if config is not None else {}
+        self.config = TrainConfig.from_dict({**base, **overrides})
+        self.pair: ModelGuidePair = as_pair(model, guide, module)
+        self.module = self.pair.module
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.resume = resume
+        if resume and self.run_dir is None:
+            raise ConfigError("resume=True needs the run_dir of the run to continue.")
+        self.device = resolve_device(self.config.device)
+        self.beta_target = float(getattr(self.module, "beta", 1.0))
+        self.state = _State()
+        self.interrupted = False
+        self.steps_per_second = float("nan")
+
+    # -- set-up ------------------------------------------------------------------------------
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
+    def _beta_schedule(self, total_steps: int) -> BetaSchedule:
+        c = self.config
+        return BetaSchedule(
+            c.beta_schedule,
+            self.beta_target,
+            c.warmup_steps,
+            total_steps,
+            c.beta_cycles,
+            c.beta_ratio,
+        )
+
+    def _make_optimizer(self, total_steps: int):
+        c = self.config
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("the module has no trainable parameters.")
+        kwargs = {"lr": c.lr}
+        if c.weight_decay:
+            kwargs["weight_decay"] = c.weight_decay
+        optimizer = OPTIMIZERS[c.optimizer](params, **kwargs)
+        if c.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, total_steps)
+            )
+        elif c.lr_schedule == "exponential":
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=c.lr_gamma)
+        else:
+            scheduler = None
+        return optimizer, scheduler
+
+    def _prepare_data(self, data, what: str) -> torch.Tensor | None:
+        if data is None:
+            return None
+        if isinstance(data, Dataset):
+            raise DataError(
+                f"pass tensors to fit(); for a Dataset use fit(ds.split('train'), ...)."
+            )
+        if not isinstance(data, torch.Tensor):
+            raise DataError(f"{what} data must be a torch.Tensor; got {type(data).__name__}.")
+        if data.shape[0] == 0:
+            raise DataError(f"{what} data is empty (shape {list(data.shape)}).")
+        if not data.is_floating_point():
+            data = data.float()
+        if self.config.validate:
+            check = self.pair.check_data
+            if check is not None:
+                check(data) if not self._dynamic else check(torch.bernoulli(data.clamp(0, 1)))
+            elif not torch.isfinite(data).all():
+                raise DataError(f"{what} data holds NaN or Inf values.")
+        return data.to(self.device)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _rng_state(self) -> dict:
+        state = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def _checkpoint(self, optimizer, scheduler) -> Path | None:
+        if self.run_dir is None:
+            return None
+        state = {
+            "trainer": dataclasses.asdict(self.state),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": self._rng_state(),
+        }
+        path = write_checkpoint(
+            self.run_dir, self.state.step, self.module, state, keep=self.config.keep_checkpoints
+        )
+        self._write_history()
+        return path
+
+    def _restore(self, optimizer, scheduler) -> None:
+        errors = []
+        for ckpt in reversed(list_checkpoints(self.run_dir)):
+            try:
+                weights, state = read_checkpoint(ckpt)
+                break
+            except CheckpointError as e:
+                errors.append(str(e))
+                warnings.warn(f"skipping damaged checkpoint {ckpt}: {e}", stacklevel=3)
+        else:
+            raise CheckpointError(
+                f"nothing to resume in {self.run_dir}: no readable checkpoint under checkpoints/"
+                + (f" ({'; '.join(errors)})" if errors else "")
+                + ". Start a new run without resume."
+            )
+        self.module.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        self.state = _State(**state["trainer"])
+        self._set_rng_state(state["rng"])
+
+    def _write_history(self) -> None:
+        if self.run_dir is None:
+            return
+        cols = ["step", "epoch", "loss", "valid_elbo", "beta", "lr", "elapsed"]
+        with atomic_open(self.run_dir / "history.csv") as f:
+            writer = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.state.history)
+
+    # -- the non-finite guard ----------------------------------------------------------------
+    def _diagnose(self, batch: torch.Tensor) -> str:
+        bad = []
+        try:
+            with torch.no_grad():
+                guide_tr = poutine.trace(self.pair.guide).get_trace(batch)
+                model_tr = poutine.trace(poutine.replay(self.pair.model, trace=guide_tr)).get_trace(
+                    batch
+                )
+                for role, tr in (("guide", guide_tr), ("model", model_tr)):
+                    for name, site in tr.nodes.items():
+                        if site["type"] == "sample" and not site_is_subsample(site):
+                            if not torch.isfinite(site["fn"].log_prob(site["value"])).all():
+                                bad.append(f"{role} site {name!r}")
+        except Exception as e:  # the diagnosis must never hide the original error
+            bad.append(f"(tracing failed: {e})")
+        params = [n for n, p in self.module.named_parameters() if not torch.isfinite(p).all()]
+        text = (
+            f"non-finite log-probabilities at {', '.join(bad)}"
+            if bad
+            else "no site is non-finite on re-evaluation"
+        )
+        if params:
+            text += f"; non-finite parameters: {params[:5]}"
+        return text
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(
+        self,
+        train: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        *,
+        dynamic_binarization: bool = False,
+    ) -> list[dict]:
+        """Train on ``train`` (``[N, *data_shape]``); evaluate the ELBO on ``valid`` each epoch.
+
+        Returns the history (also written to ``run_dir/history.csv``). Ctrl-C or SIGTERM stops
+        at the next step with a checkpoint written; ``self.interrupted`` is then True.
+        """
+        c = self.config
+        self._dynamic = dynamic_binarization
+        if not self.resume:
+            pyro.set_rng_seed(c.seed)
+        train = self._prepare_data(train, "training")
+        valid = self._prepare_data(valid, "validation")
+        n = train.shape[0]
+        if c.batch_size > n:
+            raise ConfigError(
+                f"batch_size {c.batch_size} is larger than the training data ({n} datapoints); "
+                f"use batch_size <= {n}."
+            )
+        self.module.to(self.device)
+        steps_per_epoch = n // c.batch_size  # the last partial batch is dropped (fixed shapes)
+        total_steps = c.max_steps or c.epochs * steps_per_epoch
+        betas = self._beta_schedule(total_steps)
+        if c.elbo.startswith("jit") and betas.kind != "constant":
+            raise ConfigError("a JIT-compiled ELBO bakes β in; use elbo='trace' with a β schedule.")
+        optimizer, scheduler = self._make_optimizer(total_steps)
+        elbo = make_elbo(c.elbo, c.num_particles)
+
+        if self.resume:
+            self._restore(optimizer, scheduler)
+        elif self.run_dir is not None:
+            if latest_checkpoint(self.run_dir) is not None:
+                raise ConfigError(
+                    f"{self.run_dir} already holds a run; pass resume=True (--resume) to continue "
+                    "it, or choose a new folder."
+                )
+            save_model(self.module, self.run_dir, train=dataclasses.asdict(c))
+
+        def batch_at(epoch: int, i: int, perm: torch.Tensor) -> torch.Tensor:
+            xb = train.index_select(0, perm[i * c.batch_size : (i + 1) * c.batch_size])
+            return torch.bernoulli(xb) if dynamic_binarization else xb
+
+        def permutation(epoch: int) -> torch.Tensor:
+            g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+            return torch.randperm(n, generator=g).to(self.device)
+
+        if c.validate and self.state.step == 0:
+            check_pair(self.pair, batch_at(0, 0, permutation(0))[: min(8, c.batch_size)])
+
+        s = self.state
+        has_beta = hasattr(self.module, "beta")
+        progress = tqdm(
+            total=total_steps,
+            initial=s.step,
+            desc="train",
+            unit="step",
+            disable=not c.progress,
+            dynamic_ncols=True,
+            leave=True,
+        )
+        window_loss = torch.zeros((), device=self.device)
+        window_n = 0
+        start = time.perf_counter() - s.elapsed
+        steps_at_start, t_at_start = s.step, time.perf_counter()
+        last_ckpt = s.step
+        with (
+            _StopRequest() as stop,
+            pyro.settings.context(module_local_params=True),
+            pyro.validation_enabled(False),
+        ):
+            self.module.train()
+            while s.step < total_steps and not self.interrupted:
+                perm = permutation(s.epoch)
+                first = s.step - s.epoch * steps_per_epoch
+                for i in range(first, steps_per_epoch):
+                    if s.step >= total_steps:
+                        break
+                    if stop.signal is not None:
+                        self.interrupted = True
+                        break
+                    beta = betas(s.step)
+                    if has_beta:
+                        self.module.beta = beta
+                    xb = batch_at(s.epoch, i, perm)
+                    loss = (
+                        elbo.differentiable_loss(self.pair.model, self.pair.guide, xb) / xb.shape[0]
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = None
+                    if c.clip_norm is not None:
+                        grad_norm = torch.nn.utils.clip_grad_norm_(
+                            self.module.parameters(), c.clip_norm
+                        )
+                    finite = bool(torch.isfinite(loss)) and (
+                        grad_norm is None or bool(torch.isfinite(grad_norm))
+                    )
+                    if not finite:
+                        s.bad_batches += 1
+                        if s.bad_batches <= c.max_bad_batches:
+                            warnings.warn(
+                                f"step {s.step}: non-finite loss or gradient; batch "
+                                f"skipped ({s.bad_batches}/{c.max_bad_batches}).",
+                                stacklevel=2,
+                            )
+                            optimizer.zero_grad(set_to_none=True)
+                            s.step += 1
+                            progress.update(1)
+                            continue
+                        where = self._diagnose(xb)
+                        kept = latest_checkpoint(self.run_dir) if self.run_dir else None
+                        progress.close()
+                        raise NonFiniteError(
+                            f"training stopped at step {s.step} (epoch {s.epoch}): the "
+                            f"{'loss' if not torch.isfinite(loss) else 'gradient'} is "
+                            f"{float(loss) if not torch.isfinite(loss) else float(grad_norm)}; {where}. "
+                            + (f"The last good checkpoint is {kept}. " if kept else "")
+                            + "Try a lower lr, clip_norm, or check the data and the model's scales."
+                        )
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    s.step += 1
+                    window_loss += loss.detach()
+                    window_n += 1
+                    progress.update(1)
+                    if s.step % c.log_every == 0 or s.step == total_steps:
+                        mean_loss = float(window_loss) / window_n
+                        window_loss.zero_()
+                        window_n = 0
+                        s.history.append(self._row(s, mean_loss, beta, optimizer, start))
+                        progress.set_postfix(loss=f"{mean_loss:.3f}", beta=f"{beta:.3g}")
+                    if c.checkpoint_every and s.step - last_ckpt >= c.checkpoint_every:
+                        s.elapsed = time.perf_counter() - start
+                        self._checkpoint(optimizer, scheduler)
+                        last_ckpt = s.step
+                else:
+                    s.epoch += 1
+                    if window_n:
+                        mean_loss = float(window_loss) / window_n
+                        window_loss.zero_()
+                        window_n = 0
+                        s.history.append(self._row(s, mean_loss, beta, optimizer, start))
+                    if valid is not None:
+                        if self._validate(valid, optimizer, start):
+                            break
+                    if c.checkpoint_every is None or s.step - last_ckpt >= c.checkpoint_every:
+                        s.elapsed = time.perf_counter() - start
+                        self._checkpoint(optimizer, scheduler)
+                        last_ckpt = s.step
+                    continue
+                break  # max_steps reached or interrupted inside an epoch
+            if has_beta:
+                self.module.beta = self.beta_target
+        progress.close()
+        s.elapsed = time.perf_counter() - start
+        done = s.step - steps_at_start
+        self.steps_per_second = done / max(1e-9, time.perf_counter() - t_at_start)
+        if last_ckpt != s.step or self.interrupted:
+            self._checkpoint(optimizer, scheduler)
+        self._write_history()
+        return s.history
+
+    def _row(self, s: _State, loss: float, beta: float, optimizer, start: float) -> dict:
+        return {
+            "step": s.step,
+            "epoch": s.epoch,
+            "loss": loss,
+            "valid_elbo": "",
+            "beta": beta,
+            "lr": optimizer.param_groups[0]["lr"],
+            "elapsed": round(time.perf_counter() - start, 3),
+        }
+
+    def _validate(self, valid: torch.Tensor, optimizer, start: float) -> bool:
+        """Record the validation ELBO; True when early stopping says stop."""
+        c = self.config
+        s = self.state
+        value = self.evaluate(valid)
+        if s.history and s.history[-1]["step"] == s.step:
+            s.history[-1]["valid_elbo"] = value
+        else:
+            row = self._row(s, float("nan"), getattr(self.module, "beta", 1.0), optimizer, start)
+            s.history.append({**row, "loss": "", "valid_elbo": value})
+        if value > s.best_valid:
+            s.best_valid, s.bad_epochs = value, 0
+        else:
+            s.bad_epochs += 1
+        return c.early_stopping is not None and s.bad_epochs >= c.early_stopping
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor) -> float:
+        """Mean ELBO per datapoint on ``x`` (β = 1, the model's true bound), with a fixed seed so
+        that epochs are compared on the same noise; the training RNG stream is untouched."""
+        c = self.config
+        devices = [self.device] if self.device.type == "cuda" else []
+        was_training = self.module.training
+        self.module.eval()
+        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+            torch.manual_seed(c.seed + 1)
+            elbo = torch.cat(
+                [
+                    elbo_terms(
+                        self.pair.model,
+                        self.pair.guide,
+                        x[i : i + 1024],
+                        num_particles=c.valid_particles,
+                    )["elbo"]
+                    for i in range(0, x.shape[0], 1024)
+                ]
+            )
+        self.module.train(was_training)
+        return float(elbo.mean())

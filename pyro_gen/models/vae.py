@@ -1,0 +1,187 @@
+"""The variational autoencoder as a Pyro model/guide pair.
+
+    p(z) = N(0, I),   p(x | z) = Bernoulli(logits = f(z))  or  N(f(z), diag σ²),
+    q(z | x) = N(g(x), diag s(x)²),   β through ``poutine.scale`` on the latent site.
+
+>>> import torch
+>>> from pyro_gen.models import VAE
+>>> vae = VAE(data_shape=(1, 8, 8), latent_dim=2, hidden=(16,))
+>>> vae.sample(3, seed=0).shape
+torch.Size([3, 1, 8, 8])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
+from pyro_gen.models.base import GenerativeModel, beta_scale, check_data_shape
+from pyro_gen.models.likelihoods import make_likelihood
+from pyro_gen.models.registry import register_model
+from pyro_gen.nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+__all__ = ["VAE", "NETWORKS"]
+
+NETWORKS = ("mlp", "conv")
+
+
+def _generator(seed: int | None, generator: torch.Generator | None, device: torch.device):
+    if generator is not None:
+        return generator
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+@register_model("vae")
+class VAE(GenerativeModel):
+    """A VAE with one stochastic layer.
+
+    Args:
+        data_shape: shape of one datapoint, e.g. ``(1, 28, 28)`` or ``(784,)``.
+        latent_dim: size of z.
+        likelihood: ``"bernoulli"`` (binary data, logits) or ``"gaussian"``.
+        network: ``"mlp"`` or ``"conv"`` (images ``[C, H, W]``).
+        hidden: hidden widths of the MLP encoder (the decoder mirrors them).
+        channels: channels of the conv encoder (the decoder mirrors them).
+        beta: weight of the KL term; 0 is a plain autoencoder (deterministic guide, no prior).
+        scale, learn_scale: σ of the Gaussian likelihood, fixed or learned per pixel.
+        activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
+    """
+
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 16,
+        likelihood: str = "bernoulli",
+        network: str = "mlp",
+        hidden: Sequence[int] = (512, 256),
+        channels: Sequence[int] = (32, 64, 64),
+        beta: float = 1.0,
+        scale: float = 0.1,
+        learn_scale: bool = False,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.data_shape = tuple(int(s) for s in data_shape)
+        if int(latent_dim) < 1:
+            raise ConfigError(f"latent_dim must be >= 1; got {latent_dim}.")
+        self.latent_dim = int(latent_dim)
+        self.beta = beta
+        if network == "mlp":
+            hidden = tuple(int(h) for h in hidden)
+            if not hidden:
+                raise ConfigError("hidden needs at least one width for network='mlp'.")
+            self.encoder = MLPEncoder(self.data_shape, self.latent_dim, hidden, activation)
+            self.decoder = MLPDecoder(self.latent_dim, hidden[::-1], self.data_shape, activation)
+        elif network == "conv":
+            channels = tuple(int(c) for c in channels)
+            self.encoder = ConvEncoder(self.data_shape, self.latent_dim, channels, 256, activation)
+            self.decoder = ConvDecoder(
+                self.latent_dim, self.data_shape, channels[::-1], 256, activation
+            )
+        else:
+            raise ConfigError(
+                f"unknown network {network!r}; choose one of {NETWORKS}."
+                + did_you_mean(network, NETWORKS)
+            )
+        lik_kwargs = (
+            {"scale": scale, "learn_scale": learn_scale} if likelihood == "gaussian" else {}
+        )
+        self.likelihood = make_likelihood(likelihood, self.data_shape, **lik_kwargs)
+        self._check_decoder()
+
+    # -- β -------------------------------------------------------------------------------------
+    @property
+    def beta(self) -> float:
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        value = float(value)
+        if not value >= 0:
+            raise ConfigError(f"beta must be >= 0 (0 gives a plain autoencoder); got {value}.")
+        object.__setattr__(self, "_beta", value)
+
+    # -- checks --------------------------------------------------------------------------------
+    def _check_decoder(self) -> None:
+        with torch.no_grad():
+            out = self.decoder(torch.zeros(2, self.latent_dim))
+        if tuple(out.shape[1:]) != self.data_shape:
+            raise ShapeError(
+                f"the decoder maps z of shape [2, {self.latent_dim}] to {list(out.shape)}, but "
+                f"datapoints have shape {list(self.data_shape)}; the decoder's output must be "
+                f"[N, {', '.join(map(str, self.data_shape))}]."
+            )
+
+    def check_data(self, x: torch.Tensor) -> None:
+        check_data_shape(x, self.data_shape)
+        self.likelihood.check(x)
+
+    # -- the Pyro program ----------------------------------------------------------------------
+    def model(self, x: torch.Tensor, *, subsample_size: int | None = None) -> torch.Tensor:
+        """p(z) p(x | z): z ~ N(0, I) scaled by β, x observed under the plate ``"data"``."""
+        check_data_shape(x, self.data_shape)
+        zeros = x.new_zeros(self.latent_dim)
+        with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as idx:
+            xs = x if subsample_size is None else x.index_select(0, idx)
+            with beta_scale(self.beta):
+                z = pyro.sample("z", dist.Normal(zeros, zeros + 1).to_event(1))
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=xs)
+        return z
+
+    def guide(self, x: torch.Tensor, *, subsample_size: int | None = None) -> torch.Tensor:
+        """q(z | x) = N(g(x), diag s(x)²); a point mass at g(x) when β = 0."""
+        check_data_shape(x, self.data_shape)
+        with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as idx:
+            xs = x if subsample_size is None else x.index_select(0, idx)
+            loc, scale = self.encoder(xs)
+            with beta_scale(self.beta):
+                if self.beta == 0:
+                    return pyro.sample("z", dist.Delta(loc).to_event(1))
+                return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # -- conveniences --------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) of q(z | x), each ``[N, latent_dim]``."""
+        check_data_shape(x, self.data_shape)
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor, mean: bool = True) -> torch.Tensor:
+        """E[x | z] (``mean=True``) or the decoder's raw distribution parameters."""
+        if z.shape[-1] != self.latent_dim:
+            raise ShapeError(
+                f"z must end in the latent size {self.latent_dim}; got shape {list(z.shape)}."
+            )
+        params = self.decoder(z)
+        return self.likelihood.mean(params) if mean else params
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
+        """Decode the guide's mean: E[x | z = g(x)] (or a sample of x when ``mean=False``)."""
+        loc, _ = self.encode(x)
+        params = self.decoder(loc)
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        mean: bool = False,
+    ) -> torch.Tensor:
+        """``n`` draws of x from p(z) p(x | z) (``mean=True``: E[x | z] for z ~ p(z)).
+
+        Pass ``seed`` or a ``torch.Generator`` (on the model's device) for reproducible draws.
+        """
+        device = self.device
+        g = _generator(seed, generator, device)
+        z = torch.randn(int(n), self.latent_dim, generator=g, device=device)
+        params = self.decoder(z)
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params, g)
