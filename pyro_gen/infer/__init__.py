@@ -14,7 +14,6 @@ from pyro_gen.infer.checkpoint import (
 from pyro_gen.infer.objectives import ELBOS, make_elbo
 from pyro_gen.infer.pair import ModelGuidePair, as_pair, check_pair
 from pyro_gen.infer.schedules import BETA_SCHEDULES, BetaSchedule
-from pyro_gen.infer.trainer import LR_SCHEDULES, OPTIMIZERS, Trainer, TrainConfig
 from pyro_gen.infer.traces import (
     DATA_PLATE,
     PointwiseTerms,
@@ -22,6 +21,7 @@ from pyro_gen.infer.traces import (
     elbo_terms,
     pointwise_terms,
 )
+from pyro_gen.infer.trainer import LR_SCHEDULES, OPTIMIZERS, TrainConfig, Trainer
 
 __all__ = [
     "Trainer",

@@ -262,7 +262,7 @@ class Trainer:
             return None
         if isinstance(data, Dataset):
             raise DataError(
-                f"pass tensors to fit(); for a Dataset use fit(ds.split('train'), ...)."
+                "pass tensors to fit(); for a Dataset use fit(ds.split('train'), ...)."
             )
         if not isinstance(data, torch.Tensor):
             raise DataError(f"{what} data must be a torch.Tensor; got {type(data).__name__}.")
