@@ -261,9 +261,7 @@ class Trainer:
         if data is None:
             return None
         if isinstance(data, Dataset):
-            raise DataError(
-                "pass tensors to fit(); for a Dataset use fit(ds.split('train'), ...)."
-            )
+            raise DataError("pass tensors to fit(); for a Dataset use fit(ds.split('train'), ...).")
         if not isinstance(data, torch.Tensor):
             raise DataError(f"{what} data must be a torch.Tensor; got {type(data).__name__}.")
         if data.shape[0] == 0:
