@@ -207,6 +207,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=int, default=None, help="evaluate on the first N datapoints only"
     )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        metavar="K",
+        help="importance samples per datapoint: also estimate log p(x) and write the full "
+        "diagnostics (eval/diagnostics.json, eval/inference_data.nc, figures/)",
+    )
+    p.add_argument(
+        "--points", type=int, default=10, help="datapoints with posterior draws in the .nc (10)"
+    )
+    p.add_argument("--batch-size", type=int, default=1000, help="datapoints per chunk (1000)")
+
+    p = verbs.add_parser(
+        "compare",
+        help="compare runs on the same test points",
+        description="Rank runs by importance-sampled log p(x) on the same test points, with "
+        "paired differences; writes comparison.md, comparison.csv and comparison.png.",
+    )
+    p.add_argument("runs", type=Path, nargs="+", help="run folders written by 'pyro-gen train'")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN1/eval)")
+    p.add_argument("--split", default="test", help="data split (default test)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N datapoints only")
+    p.add_argument(
+        "--num-samples", type=int, default=1000, metavar="K", help="importance samples (1000)"
+    )
+    p.add_argument("--batch-size", type=int, default=1000, help="datapoints per chunk (1000)")
+    p.add_argument("--device", default="cpu", help="device to run on (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     return parser
 
 
@@ -355,7 +384,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"pyro-gen: interrupted at step {trainer.state.step}; checkpoint written. "
             f"Continue with: pyro-gen train --out {run} --resume"
         )
-        return 130
+        return 128 + int(trainer.stop_signal or 2)
 
     model.to("cpu").eval()
     figures = run / "figures"
@@ -443,6 +472,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     x = _load_data(config["data"]).split(args.split)
     if args.limit is not None:
         x = x[: args.limit]
+    if args.num_samples is not None:
+        return _evaluate_diagnostics(args, model, x)
     result = evaluate_elbo(model, x, num_particles=args.num_particles, seed=args.seed).summary()
     result["split"] = args.split
     _update_summary(args.run, "evaluate", result)
@@ -454,11 +485,81 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> int:
+    from pyro_gen import plots
+    from pyro_gen.evaluate import diagnose, save_inference_data, to_inference_data
+
+    start = time.perf_counter()
+    diag = diagnose(
+        model, x, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed
+    )
+    wall = time.perf_counter() - start
+    result = {**diag.summary(), "split": args.split, "wall_seconds": round(wall, 2)}
+    eval_dir, figures = args.run / "eval", args.run / "figures"
+    write_json(eval_dir / "diagnostics.json", result)
+    idata = to_inference_data(model, x, diag, points=args.points, seed=args.seed)
+    save_inference_data(idata, eval_dir / "inference_data.nc")
+    for name, fig in (
+        ("kl_per_dimension", plots.kl_per_dimension(diag)),
+        ("khat", plots.khat_histogram(diag.khat, diag.khat_threshold)),
+        ("log_px_vs_elbo", plots.log_px_vs_elbo(diag.log_px, diag.elbo)),
+    ):
+        plots.save_figure(fig, figures / f"{name}.png")
+    _update_summary(
+        args.run, "evaluate", {k: v for k, v in result.items() if not isinstance(v, list)}
+    )
+    r = result
+    print(
+        f"pyro-gen: {args.split} log p(x) {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
+        f"(K={r['num_samples']}); ELBO {r['elbo']:.3f} = reconstruction {r['reconstruction']:.3f} "
+        f"− KL {r['kl']:.3f}; gap {r['gap']:.3f}; active units {r['active_units']}/"
+        f"{r['latent_dims']}; k̂ > {r['khat_threshold']} for {100 * r['khat_share_unreliable']:.1f}%"
+        f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"
+    )
+    print(
+        f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc, "
+        f"{figures}/kl_per_dimension.png, khat.png, log_px_vs_elbo.png"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pyro_gen import plots
+    from pyro_gen.evaluate import compare
+
+    device = resolve_device(args.device)
+    models, x = {}, None
+    for run in args.runs:
+        data = _load_data(read_config(run)["data"]).split(args.split)
+        data = data if args.limit is None else data[: args.limit]
+        if x is None:
+            x = data
+        elif x.shape != data.shape or not torch.equal(x, data):
+            raise ConfigError(
+                f"{run} was trained on other data than {args.runs[0]} ({args.split} split "
+                "differs); compare needs the same test points."
+            )
+        models[str(run)] = load_model(run, device=device).eval()
+    names = [r.name for r in args.runs]
+    if len(set(names)) == len(names):
+        models = dict(zip(names, models.values()))
+    result = compare(
+        models, x, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed
+    )
+    out = args.out or args.runs[0] / "eval"
+    paths = result.write(out)
+    paths.append(plots.save_figure(plots.comparison_plot(result), out / "comparison.png"))
+    print(result.to_markdown())
+    print("pyro-gen: wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
     "reconstruct": cmd_reconstruct,
     "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
 }
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "DataNotFoundError",
     "NonFiniteError",
+    "RunFolderError",
     "did_you_mean",
 ]
 
@@ -52,6 +53,10 @@ class DataNotFoundError(PyroGenError, FileNotFoundError):
 
 class NonFiniteError(PyroGenError, FloatingPointError):
     """A non-finite loss or gradient during training."""
+
+
+class RunFolderError(PyroGenError, OSError):
+    """A run folder that cannot be written (read-only, no space)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

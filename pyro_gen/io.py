@@ -14,14 +14,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from pyro_gen.errors import CheckpointError
+from pyro_gen.errors import CheckpointError, RunFolderError
 
-__all__ = ["atomic_open", "write_json", "read_json", "fsync_dir"]
+__all__ = ["atomic_open", "write_json", "read_json", "fsync_dir", "check_writable"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -87,3 +88,26 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{what} {path} is not valid JSON ({e}); it is corrupt.") from None
+
+
+def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> Path:
+    """Make sure ``folder`` can be created and written, with ``need_bytes`` free, before any long
+    work starts; raise a RunFolderError that says why otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_open(folder / ".write-check", "wb") as f:
+            f.write(b"ok")
+        (folder / ".write-check").unlink()
+    except OSError as e:
+        raise RunFolderError(
+            f"cannot write to the run folder {folder}: {e.strerror or e}. Choose a writable "
+            "folder (--out) or fix its permissions; nothing was trained."
+        ) from e
+    free = shutil.disk_usage(folder).free
+    if need_bytes and free < need_bytes:
+        raise RunFolderError(
+            f"only {free / 2**20:.1f} MiB free under {folder}, but checkpoints need about "
+            f"{need_bytes / 2**20:.1f} MiB; free some space or choose another --out."
+        )
+    return folder

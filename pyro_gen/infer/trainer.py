@@ -46,7 +46,7 @@ from pyro_gen.infer.objectives import ELBOS, make_elbo
 from pyro_gen.infer.pair import ModelGuidePair, as_pair, check_pair
 from pyro_gen.infer.schedules import BetaSchedule
 from pyro_gen.infer.traces import elbo_terms
-from pyro_gen.io import atomic_open
+from pyro_gen.io import atomic_open, check_writable
 
 __all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "LR_SCHEDULES"]
 
@@ -220,6 +220,7 @@ class Trainer:
         self.beta_target = float(getattr(self.module, "beta", 1.0))
         self.state = _State()
         self.interrupted = False
+        self.stop_signal: int | None = None  # SIGINT/SIGTERM that stopped fit(), if any
         self.steps_per_second = float("nan")
 
     # -- set-up ------------------------------------------------------------------------------
@@ -400,6 +401,10 @@ class Trainer:
         optimizer, scheduler = self._make_optimizer(total_steps)
         elbo = make_elbo(c.elbo, c.num_particles)
 
+        if self.run_dir is not None:
+            weight_bytes = sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
+            # model + optimiser moments per checkpoint, kept checkpoints + the one being written
+            check_writable(self.run_dir, 4 * weight_bytes * (c.keep_checkpoints + 1))
         if self.resume:
             self._restore(optimizer, scheduler)
         elif self.run_dir is not None:
@@ -451,6 +456,7 @@ class Trainer:
                         break
                     if stop.signal is not None:
                         self.interrupted = True
+                        self.stop_signal = stop.signal
                         break
                     beta = betas(s.step)
                     if has_beta:
@@ -461,14 +467,13 @@ class Trainer:
                     )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    grad_norm = None
-                    if c.clip_norm is not None:
-                        grad_norm = torch.nn.utils.clip_grad_norm_(
-                            self.module.parameters(), c.clip_norm
-                        )
-                    finite = bool(torch.isfinite(loss)) and (
-                        grad_norm is None or bool(torch.isfinite(grad_norm))
+                    # the norm is computed even without clipping (max_norm=inf scales by 1):
+                    # a finite loss can still have a NaN gradient, which must not reach step()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        self.module.parameters(),
+                        c.clip_norm if c.clip_norm is not None else math.inf,
                     )
+                    finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
                     if not finite:
                         s.bad_batches += 1
                         if s.bad_batches <= c.max_bad_batches:
@@ -484,10 +489,11 @@ class Trainer:
                         where = self._diagnose(xb)
                         kept = latest_checkpoint(self.run_dir) if self.run_dir else None
                         progress.close()
+                        bad_loss = not torch.isfinite(loss)
+                        value = float(loss.detach()) if bad_loss else float(grad_norm)
                         raise NonFiniteError(
                             f"training stopped at step {s.step} (epoch {s.epoch}): the "
-                            f"{'loss' if not torch.isfinite(loss) else 'gradient'} is "
-                            f"{float(loss) if not torch.isfinite(loss) else float(grad_norm)}; {where}. "
+                            f"{'loss' if bad_loss else 'gradient norm'} is {value}; {where}. "
                             + (f"The last good checkpoint is {kept}. " if kept else "")
                             + "Try a lower lr, clip_norm, or check the data and the model's scales."
                         )
