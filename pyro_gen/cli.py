@@ -26,7 +26,7 @@ from pyro_gen.device import resolve_device
 from pyro_gen.errors import ConfigError, PyroGenError, did_you_mean
 from pyro_gen.evaluate import evaluate_elbo
 from pyro_gen.infer import BETA_SCHEDULES, ELBOS, LR_SCHEDULES, OPTIMIZERS, Trainer, TrainConfig
-from pyro_gen.infer.checkpoint import load_model, read_config, save_model
+from pyro_gen.infer.checkpoint import load_model, read_config
 from pyro_gen.io import read_json, write_json
 from pyro_gen.models import LIKELIHOODS, MODELS, get_model_class
 from pyro_gen.models.vae import NETWORKS
@@ -371,9 +371,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"pyro-gen: training {type(model).__name__} on {ds.name} "
         f"({len(ds.split('train'))} images {list(ds.image_shape)}) on {device}; run folder {run}"
     )
-    trainer = Trainer(model, run_dir=run, resume=s["resume"], **train_cfg)
-    if not s["resume"]:
-        save_model(model, run, data=data_spec, train=train_cfg)  # config.json before any step
+    trainer = Trainer(model, run_dir=run, resume=s["resume"], sections={"data": data_spec},
+                      **train_cfg)
     start = time.perf_counter()
     history = trainer.fit(
         ds.split("train"), ds.splits.get("valid"), dynamic_binarization=ds.dynamic_binarization
@@ -486,6 +485,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> int:
+    import math
+
     from pyro_gen import plots
     from pyro_gen.evaluate import diagnose, save_inference_data, to_inference_data
 
@@ -495,6 +496,9 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
     )
     wall = time.perf_counter() - start
     result = {**diag.summary(), "split": args.split, "wall_seconds": round(wall, 2)}
+    result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()
+    }
     eval_dir, figures = args.run / "eval", args.run / "figures"
     write_json(eval_dir / "diagnostics.json", result)
     idata = to_inference_data(model, x, diag, points=args.points, seed=args.seed)
@@ -508,7 +512,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
     _update_summary(
         args.run, "evaluate", {k: v for k, v in result.items() if not isinstance(v, list)}
     )
-    r = result
+    r = diag.summary()
     print(
         f"pyro-gen: {args.split} log p(x) {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
         f"(K={r['num_samples']}); ELBO {r['elbo']:.3f} = reconstruction {r['reconstruction']:.3f} "

@@ -55,6 +55,17 @@ class Dataset:
                         f"{kind} of split {split!r} have {len(table[split])} rows, "
                         f"the images {len(x)}."
                     )
+        for split, y in self.labels.items():
+            if (
+                y.numel()
+                and self.label_names
+                and (int(y.min()) < 0 or int(y.max()) >= len(self.label_names))
+            ):
+                raise DataError(
+                    f"labels of split {split!r} lie in [{int(y.min())}, {int(y.max())}] but there "
+                    f"are {len(self.label_names)} classes {list(self.label_names)}; labels must be "
+                    f"0..{len(self.label_names) - 1}."
+                )
         for split, a in self.attributes.items():
             if a.ndim != 2 or a.shape[1] != len(self.attribute_names):
                 raise DataError(

@@ -192,6 +192,7 @@ class Trainer:
         config: a ``TrainConfig``; keyword arguments override its fields.
         run_dir: folder for ``config.json``, checkpoints, ``history.csv``; None keeps nothing.
         resume: continue from the newest good checkpoint in ``run_dir``.
+        sections: extra sections for the run's ``config.json`` (e.g. ``{"data": {...}}``).
 
     The loss is the negative ELBO per datapoint of the β-weighted objective; ``history`` rows
     hold ``step, epoch, loss, valid_elbo, beta, lr, elapsed``.
@@ -206,6 +207,7 @@ class Trainer:
         config: TrainConfig | None = None,
         run_dir: str | Path | None = None,
         resume: bool = False,
+        sections: dict | None = None,
         **overrides,
     ) -> None:
         base = dataclasses.asdict(config) if config is not None else {}
@@ -214,6 +216,7 @@ class Trainer:
         self.module = self.pair.module
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = resume
+        self.sections = dict(sections or {})
         if resume and self.run_dir is None:
             raise ConfigError("resume=True needs the run_dir of the run to continue.")
         self.device = resolve_device(self.config.device)
@@ -222,6 +225,9 @@ class Trainer:
         self.interrupted = False
         self.stop_signal: int | None = None  # SIGINT/SIGTERM that stopped fit(), if any
         self.steps_per_second = float("nan")
+
+    def _rng_devices(self) -> list:
+        return [self.device] if self.device.type == "cuda" else []
 
     # -- set-up ------------------------------------------------------------------------------
     @property
@@ -401,20 +407,6 @@ class Trainer:
         optimizer, scheduler = self._make_optimizer(total_steps)
         elbo = make_elbo(c.elbo, c.num_particles)
 
-        if self.run_dir is not None:
-            weight_bytes = sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
-            # model + optimiser moments per checkpoint, kept checkpoints + the one being written
-            check_writable(self.run_dir, 4 * weight_bytes * (c.keep_checkpoints + 1))
-        if self.resume:
-            self._restore(optimizer, scheduler)
-        elif self.run_dir is not None:
-            if latest_checkpoint(self.run_dir) is not None:
-                raise ConfigError(
-                    f"{self.run_dir} already holds a run; pass resume=True (--resume) to continue "
-                    "it, or choose a new folder."
-                )
-            save_model(self.module, self.run_dir, train=dataclasses.asdict(c))
-
         def batch_at(epoch: int, i: int, perm: torch.Tensor) -> torch.Tensor:
             xb = train.index_select(0, perm[i * c.batch_size : (i + 1) * c.batch_size])
             return torch.bernoulli(xb) if dynamic_binarization else xb
@@ -423,8 +415,27 @@ class Trainer:
             g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
             return torch.randperm(n, generator=g).to(self.device)
 
-        if c.validate and self.state.step == 0:
-            check_pair(self.pair, batch_at(0, 0, permutation(0))[: min(8, c.batch_size)])
+        if c.validate:  # before anything is written, on a forked RNG stream
+            with torch.random.fork_rng(devices=self._rng_devices()):
+                check_pair(self.pair, batch_at(0, 0, permutation(0))[: min(8, c.batch_size)])
+        if self.run_dir is not None:
+            if self.resume and latest_checkpoint(self.run_dir) is None:
+                raise CheckpointError(
+                    f"nothing to resume in {self.run_dir}: it holds no checkpoints/ folder. "
+                    "Start a new run without resume."
+                )
+            if not self.resume and latest_checkpoint(self.run_dir) is not None:
+                raise ConfigError(
+                    f"{self.run_dir} already holds a run; pass resume=True (--resume) to continue "
+                    "it, or choose a new folder."
+                )
+            weights = sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
+            # model + optimiser moments per checkpoint, kept checkpoints + the one being written
+            check_writable(self.run_dir, 4 * weights * (c.keep_checkpoints + 1))
+        if self.resume:
+            self._restore(optimizer, scheduler)
+        elif self.run_dir is not None:
+            save_model(self.module, self.run_dir, train=dataclasses.asdict(c), **self.sections)
 
         s = self.state
         has_beta = hasattr(self.module, "beta")
@@ -573,7 +584,7 @@ class Trainer:
         """Mean ELBO per datapoint on ``x`` (β = 1, the model's true bound), with a fixed seed so
         that epochs are compared on the same noise; the training RNG stream is untouched."""
         c = self.config
-        devices = [self.device] if self.device.type == "cuda" else []
+        devices = self._rng_devices()
         was_training = self.module.training
         self.module.eval()
         with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):

@@ -180,6 +180,8 @@ class VAE(GenerativeModel):
 
         Pass ``seed`` or a ``torch.Generator`` (on the model's device) for reproducible draws.
         """
+        if int(n) < 1:
+            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
         device = self.device
         g = _generator(seed, generator, device)
         z = torch.randn(int(n), self.latent_dim, generator=g, device=device)
