@@ -25,7 +25,7 @@ from pyro_gen.data import DATASETS, Dataset, load_dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import ConfigError, PyroGenError, did_you_mean
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import BETA_SCHEDULES, ELBOS, LR_SCHEDULES, OPTIMIZERS, Trainer, TrainConfig
+from pyro_gen.infer import BETA_SCHEDULES, ELBOS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, Trainer
 from pyro_gen.infer.checkpoint import load_model, read_config
 from pyro_gen.io import read_json, write_json
 from pyro_gen.models import LIKELIHOODS, MODELS, get_model_class
@@ -66,7 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "learn_scale": False,
     "model_arg": [],
     **{k: v.default for k, v in TrainConfig.__dataclass_fields__.items()},
-    "epochs": 10,
+    "epochs": 30,
+    "lr": 2e-3,
     "out": None,
     "resume": False,
     "log_every": 20,
@@ -153,10 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="any other constructor argument as KEY=JSON_VALUE (repeatable)",
     )
     g = t.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="passes over the training data (default 10)")
+    g.add_argument("--epochs", type=int, help="passes over the training data (default 30)")
     g.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
     g.add_argument("--batch-size", type=int, help="minibatch size (default 128)")
-    g.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    g.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="torch optimiser (default adam)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="learning-rate schedule")
     g.add_argument("--elbo", choices=sorted(ELBOS), help="SVI objective (default trace)")
@@ -415,9 +416,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     ev = evaluate_elbo(model, ds.split(split), seed=s["seed"]).summary()
     result[f"{split}_elbo"] = ev
     _update_summary(run, "train", result)
+    rate = result["steps_per_second"]
     print(
-        f"pyro-gen: {result['steps']} steps in {wall:.1f} s ({result['steps_per_second']} steps/s); "
-        f"{split} ELBO {ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
+        f"pyro-gen: {result['steps']} steps in {wall:.1f} s ({rate} steps/s); {split} ELBO "
+        f"{ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
     )
     print(
         f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, summary.json, "
@@ -515,8 +517,8 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
     r = diag.summary()
     print(
         f"pyro-gen: {args.split} log p(x) {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
-        f"(K={r['num_samples']}); ELBO {r['elbo']:.3f} = reconstruction {r['reconstruction']:.3f} "
-        f"− KL {r['kl']:.3f}; gap {r['gap']:.3f}; active units {r['active_units']}/"
+        f"(K={r['num_samples']}); ELBO {r['elbo']:.3f} (reconstruction {r['reconstruction']:.3f} "
+        f"− KL {r['kl']:.3f}); gap {r['gap']:.3f}; active units {r['active_units']}/"
         f"{r['latent_dims']}; k̂ > {r['khat_threshold']} for {100 * r['khat_share_unreliable']:.1f}%"
         f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"
     )

@@ -138,3 +138,109 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
         fig.savefig(f, format="png", dpi=dpi)
     plt.close(fig)
     return path
+
+
+# -- evaluation figures (issue 4) ----------------------------------------------------------------
+__all__ += ["kl_per_dimension", "khat_histogram", "log_px_vs_elbo", "comparison_plot"]
+
+
+def kl_per_dimension(diagnostics, title: str = "KL(q(z|x) ‖ p(z)) per latent dimension") -> Figure:
+    """Mean KL per latent dimension (nats); active units (Cov_x E_q[z] > 0.01) in colour.
+
+    ``diagnostics`` is a :class:`pyro_gen.evaluate.Diagnostics`.
+    """
+    kl = diagnostics.kl_per_dim.double().mean(0).numpy()
+    names = list(diagnostics.kl_names)
+    active = dict(zip(diagnostics.mean_names, diagnostics.active.tolist()))
+    colors = ["C0" if active.get(n, True) else "0.7" for n in names]
+    fig, ax = plt.subplots(figsize=(max(5.0, min(14.0, 0.25 * len(names) + 2)), 3.6))
+    ax.bar(range(len(names)), kl, color=colors)
+    if len(names) <= 30:
+        ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 10 else 0)
+    au = f"active units {diagnostics.active_units}/{len(diagnostics.mean_names)} (grey: inactive)"
+    ax.set(xlabel="latent dimension", ylabel="nats per datapoint", title=f"{title}; {au}")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def khat_histogram(khat: torch.Tensor, threshold: float = 0.7, title: str | None = None) -> Figure:
+    """Histogram of the PSIS Pareto k̂ per datapoint with the reliability line at ``threshold``."""
+    k = khat.detach().double().cpu()
+    finite = k[torch.isfinite(k)]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    if finite.numel():
+        ax.hist(finite.numpy(), bins=min(50, max(5, finite.numel() // 5)), color="C0", alpha=0.8)
+    ax.axvline(threshold, color="C3", ls="--", label=f"k̂ = {threshold}")
+    share = float((k > threshold).double().mean()) if k.numel() else float("nan")
+    ax.set(
+        xlabel="Pareto k̂ of the importance weights",
+        ylabel="datapoints",
+        title=title or f"PSIS k̂: {100 * share:.1f}% of datapoints above {threshold}",
+    )
+    n_inf = int(torch.isinf(k).sum())
+    if n_inf:
+        ax.text(0.99, 0.8, f"{n_inf} with k̂ = inf", transform=ax.transAxes, ha="right")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def log_px_vs_elbo(log_px: torch.Tensor, elbo: torch.Tensor, title: str | None = None) -> Figure:
+    """Per-datapoint log p̂(x) against the ELBO; the distance above the diagonal is the gap."""
+    a, b = elbo.detach().double().cpu().numpy(), log_px.detach().double().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(5.2, 4.8))
+    ax.scatter(a, b, s=6, alpha=0.5)
+    lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+    ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, ls="--", label="log p(x) = ELBO")
+    gap = float((b - a).mean())
+    ax.set(
+        xlabel="ELBO (nats)",
+        ylabel="log p̂(x) (nats)",
+        title=title or f"per datapoint: mean gap log p̂(x) − ELBO = {gap:.2f} nats",
+    )
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_plot(comparison, title: str = "model comparison on the same test points") -> Figure:
+    """``az.plot_compare`` style: mean log p̂(x) ± se per model (open circles, best at the top)
+    and the paired difference from the best ± its se (grey triangles).
+
+    ``comparison`` is a :class:`pyro_gen.evaluate.Comparison` (or its ``rows``).
+    """
+    rows = list(getattr(comparison, "rows", comparison))
+    fig, ax = plt.subplots(figsize=(6.5, 1.6 + 0.6 * len(rows)), layout="constrained")
+    best = rows[0]["log_px"]
+    ys = list(range(len(rows)))[::-1]
+    for y, r in zip(ys, rows):
+        ax.errorbar(
+            r["log_px"],
+            y,
+            xerr=r["nll_se"],
+            fmt="o",
+            mfc="none",
+            color="k",
+            capsize=3,
+            label="log p̂(x) ± se" if y == ys[0] else None,
+        )
+        if r["rank"] > 0:
+            ax.errorbar(
+                best - r["d_log_px"],
+                y - 0.25,
+                xerr=r["d_log_px_se"],
+                fmt="^",
+                color="0.5",
+                capsize=3,
+                label="difference from best ± paired se" if r["rank"] == 1 else None,
+            )
+    ax.axvline(best, color="0.6", ls="--", lw=1)
+    ax.set_yticks(ys, [r["model"] for r in rows])
+    ax.set(xlabel="log p̂(x) per datapoint (nats; higher is better)", title=title)
+    ax.set_ylim(-0.8, len(rows) - 0.4)
+    fig.legend(loc="outside lower center", ncol=2, fontsize="small")
+    ax.grid(alpha=0.3, axis="x")
+    return fig

@@ -1,5 +1,37 @@
-"""Evaluation that tells the truth: ELBO split, importance-sampled log p(x), diagnostics."""
+"""Evaluation that tells the truth: ELBO split, importance-sampled log p(x), diagnostics,
+ArviZ export and model comparison."""
 
+from pyro_gen.evaluate.arviz_export import (
+    guide_draws,
+    load_inference_data,
+    save_inference_data,
+    to_inference_data,
+)
+from pyro_gen.evaluate.compare import Comparison, compare
+from pyro_gen.evaluate.diagnostics import (
+    AU_THRESHOLD,
+    KHAT_THRESHOLD,
+    Diagnostics,
+    diagnose,
+    pareto_khat,
+)
 from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
+from pyro_gen.evaluate.log_likelihood import NonFiniteWeightsError, log_likelihood
 
-__all__ = ["ELBOResult", "evaluate_elbo"]
+__all__ = [
+    "ELBOResult",
+    "evaluate_elbo",
+    "log_likelihood",
+    "NonFiniteWeightsError",
+    "Diagnostics",
+    "diagnose",
+    "pareto_khat",
+    "AU_THRESHOLD",
+    "KHAT_THRESHOLD",
+    "to_inference_data",
+    "save_inference_data",
+    "load_inference_data",
+    "guide_draws",
+    "Comparison",
+    "compare",
+]

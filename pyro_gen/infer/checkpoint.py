@@ -66,7 +66,12 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def _sniff(path: Path) -> None:
     """Refuse pickle and torch.save files before any parser sees them."""
     with open(path, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
+    # A safetensors file opens with its header's length (u64, little-endian), then the JSON
+    # header: recognise it first, since a length such as 0x0480 also starts with b"\x80\x04".
+    length = int.from_bytes(head[:8], "little")
+    if len(head) == 9 and head[8:9] == b"{" and 8 + length <= path.stat().st_size:
+        return
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         kind = "a pickle file"
     elif head[:4] == b"PK\x03\x04":

@@ -67,7 +67,7 @@ def _shapes(tr) -> str:
         tr.compute_log_prob()
         return tr.format_shapes()
     except Exception:  # the shapes are what we want to show, even when log_prob fails
-        return tr.format_shapes(compute_log_prob=False)
+        return tr.format_shapes()  # shows the sites whose log_prob did compute
 
 
 def check_pair(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:

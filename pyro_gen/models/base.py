@@ -50,10 +50,10 @@ def check_data_shape(x: torch.Tensor, data_shape: Sequence[int], what: str = "x"
     for s in data_shape:
         per_point *= s
     hint = ""
-    if x.dim() >= 1 and x.numel() % per_point == 0 and x.numel() > 0:
-        hint = f" Reshape with {what}.reshape(-1, {', '.join(map(str, data_shape))})."
-    elif x.dim() == len(data_shape):
+    if tuple(x.shape) == data_shape:  # checked first: it is also divisible below
         hint = f" A single datapoint needs a batch axis: {what}.unsqueeze(0)."
+    elif x.dim() >= 1 and x.numel() % per_point == 0 and x.numel() > 0:
+        hint = f" Reshape with {what}.reshape(-1, {', '.join(map(str, data_shape))})."
     raise ShapeError(
         f"the model was built for datapoints of shape {list(data_shape)}, i.e. {what} of shape "
         f"[N, {', '.join(map(str, data_shape))}], but {what} has shape {list(x.shape)}.{hint}"

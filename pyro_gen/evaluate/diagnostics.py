@@ -1,0 +1,327 @@
+"""ELBO diagnostics per datapoint: log p(x), ELBO, the gap between them, KL per latent dimension,
+active units, and how far the importance weights can be trusted (ESS, PSIS Pareto k̂).
+
+The ELBO is log p(x) − KL(q(z|x) ‖ p(z|x)); one pass of K importance samples per datapoint gives
+log p̂(x), the ELBO and the gap from the *same* log-weights, and their ESS and Pareto k̂
+(``arviz.psislw``; k̂ > 0.7 flags a datapoint whose estimate is unreliable). Weights are kept
+for one chunk of datapoints at a time.
+
+>>> import torch
+>>> from pyro_gen.models import VAE
+>>> vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
+>>> d = diagnose(vae, torch.ones(5, 4), num_samples=30)
+>>> bool((d.gap >= 0).all()), d.kl_per_dim.shape
+(True, torch.Size([5, 2]))
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+from torch.distributions import kl_divergence
+
+from pyro_gen.errors import ConfigError
+from pyro_gen.evaluate.log_likelihood import _device, _slice_kwargs, check_guide, importance_chunks
+from pyro_gen.infer.pair import ModelGuidePair, as_pair
+from pyro_gen.infer.traces import DATA_PLATE, TraceSiteError
+
+__all__ = [
+    "Diagnostics",
+    "diagnose",
+    "pareto_khat",
+    "per_datapoint_table",
+    "PSIS_MIN_SAMPLES",
+    "KHAT_THRESHOLD",
+    "AU_THRESHOLD",
+]
+
+KHAT_THRESHOLD = 0.7  # Vehtari et al.: above it PSIS (and plain IS) estimates are unreliable
+AU_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Cov_x(E_q[z_u]) > 0.01
+PSIS_MIN_SAMPLES = 21  # fewer particles leave arviz's Pareto tail under 5 points: k̂ = NaN
+
+
+def import_arviz():
+    """``import arviz`` without its refactor FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
+    """PSIS Pareto k̂ of each column of ``[K, N]`` log-weights via ``arviz.psislw`` -> ``[N]``.
+
+    NaN when K < :data:`PSIS_MIN_SAMPLES`; 0 where the weights are equal to 1e-4 (the guide is
+    the posterior: nothing heavy-tailed to fit); +inf where arviz cannot fit the tail (ties).
+    """
+    K, n = log_weights.shape
+    if K < PSIS_MIN_SAMPLES:
+        return torch.full((n,), float("nan"), dtype=torch.float64)
+    lw = log_weights.detach().cpu().double().T.numpy().copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, khat = import_arviz().psislw(lw, reff=1.0)
+    khat = torch.as_tensor(np.asarray(khat, dtype=np.float64)).reshape(n)
+    flat = torch.as_tensor(lw.max(1) - lw.min(1)) < 1e-4
+    return torch.where(flat, torch.zeros_like(khat), khat)
+
+
+def per_datapoint_table(
+    name: str, site: dict, value: torch.Tensor, event_dims: int, rows: int
+) -> torch.Tensor:
+    """``[rows, D]``: a site-shaped tensor with the data plate's axis first, the rest flattened.
+
+    ``value`` has the site's batch shape followed by ``event_dims`` trailing dims (e.g. its
+    sample, its mean, or an elementwise KL of the base distributions).
+    """
+    dim = next((f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE), None)
+    if dim is None:
+        raise TraceSiteError(f"site {name!r} is not inside pyro.plate({DATA_PLATE!r}).")
+    dim -= event_dims
+    if value.dim() < -dim:
+        value = value.reshape((1,) * (-dim - value.dim()) + tuple(value.shape))
+    value = value.movedim(dim, 0)
+    if value.shape[0] != rows:
+        value = value.expand(rows, *value.shape[1:])
+    return value.reshape(rows, -1)
+
+
+def _unwrap(fn):
+    """The innermost distribution and how many batch dims the wrappers reinterpreted as event."""
+    base = fn
+    while hasattr(base, "base_dist"):
+        base = base.base_dist
+    return base, len(fn.event_shape) - len(base.event_shape)
+
+
+@dataclass
+class _SiteInfo:
+    kl: torch.Tensor | None  # [n, D] analytic KL per dimension, None when Pyro has no formula
+    mean: torch.Tensor | None  # [n, D'] E_q[z | x], None when the guide has no mean
+
+
+def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[str, _SiteInfo]:
+    """One guide trace + model replay on ``x``: per-dimension analytic KL and E_q[z] per site."""
+    n = x.shape[0]
+    guide_tr = poutine.trace(pair.guide).get_trace(x, **kw)
+    model_tr = poutine.trace(poutine.replay(pair.model, trace=guide_tr)).get_trace(x, **kw)
+    out = {}
+    for name, site in guide_tr.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
+            continue
+        q, q_reint = _unwrap(site["fn"])
+        p, _ = _unwrap(model_tr.nodes[name]["fn"])
+        try:
+            kl = kl_divergence(q, p)
+            kl = kl.expand(torch.broadcast_shapes(kl.shape, q.batch_shape))
+            kl = per_datapoint_table(name, site, kl, q_reint, n)
+        except (NotImplementedError, RuntimeError, ValueError):
+            kl = None
+        try:
+            mean = site["fn"].mean
+            mean = mean.expand(torch.broadcast_shapes(mean.shape, site["value"].shape))
+            mean = per_datapoint_table(name, site, mean, len(site["fn"].event_shape), n)
+        except NotImplementedError:
+            mean = None
+        out[name] = _SiteInfo(kl, mean)
+    return out
+
+
+def _labels(name: str, width: int) -> list[str]:
+    return [name] if width == 1 else [f"{name}[{i}]" for i in range(width)]
+
+
+@dataclass
+class Diagnostics:
+    """Per-datapoint diagnostics (``[N]`` float64 unless noted), with :meth:`summary`.
+
+    ``elbo`` is the mean log-weight of the same K draws as ``log_px``, so ``gap = log_px − elbo
+    ≥ 0`` exactly (Jensen); ``reconstruction − kl`` is the same bound with the analytic KL and
+    agrees with ``elbo`` to Monte-Carlo error. ``kl_per_dim`` is ``[N, D]`` with column names
+    ``kl_names`` (one column per dimension where the KL is analytic, per site otherwise);
+    ``posterior_mean`` is ``[N, D']`` E_q[z | x] with names ``mean_names`` (for active units).
+    """
+
+    log_px: torch.Tensor
+    elbo: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    ess: torch.Tensor
+    khat: torch.Tensor
+    kl_per_dim: torch.Tensor
+    kl_names: list[str]
+    posterior_mean: torch.Tensor
+    mean_names: list[str]
+    num_samples: int
+    au_threshold: float = AU_THRESHOLD
+    khat_threshold: float = KHAT_THRESHOLD
+
+    @property
+    def gap(self) -> torch.Tensor:
+        """log p̂(x) − ELBO: the KL(q(z|x) ‖ p(z|x)) the ELBO hides (minus the IS bias)."""
+        return self.log_px - self.elbo
+
+    @property
+    def num_datapoints(self) -> int:
+        return int(self.log_px.numel())
+
+    @property
+    def au_variance(self) -> torch.Tensor:
+        """Cov_x(E_q[z_u]) per dimension ``[D']`` (variance over datapoints of the mean)."""
+        if self.posterior_mean.shape[0] < 2:
+            return torch.full((self.posterior_mean.shape[1],), float("nan"), dtype=torch.float64)
+        return self.posterior_mean.double().var(0)
+
+    @property
+    def active(self) -> torch.Tensor:
+        """Boolean ``[D']``: the units whose posterior mean moves with x."""
+        return self.au_variance > self.au_threshold
+
+    @property
+    def active_units(self) -> int:
+        return int(self.active.sum())
+
+    @property
+    def unreliable(self) -> torch.Tensor:
+        """Boolean ``[N]``: k̂ above the threshold (NaN k̂ counts as not computed, not flagged)."""
+        return self.khat > self.khat_threshold
+
+    def summary(self) -> dict:
+        """Means (nats per datapoint) and standard errors over datapoints, plus the flags."""
+        n = self.num_datapoints
+
+        def se(v: torch.Tensor) -> float:
+            return float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
+
+        finite_k = self.khat[~torch.isnan(self.khat)]
+        return {
+            "num_datapoints": n,
+            "num_samples": self.num_samples,
+            "log_px": float(self.log_px.mean()),
+            "log_px_se": se(self.log_px),
+            "nll": -float(self.log_px.mean()),
+            "elbo": float(self.elbo.mean()),
+            "elbo_se": se(self.elbo),
+            "reconstruction": float(self.reconstruction.mean()),
+            "kl": float(self.kl.mean()),
+            "gap": float(self.gap.mean()),
+            "gap_se": se(self.gap),
+            "ess_mean": float(self.ess.mean()),
+            "ess_min": float(self.ess.min()),
+            "khat_median": float(finite_k.median()) if finite_k.numel() else float("nan"),
+            "khat_max": float(finite_k.max()) if finite_k.numel() else float("nan"),
+            "khat_threshold": self.khat_threshold,
+            "khat_share_unreliable": float(self.unreliable.double().mean())
+            if finite_k.numel()
+            else float("nan"),
+            "khat_num_unreliable": int(self.unreliable.sum()),
+            "active_units": self.active_units,
+            "latent_dims": len(self.mean_names),
+            "au_threshold": self.au_threshold,
+            "kl_per_dim": [float(v) for v in self.kl_per_dim.mean(0)],
+            "kl_names": list(self.kl_names),
+            "au_variance": [float(v) for v in self.au_variance],
+            "mean_names": list(self.mean_names),
+        }
+
+
+@torch.no_grad()
+def diagnose(
+    model,
+    x: torch.Tensor,
+    *,
+    guide: Callable | None = None,
+    module: nn.Module | None = None,
+    num_samples: int = 1000,
+    batch_size: int = 1000,
+    max_rows: int = 32768,
+    seed: int | None = 0,
+    au_threshold: float = AU_THRESHOLD,
+    khat_threshold: float = KHAT_THRESHOLD,
+    **kwargs,
+) -> Diagnostics:
+    """Every diagnostic of :class:`Diagnostics` for each row of ``x`` from K = ``num_samples``
+    importance samples (the guide as proposal), ``batch_size`` datapoints at a time.
+
+    Takes the same ``model``/``guide``/``module`` forms and keyword arguments as
+    :func:`pyro_gen.evaluate.log_likelihood`. Pareto k̂ needs K >= 21 (NaN below).
+    """
+    pair = as_pair(model, guide, module)
+    if int(num_samples) < 1:
+        raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
+    if pair.check_data is not None:
+        pair.check_data(x)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    was_training = pair.module.training
+    pair.module.eval()
+    keys = ("log_px", "mean_log_weight", "reconstruction", "kl", "ess")
+    cols: dict[str, list[torch.Tensor]] = {k: [] for k in (*keys, "khat", "kl_dim", "mean")}
+    kl_names: list[str] = []
+    mean_names: list[str] = []
+    try:
+        with pyro.validation_enabled(False):
+            check_guide(pair, x, **kwargs)
+            for chunk in importance_chunks(
+                pair,
+                x,
+                num_samples,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                keep_weights=True,
+                **kwargs,
+            ):
+                for k in keys:
+                    cols[k].append(getattr(chunk, k))
+                cols["khat"].append(pareto_khat(chunk.log_weights))
+                chunk.log_weights = None  # keep weights for one chunk only
+                sl = slice(chunk.start, chunk.stop)
+                xs = x[sl].to(_device(pair))
+                kw = {
+                    k: v.to(xs.device) if isinstance(v, torch.Tensor) else v
+                    for k, v in _slice_kwargs(kwargs, x.shape[0], sl).items()
+                }
+                info = _latent_structure(pair, xs, kw)
+                kl_parts, mean_parts, kl_names, mean_names = [], [], [], []
+                for name, si in info.items():
+                    if si.kl is not None:
+                        kl_parts.append(si.kl.double().cpu())
+                        kl_names += _labels(name, si.kl.shape[1])
+                    else:  # no formula per dimension: the site's KL from the K draws
+                        kl_parts.append(chunk.kl_per_site[name].reshape(-1, 1))
+                        kl_names.append(name)
+                    if si.mean is not None:
+                        mean_parts.append(si.mean.double().cpu())
+                        mean_names += _labels(name, si.mean.shape[1])
+                n = chunk.stop - chunk.start
+                empty = torch.zeros(n, 0, dtype=torch.float64)
+                cols["kl_dim"].append(torch.cat(kl_parts, 1) if kl_parts else empty)
+                cols["mean"].append(torch.cat(mean_parts, 1) if mean_parts else empty)
+    finally:
+        pair.module.train(was_training)
+    cat = {k: torch.cat(v) for k, v in cols.items()}
+    return Diagnostics(
+        log_px=cat["log_px"],
+        elbo=cat["mean_log_weight"],
+        reconstruction=cat["reconstruction"],
+        kl=cat["kl"],
+        ess=cat["ess"],
+        khat=cat["khat"],
+        kl_per_dim=cat["kl_dim"],
+        kl_names=kl_names,
+        posterior_mean=cat["mean"],
+        mean_names=mean_names,
+        num_samples=int(num_samples),
+        au_threshold=au_threshold,
+        khat_threshold=khat_threshold,
+    )
