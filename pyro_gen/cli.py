@@ -372,8 +372,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"pyro-gen: training {type(model).__name__} on {ds.name} "
         f"({len(ds.split('train'))} images {list(ds.image_shape)}) on {device}; run folder {run}"
     )
-    trainer = Trainer(model, run_dir=run, resume=s["resume"], sections={"data": data_spec},
-                      **train_cfg)
+    trainer = Trainer(
+        model, run_dir=run, resume=s["resume"], sections={"data": data_spec}, **train_cfg
+    )
     start = time.perf_counter()
     history = trainer.fit(
         ds.split("train"), ds.splits.get("valid"), dynamic_binarization=ds.dynamic_binarization
@@ -421,6 +422,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"pyro-gen: {result['steps']} steps in {wall:.1f} s ({rate} steps/s); {split} ELBO "
         f"{ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
     )
+    if "note" in ev:
+        print(f"pyro-gen: note: {ev['note']}")
     print(
         f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, summary.json, "
         f"figures/training_curves.png, figures/samples.png, figures/reconstructions.png)"
@@ -483,6 +486,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"reconstruction {result['reconstruction']:.3f} − KL {result['kl']:.3f} "
         f"({result['num_datapoints']} datapoints); wrote {args.run / 'summary.json'}"
     )
+    if "note" in result:
+        print(f"pyro-gen: note: {result['note']}")
     return 0
 
 

@@ -17,8 +17,9 @@ import pyro
 import torch
 from torch import nn
 
+from pyro_gen.evaluate.log_likelihood import check_guide
 from pyro_gen.infer.pair import as_pair
-from pyro_gen.infer.traces import elbo_terms
+from pyro_gen.infer.traces import TraceSiteError, elbo_terms
 
 __all__ = ["ELBOResult", "evaluate_elbo"]
 
@@ -31,9 +32,15 @@ class ELBOResult:
     reconstruction: torch.Tensor
     kl: torch.Tensor
     num_particles: int
+    note: str = ""  # set when the numbers are not a bound on log p(x) (β = 0 autoencoder)
+
+    @property
+    def is_bound(self) -> bool:
+        return not self.note
 
     def summary(self) -> dict[str, float]:
         n = self.elbo.numel()
+        extra = {} if self.is_bound else {"is_bound": False, "note": self.note}
         return {
             "elbo": float(self.elbo.mean()),
             "elbo_se": float(self.elbo.std() / n**0.5) if n > 1 else float("nan"),
@@ -41,6 +48,7 @@ class ELBOResult:
             "kl": float(self.kl.mean()),
             "num_datapoints": n,
             "num_particles": self.num_particles,
+            **extra,
         }
 
 
@@ -57,12 +65,18 @@ def evaluate_elbo(
 ) -> ELBOResult:
     """ELBO, E_q log p(x|z) and KL(q(z|x) ‖ p(z)) (analytic where known) for each row of ``x``.
 
-    β does not enter: this is the model's true bound on log p(x). Data moves to the module's
+    β does not enter: this is the model's true bound on log p(x) — except for a point-mass guide
+    (a β = 0 autoencoder), where the result says so in ``note`` and ``is_bound`` is False. Data moves to the module's
     device in chunks of ``batch_size``; ``seed`` fixes the Monte-Carlo noise.
     """
     pair = as_pair(model, guide, module)
     if pair.check_data is not None:
         pair.check_data(x)
+    note = ""
+    try:
+        check_guide(pair, x)
+    except TraceSiteError as e:
+        note = f"not a bound on log p(x): {e} The 'elbo' here is the reconstruction term only."
     device = next(iter(pair.module.parameters()), torch.empty(0)).device
     if seed is not None:
         pyro.set_rng_seed(seed)
@@ -75,4 +89,4 @@ def evaluate_elbo(
             parts.append(elbo_terms(pair.model, pair.guide, xs, num_particles=num_particles))
     pair.module.train(was_training)
     cat = {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
-    return ELBOResult(cat["elbo"], cat["reconstruction"], cat["kl"], num_particles)
+    return ELBOResult(cat["elbo"], cat["reconstruction"], cat["kl"], num_particles, note)
