@@ -66,8 +66,8 @@ def evaluate_elbo(
     """ELBO, E_q log p(x|z) and KL(q(z|x) ‖ p(z)) (analytic where known) for each row of ``x``.
 
     β does not enter: this is the model's true bound on log p(x) — except for a point-mass guide
-    (a β = 0 autoencoder), where the result says so in ``note`` and ``is_bound`` is False. Data moves to the module's
-    device in chunks of ``batch_size``; ``seed`` fixes the Monte-Carlo noise.
+    (a β = 0 autoencoder), where the result says so in ``note`` and ``is_bound`` is False.
+    Data moves to the module's device in chunks of ``batch_size``; ``seed`` fixes the noise.
     """
     pair = as_pair(model, guide, module)
     if pair.check_data is not None:
