@@ -71,7 +71,12 @@ DEFAULTS: dict[str, Any] = {
     "out": None,
     "resume": False,
     "log_every": 20,
+    "devices": None,
+    "num_nodes": None,
+    "strategy": None,
+    "accelerator": None,
 }
+DISTRIBUTED_ARGS = ("devices", "num_nodes", "strategy", "accelerator")
 
 
 def _int_list(text: str) -> list[int]:
@@ -174,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--max-bad-batches", type=int, help="skip up to N non-finite batches before stopping"
     )
+    g.add_argument(
+        "--fused", action="store_true", help="fused optimiser kernel (adam/adamw/sgd; faster)"
+    )
+    g = t.add_argument_group(
+        "distributed (PyTorch Lightning, optional: pip install 'pyro-gen[lightning]')",
+        "Any of these trains with Lightning DDP instead of the single-process trainer. "
+        "--batch-size is per process. Multi-node: run the same command on every node with "
+        "MASTER_ADDR, MASTER_PORT and NODE_RANK set (or under SLURM / torchrun).",
+    )
+    g.add_argument("--devices", help="processes (GPUs, or CPU processes) per node, or 'auto'")
+    g.add_argument("--num-nodes", type=int, help="machines taking part (default 1)")
+    g.add_argument("--strategy", help="Lightning strategy (default ddp)")
+    g.add_argument(
+        "--accelerator", help="Lightning accelerator: auto, cpu, gpu (default from --device)"
+    )
 
     def run_verb(name: str, help: str, description: str) -> argparse.ArgumentParser:
         p = verbs.add_parser(name, help=help, description=description)
@@ -206,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-particles", type=int, default=1, help="Monte-Carlo draws per datapoint (default 1)"
     )
     p.add_argument(
-        "--limit", type=int, default=None, help="evaluate on the first N datapoints only"
+        "--limit",
+        type=int,
+        default=None,
+        help="evaluate on a random subset of N datapoints (drawn with --seed)",
     )
     p.add_argument(
         "--num-samples",
@@ -230,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", type=Path, nargs="+", help="run folders written by 'pyro-gen train'")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN1/eval)")
     p.add_argument("--split", default="test", help="data split (default test)")
-    p.add_argument("--limit", type=int, default=None, help="use the first N datapoints only")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use a random subset of N datapoints (drawn with --seed; the same for every run)",
+    )
     p.add_argument(
         "--num-samples", type=int, default=1000, metavar="K", help="importance samples (1000)"
     )
@@ -367,6 +395,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{run} already exists and is not empty; use --resume or another --out."
             )
         train_cfg = {k: s[k] for k in TRAIN_ARGS}
+    if any(s.get(k) is not None for k in DISTRIBUTED_ARGS):
+        return _train_distributed(s, model, ds, data_spec, run, train_cfg)
     device = resolve_device(train_cfg.get("device", "auto"))
     print(
         f"pyro-gen: training {type(model).__name__} on {ds.name} "
@@ -431,6 +461,74 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_distributed(
+    s: dict, model, ds: Dataset, data_spec: dict, run: Path, train_cfg: dict
+) -> int:
+    """``train`` on PyTorch Lightning (DDP); every rank runs this, the global rank 0 writes."""
+    from pyro_gen import plots
+
+    if s["resume"]:
+        raise ConfigError("--resume is single-process only; drop --devices/--num-nodes.")
+    try:
+        from pyro_gen.infer.lightning import fit_lightning
+    except ImportError as e:  # pragma: no cover - the module itself imports lightning lazily
+        raise ConfigError(str(e)) from None
+    devices = s.get("devices") or 1
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    device = str(train_cfg.get("device", "auto"))
+    accelerator = s.get("accelerator") or (
+        "auto" if device == "auto" else "gpu" if device.startswith("cuda") else device
+    )
+    try:
+        result = fit_lightning(
+            model,
+            ds.split("train"),
+            ds.splits.get("valid"),
+            devices=devices,
+            num_nodes=s.get("num_nodes") or 1,
+            strategy=s.get("strategy") or "ddp",
+            accelerator=accelerator,
+            run_dir=run,
+            dynamic_binarization=ds.dynamic_binarization,
+            sections={"data": data_spec},
+            **train_cfg,
+        )
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+    if not result.is_global_zero:
+        return 0
+    model.to("cpu").eval()
+    figures = run / "figures"
+    if result.history:
+        plots.save_figure(
+            plots.training_curves(result.history, title=run.name), figures / "training_curves.png"
+        )
+    plots.save_figure(
+        plots.image_grid(
+            model.sample(64, seed=s["seed"], mean=True), title="samples E[x|z], z ~ p(z)"
+        ),
+        figures / "samples.png",
+    )
+    split = "test" if "test" in ds.splits else "train"
+    ev = evaluate_elbo(model, ds.split(split), seed=s["seed"]).summary()
+    summary = {
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "wall_seconds": round(result.wall_seconds, 2),
+        "world_size": result.world_size,
+        "replicas_identical": result.replicas_identical,
+        f"{split}_elbo": ev,
+    }
+    _update_summary(run, "train", summary)
+    print(
+        f"pyro-gen: {result.steps} steps on {result.world_size} processes in "
+        f"{result.wall_seconds:.1f} s (replicas identical: {result.replicas_identical}); "
+        f"{split} ELBO {ev['elbo']:.2f} nats; wrote {run}/"
+    )
+    return 0
+
+
 def _open_run(args: argparse.Namespace):
     model = load_model(args.run, device=resolve_device(args.device))
     return model.eval(), read_config(args.run)
@@ -471,11 +569,21 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subset(x: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
+    """A seeded random subset of ``limit`` rows, in their original order (test sets may be
+    sorted by class, so the first rows are no sample)."""
+    if limit is None or limit >= x.shape[0]:
+        return x
+    if limit < 1:
+        raise ConfigError(f"--limit must be >= 1; got {limit}.")
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(x.shape[0], generator=g)[:limit].sort().values]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, config = _open_run(args)
     x = _load_data(config["data"]).split(args.split)
-    if args.limit is not None:
-        x = x[: args.limit]
+    x = _subset(x, args.limit, args.seed)
     if args.num_samples is not None:
         return _evaluate_diagnostics(args, model, x)
     result = evaluate_elbo(model, x, num_particles=args.num_particles, seed=args.seed).summary()
@@ -542,7 +650,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     models, x = {}, None
     for run in args.runs:
         data = _load_data(read_config(run)["data"]).split(args.split)
-        data = data if args.limit is None else data[: args.limit]
+        data = _subset(data, args.limit, args.seed)
         if x is None:
             x = data
         elif x.shape != data.shape or not torch.equal(x, data):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -74,20 +75,23 @@ def _data_dim(name: str, site: dict, role: str) -> int:
     )
 
 
-def _per_datapoint(
-    name: str, site: dict, value: torch.Tensor, role: str, rows: int
-) -> torch.Tensor:
-    """Sum a site's log-density over every dim but the data plate's -> ``[rows]``."""
+def _masked(site: dict, value: torch.Tensor) -> torch.Tensor:
     mask = site["mask"]
-    if mask is not None and mask is not True:
-        value = torch.zeros_like(value) if mask is False else torch.where(mask, value, 0.0)
-    dim = _data_dim(name, site, role)
-    if value.dim() < -dim:  # a log-density that broadcasts over the data plate
-        value = value.reshape((1,) * (-dim - value.dim()) + tuple(value.shape))
-    value = value.movedim(dim, 0)
-    if value.shape[0] != rows:
-        value = value.expand(rows, *value.shape[1:])
-    return value.reshape(rows, -1).sum(-1)
+    if mask is None or mask is True:
+        return value
+    return torch.zeros_like(value) if mask is False else torch.where(mask, value, 0.0)
+
+
+def _to_front(value: torch.Tensor, lead: list[tuple[int, int]]) -> torch.Tensor:
+    """Move the (negative dim, size) axes in ``lead`` to the front, broadcast them to their
+    sizes, and sum every other axis: ``value`` -> ``[*sizes]``."""
+    need = max(-d for d, _ in lead)
+    if value.dim() < need:  # a log-density that broadcasts over these axes
+        value = value.reshape((1,) * (need - value.dim()) + tuple(value.shape))
+    value = value.movedim([d for d, _ in lead], list(range(len(lead))))
+    sizes = [size for _, size in lead]
+    value = value.expand(*sizes, *value.shape[len(lead) :])
+    return value.reshape(*sizes, -1).sum(-1)
 
 
 def _check_site(name: str, site: dict, role: str) -> None:
@@ -105,53 +109,100 @@ def _repeat(value, n: int, k: int):
     return value
 
 
-def _terms_once(model, guide, x, k: int, kwargs) -> PointwiseTerms:
-    n = x.shape[0]
-    rows = n * k
-    xk = _repeat(x, n, k)
-    kw = {key: _repeat(v, n, k) for key, v in kwargs.items()}
-    guide_tr = poutine.trace(guide).get_trace(xk, **kw)
-    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(xk, **kw)
-    zeros = xk.new_zeros(rows)
+def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> PointwiseTerms:
+    """Sum each site's (masked, unscaled) log-density into ``[k, n]`` tables."""
+    zeros = next(iter(guide_tr.nodes.values()), {}).get("value")
+    zeros = torch.zeros(k, n) if not isinstance(zeros, torch.Tensor) else zeros.new_zeros(k, n)
     log_lik, log_prior, log_q, kl = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
     kl_per_site: dict[str, torch.Tensor] = {}
     for name, site in guide_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
             continue
         _check_site(name, site, "guide")
-        lq = _per_datapoint(name, site, site["fn"].log_prob(site["value"]), "guide", rows)
+        lq = per_datapoint(name, site, site["fn"].log_prob(site["value"]), "guide")
         log_q = log_q + lq
         model_site = model_tr.nodes.get(name)
         if model_site is None:
             raise TraceSiteError(f"guide site {name!r} has no counterpart in the model.")
-        lp = _per_datapoint(
-            name, model_site, model_site["fn"].log_prob(model_site["value"]), "model", rows
+        lp = per_datapoint(
+            name, model_site, model_site["fn"].log_prob(model_site["value"]), "model"
         )
         try:
-            site_kl = kl_divergence(site["fn"], model_site["fn"])
-            site_kl = _per_datapoint(name, model_site, site_kl, "model", rows)
+            site_kl = per_datapoint(
+                name, model_site, kl_divergence(site["fn"], model_site["fn"]), "model"
+            )
         except NotImplementedError:
             site_kl = lq - lp
-        kl_per_site[name] = site_kl.reshape(k, n)
+        kl_per_site[name] = site_kl
         kl = kl + site_kl
     for name, site in model_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
         _check_site(name, site, "model")
-        lp = _per_datapoint(name, site, site["fn"].log_prob(site["value"]), "model", rows)
+        lp = per_datapoint(name, site, site["fn"].log_prob(site["value"]), "model")
         if site["is_observed"]:
             log_lik = log_lik + lp
         elif name in guide_tr.nodes:
             log_prior = log_prior + lp
         # a latent the guide does not sample is drawn from its prior: proposal = prior, cancels
-    shape = (k, n)
-    return PointwiseTerms(
-        log_lik.reshape(shape),
-        log_prior.reshape(shape),
-        log_q.reshape(shape),
-        kl.reshape(shape),
-        kl_per_site,
-    )
+    return PointwiseTerms(log_lik, log_prior, log_q, kl, kl_per_site)
+
+
+def _terms_replicated(model, guide, x, k: int, kwargs) -> PointwiseTerms:
+    """Repeat the datapoints ``k`` times along the data plate: works for any program."""
+    n = x.shape[0]
+    xk = _repeat(x, n, k)
+    kw = {key: _repeat(v, n, k) for key, v in kwargs.items()}
+    guide_tr = poutine.trace(guide).get_trace(xk, **kw)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(xk, **kw)
+
+    def per_datapoint(name, site, value, role):
+        dim = _data_dim(name, site, role)
+        return _to_front(_masked(site, value), [(dim, n * k)]).reshape(k, n)
+
+    return _collect(guide_tr, model_tr, per_datapoint, k, n)
+
+
+class _NotVectorizable(Exception):
+    pass
+
+
+def _plate_nesting(model, guide, x, kwargs) -> int:
+    """How many batch dims the program's plates use (traced on one datapoint)."""
+    n = x.shape[0]
+    kw = {
+        key: v[:1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v
+        for key, v in kwargs.items()
+    }
+    guide_tr = poutine.trace(guide).get_trace(x[:1], **kw)
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x[:1], **kw)
+    dims = [
+        -f.dim
+        for tr in (guide_tr, model_tr)
+        for site in tr.nodes.values()
+        if site["type"] == "sample"
+        for f in site["cond_indep_stack"]
+        if f.dim is not None
+    ]
+    return max(dims, default=0)
+
+
+def _terms_vectorized(model, guide, x, k: int, kwargs, nesting: int) -> PointwiseTerms:
+    """Draw the ``k`` particles under an outer plate left of the program's plates: the guide's
+    networks see each datapoint once (as Pyro's ``vectorize_particles``)."""
+    n = x.shape[0]
+    pdim = -(nesting + 1)
+    with pyro.plate("_pyro_gen_particles", k, dim=pdim):
+        guide_tr = poutine.trace(guide).get_trace(x, **kwargs)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, **kwargs)
+
+    def per_datapoint(name, site, value, role):
+        if value.dim() < -pdim or value.shape[pdim] != k:
+            raise _NotVectorizable(f"site {name!r} has no particle axis: {list(value.shape)}")
+        dim = _data_dim(name, site, role)
+        return _to_front(_masked(site, value), [(pdim, k), (dim, n)])
+
+    return _collect(guide_tr, model_tr, per_datapoint, k, n)
 
 
 def pointwise_terms(
@@ -161,6 +212,7 @@ def pointwise_terms(
     *,
     num_particles: int = 1,
     max_rows: int = 65536,
+    vectorize: bool = True,
     **kwargs,
 ) -> PointwiseTerms:
     """``[num_particles, N]`` log-densities of each datapoint, in chunks of at most
@@ -168,10 +220,21 @@ def pointwise_terms(
 
     Extra keyword arguments (e.g. observed attributes ``y=...``) go to model and guide; tensors
     whose first axis is ``N`` are split and repeated with the datapoints.
+
+    ``vectorize=True`` draws the particles under an outer plate, so the guide's networks run
+    once per datapoint (the program must broadcast over a leading particle axis, as Pyro's
+    ``vectorize_particles`` requires); a program that does not is detected and evaluated by
+    repeating the datapoints instead, which works for any program.
     """
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1; got {num_particles}.")
     n = x.shape[0]
+    nesting = None
+    if vectorize and num_particles > 1:
+        try:
+            nesting = _plate_nesting(model, guide, x, kwargs)
+        except Exception:  # the replicated path below reports the program's own errors
+            nesting = None
     per_chunk = max(1, max_rows // num_particles)
     parts_n = []
     for start in range(0, n, per_chunk):
@@ -182,10 +245,18 @@ def pointwise_terms(
         }
         xs = x[sl]
         k_chunk = max(1, max_rows // xs.shape[0])
-        parts_k = [
-            _terms_once(model, guide, xs, min(k_chunk, num_particles - k0), kw)
-            for k0 in range(0, num_particles, k_chunk)
-        ]
+        parts_k = []
+        for k0 in range(0, num_particles, k_chunk):
+            k_now = min(k_chunk, num_particles - k0)
+            if nesting is not None and k_now > 1:
+                try:
+                    parts_k.append(_terms_vectorized(model, guide, xs, k_now, kw, nesting))
+                    continue
+                except TraceSiteError:
+                    raise
+                except Exception:  # the program does not broadcast over particles
+                    nesting = None
+            parts_k.append(_terms_replicated(model, guide, xs, k_now, kw))
         parts_n.append(PointwiseTerms.cat(parts_k, 0))
     return PointwiseTerms.cat(parts_n, 1)
 

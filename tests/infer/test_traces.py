@@ -176,3 +176,34 @@ def test_evaluate_elbo_checks_the_data():
     vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
     with pytest.raises(DataError, match="binary"):
         evaluate_elbo(vae, torch.full((3, 4), 0.5))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_both_particle_paths_are_exact_with_the_exact_posterior(lg, data, vectorize, monkeypatch):
+    from pyro_gen.infer import traces
+
+    other = "_terms_replicated" if vectorize else "_terms_vectorized"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{other} should not run")
+
+    monkeypatch.setattr(traces, other, refuse)
+    t = pointwise_terms(lg.model, lg.exact_guide, data, num_particles=6, vectorize=vectorize)
+    assert t.log_weight.shape == (6, data.shape[0])
+    expected = lg.log_marginal(data).expand(6, -1)
+    assert torch.allclose(t.log_weight, expected, atol=1e-6)
+    # the draws differ between particles (they are independent, not one draw broadcast)
+    assert (t.log_q.std(0) > 0).all()
+
+
+@torch.no_grad()
+def test_a_program_that_does_not_broadcast_falls_back_to_repeating(lg, data):
+    def flat_guide(x):  # reshapes with len(x): breaks under an outer particle plate
+        mean, cov = lg.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=cov))
+            z.reshape(len(x), LATENT)
+
+    t = pointwise_terms(lg.model, flat_guide, data, num_particles=4)
+    assert torch.allclose(t.log_weight, lg.log_marginal(data).expand(4, -1), atol=1e-6)
