@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -57,6 +58,7 @@ OPTIMIZERS = {
     "rmsprop": torch.optim.RMSprop,
 }
 LR_SCHEDULES = ("constant", "cosine", "exponential")
+FUSED_OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
+    fused: bool = False  # the optimiser's fused kernel (adam, adamw, sgd): faster, last-bit changes
     lr_schedule: str = "constant"
     lr_gamma: float = 0.9999
     elbo: str = "trace"
@@ -182,6 +185,66 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
+def _finite_probe(
+    loss: torch.Tensor, params: list[torch.Tensor], grad_norm: torch.Tensor | None
+) -> torch.Tensor:
+    """A scalar that is finite iff the loss and every gradient are: one reduction over the
+    gradients (a sum per tensor; the clipping norm when there is one), no rescaling pass."""
+    probe = loss.detach()
+    if grad_norm is not None:
+        return probe + grad_norm
+    sums = [
+        p.grad.sum(dtype=torch.float64 if p.grad.dtype == torch.float64 else torch.float32)
+        for p in params
+        if p.grad is not None
+    ]
+    return probe + torch.stack(sums).sum() if sums else probe
+
+
+def _grad_norm(params: list[torch.Tensor]) -> float:
+    norms = [torch.linalg.vector_norm(p.grad.float()) for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+class _DeferredCheck:
+    """The non-finite guard without a host synchronisation per step (CUDA and other devices):
+    the device remembers whether, and at which step first, a probe was non-finite since the
+    last look; ``first_bad()`` looks (one sync) at log rows, checkpoints and the end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.pending = False
+
+    def add(self, probe: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(probe)
+        self.first = torch.where(bad & ~self.bad, step, self.first)
+        self.bad = self.bad | bad
+        self.pending = True
+
+    def first_bad(self) -> int | None:
+        if not self.pending:
+            return None
+        self.pending = False
+        return int(self.first) if bool(self.bad) else None
+
+
+def _jit_pair(pair: ModelGuidePair) -> tuple[Callable, Callable]:
+    """Model and guide that register the module's parameters with ``pyro.module``, which Pyro's
+    JIT needs to pass them to the compiled graph as inputs (used inside a param-store scope)."""
+    module = pair.module
+
+    def model(*args, **kwargs):
+        pyro.module("pyro_gen", module)
+        return pair.model(*args, **kwargs)
+
+    def guide(*args, **kwargs):
+        pyro.module("pyro_gen", module)
+        return pair.guide(*args, **kwargs)
+
+    return model, guide
+
+
 class Trainer:
     """Stochastic variational inference for a model/guide pair.
 
@@ -196,6 +259,13 @@ class Trainer:
 
     The loss is the negative ELBO per datapoint of the β-weighted objective; ``history`` rows
     hold ``step, epoch, loss, valid_elbo, beta, lr, elapsed``.
+
+    Speed: the data stay on the device and batches are index-selected; the ELBOs keep their
+    sums on the device. A non-finite loss or gradient is caught before the update on CPU; on
+    other devices it is looked at every ``log_every`` steps and before each checkpoint (no host
+    sync per step; ``max_bad_batches > 0`` checks every step). ``fused=True`` uses the fused
+    Adam/AdamW/SGD kernel (much faster on CPU at small batches; results differ in the last bits).
+    ``elbo="jit"`` compiles the step with Pyro's JIT (fixed shapes, constant β).
     """
 
     def __init__(
@@ -253,6 +323,13 @@ class Trainer:
         kwargs = {"lr": c.lr}
         if c.weight_decay:
             kwargs["weight_decay"] = c.weight_decay
+        if c.fused:
+            if c.optimizer not in FUSED_OPTIMIZERS:
+                raise ConfigError(
+                    f"fused=True needs one of {list(FUSED_OPTIMIZERS)}; {c.optimizer!r} has no "
+                    "fused kernel."
+                )
+            kwargs["fused"] = True
         optimizer = OPTIMIZERS[c.optimizer](params, **kwargs)
         if c.lr_schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -453,9 +530,36 @@ class Trainer:
         start = time.perf_counter() - s.elapsed
         steps_at_start, t_at_start = s.step, time.perf_counter()
         last_ckpt = s.step
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        # on CPU every step is checked before the update; elsewhere a per-step check would stall
+        # the device, so it is looked at every log_every steps (each step with max_bad_batches)
+        defer = getattr(self, "_defer_checks", None)  # None: decided by the device (tests set it)
+        defer = self.device.type != "cpu" if defer is None else defer
+        deferred = _DeferredCheck(self.device) if defer and c.max_bad_batches == 0 else None
+
+        def settle() -> None:
+            bad = deferred.first_bad() if deferred is not None else None
+            if bad is None:
+                return
+            where = self._diagnose(xb)
+            kept = latest_checkpoint(self.run_dir) if self.run_dir else None
+            progress.close()
+            raise NonFiniteError(
+                f"training stopped at step {s.step} (epoch {s.epoch}): the loss or a gradient "
+                f"was non-finite at step {bad} and the update was applied (on {self.device.type} "
+                f"the check runs every log_every={c.log_every} steps, without a per-step host "
+                f"sync; max_bad_batches > 0 checks every step); {where}. "
+                + (f"The last good checkpoint is {kept}. " if kept else "")
+                + "Try a lower lr, clip_norm, or check the data and the model's scales."
+            )
+
+        jit = c.elbo.startswith("jit")
+        model_fn, guide_fn = _jit_pair(self.pair) if jit else (self.pair.model, self.pair.guide)
         with (
             _StopRequest() as stop,
-            pyro.settings.context(module_local_params=True),
+            # Pyro's JIT finds parameters through the param store: a private scope of it
+            pyro.get_param_store().scope() if jit else contextlib.nullcontext(),
+            pyro.settings.context(module_local_params=not jit),
             pyro.validation_enabled(False),
         ):
             self.module.train()
@@ -473,18 +577,21 @@ class Trainer:
                     if has_beta:
                         self.module.beta = beta
                     xb = batch_at(s.epoch, i, perm)
-                    loss = (
-                        elbo.differentiable_loss(self.pair.model, self.pair.guide, xb) / xb.shape[0]
-                    )
+                    loss = elbo.differentiable_loss(model_fn, guide_fn, xb) / xb.shape[0]
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    # the norm is computed even without clipping (max_norm=inf scales by 1):
-                    # a finite loss can still have a NaN gradient, which must not reach step()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        self.module.parameters(),
-                        c.clip_norm if c.clip_norm is not None else math.inf,
+                    grad_norm = (
+                        torch.nn.utils.clip_grad_norm_(params, c.clip_norm)
+                        if c.clip_norm is not None
+                        else None
                     )
-                    finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+                    # a finite loss can still have a NaN gradient, which must not reach step()
+                    probe = _finite_probe(loss, params, grad_norm)
+                    if deferred is not None:
+                        deferred.add(probe, s.step)
+                        finite = True
+                    else:
+                        finite = bool(torch.isfinite(probe))
                     if not finite:
                         s.bad_batches += 1
                         if s.bad_batches <= c.max_bad_batches:
@@ -501,7 +608,12 @@ class Trainer:
                         kept = latest_checkpoint(self.run_dir) if self.run_dir else None
                         progress.close()
                         bad_loss = not torch.isfinite(loss)
-                        value = float(loss.detach()) if bad_loss else float(grad_norm)
+                        if bad_loss:
+                            value = float(loss.detach())
+                        else:
+                            value = (
+                                float(grad_norm) if grad_norm is not None else _grad_norm(params)
+                            )
                         raise NonFiniteError(
                             f"training stopped at step {s.step} (epoch {s.epoch}): the "
                             f"{'loss' if bad_loss else 'gradient norm'} is {value}; {where}. "
@@ -516,16 +628,19 @@ class Trainer:
                     window_n += 1
                     progress.update(1)
                     if s.step % c.log_every == 0 or s.step == total_steps:
+                        settle()
                         mean_loss = float(window_loss) / window_n
                         window_loss.zero_()
                         window_n = 0
                         s.history.append(self._row(s, mean_loss, beta, optimizer, start))
                         progress.set_postfix(loss=f"{mean_loss:.3f}", beta=f"{beta:.3g}")
                     if c.checkpoint_every and s.step - last_ckpt >= c.checkpoint_every:
+                        settle()
                         s.elapsed = time.perf_counter() - start
                         self._checkpoint(optimizer, scheduler)
                         last_ckpt = s.step
                 else:
+                    settle()
                     s.epoch += 1
                     if window_n:
                         mean_loss = float(window_loss) / window_n
@@ -543,6 +658,7 @@ class Trainer:
                 break  # max_steps reached or interrupted inside an epoch
             if has_beta:
                 self.module.beta = self.beta_target
+            settle()
         progress.close()
         s.elapsed = time.perf_counter() - start
         done = s.step - steps_at_start

@@ -1,0 +1,524 @@
+"""Multi-GPU and multi-node SVI on PyTorch Lightning (DDP), writing pyro_gen's run folder.
+
+The Pyro ELBO becomes an ``nn.Module`` (:class:`ELBOLoss`: parameters = the pair's module,
+run with ``module_local_params=True``), a ``LightningModule`` (:func:`svi_module`) trains it with
+a torch optimiser, and Lightning's DDP all-reduces the gradients, so every replica holds the same
+parameters after each step. :func:`fit_lightning` writes ``config.json`` + ``model.safetensors``
+(:func:`pyro_gen.infer.save_model`) and ``history.csv`` on the global rank 0, so ``load_model``,
+``evaluate_elbo`` and every ``pyro-gen`` verb read the result like a single-process run.
+
+Lightning is an optional dependency (``pip install 'pyro-gen[lightning]'``); it is imported only
+when one of these functions runs.
+
+``batch_size`` is per process: with ``devices=4, num_nodes=2`` a step sees 8 x batch_size
+datapoints (each rank a different shard, ``DistributedSampler``); the gradient is that of the
+mean loss over all of them. Each rank draws its own Monte-Carlo noise (seed + rank).
+
+Launch:
+
+- one machine: ``pyro-gen train --devices 4 --strategy ddp --out RUN`` (Lightning starts the
+  other processes itself by re-running the same command with ``LOCAL_RANK`` set);
+- several machines: run the same command on every node with ``--num-nodes M`` and the
+  rendezvous in the environment: ``MASTER_ADDR`` (node 0's address), ``MASTER_PORT``,
+  ``NODE_RANK`` (0 .. M-1) — or under SLURM (``srun``) or ``torchrun``, which Lightning detects.
+  ``--out`` must name a folder on a file system the global rank 0 writes to.
+
+>>> import torch
+>>> from pyro_gen.models import VAE
+>>> vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
+>>> loss = ELBOLoss(vae)(torch.ones(3, 4))
+>>> loss.shape
+torch.Size([])
+>>> run = fit_lightning(vae, torch.ones(32, 4), devices=1, max_steps=2,
+...                     batch_size=8, progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+
+from pyro_gen.errors import ConfigError, DataError, NonFiniteError
+from pyro_gen.infer.checkpoint import save_model
+from pyro_gen.infer.objectives import make_elbo
+from pyro_gen.infer.pair import ModelGuidePair, as_pair, check_pair
+from pyro_gen.infer.schedules import BetaSchedule
+from pyro_gen.infer.traces import elbo_terms
+from pyro_gen.infer.trainer import FUSED_OPTIMIZERS, OPTIMIZERS, TrainConfig
+from pyro_gen.io import atomic_open
+
+__all__ = [
+    "ELBOLoss",
+    "LightningRun",
+    "svi_module",
+    "fit_lightning",
+    "require_lightning",
+    "state_digest",
+    "LIGHTNING_EXTRA",
+]
+
+LIGHTNING_EXTRA = "pip install 'pyro-gen[lightning]'  (or: pip install lightning)"
+HISTORY_COLUMNS = ["step", "epoch", "loss", "valid_elbo", "beta", "lr", "elapsed"]
+
+
+def require_lightning():
+    """``lightning.pytorch``, or an ImportError that says how to install it."""
+    try:
+        import lightning.pytorch as pl
+    except ImportError as e:
+        raise ImportError(
+            "multi-GPU / multi-node training needs PyTorch Lightning, an optional dependency of "
+            f"pyro_gen: {LIGHTNING_EXTRA}. ({e})"
+        ) from e
+    return pl
+
+
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's ``state_dict`` (names, dtypes, shapes, bytes): equal iff the
+    replicas hold bit-identical parameters and buffers."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ELBOLoss(nn.Module):
+    """The negative ELBO per datapoint of a model/guide pair, as an ``nn.Module``.
+
+    Its parameters are those of the pair's module (the ``net`` submodule), so a torch optimiser,
+    DDP or Lightning see them; ``forward(x, **observed)`` runs Pyro with
+    ``module_local_params=True`` (no global param store) and validation off.
+    """
+
+    def __init__(
+        self,
+        model,
+        guide: Callable | None = None,
+        *,
+        module: nn.Module | None = None,
+        elbo: str = "trace",
+        num_particles: int = 1,
+    ) -> None:
+        super().__init__()
+        pair = _to_pair(model, guide, module)
+        if elbo.startswith("jit"):
+            raise ConfigError(
+                "a JIT-compiled ELBO needs Pyro's global param store; use elbo='trace' or "
+                "'meanfield' with Lightning."
+            )
+        self.net = pair.module
+        object.__setattr__(self, "pair", pair)  # not a submodule: net already is
+        self.elbo = make_elbo(elbo, num_particles)
+
+    def forward(self, x: torch.Tensor, **observed) -> torch.Tensor:
+        with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
+            loss = self.elbo.differentiable_loss(self.pair.model, self.pair.guide, x, **observed)
+        return loss / x.shape[0]
+
+
+@dataclass
+class LightningRun:
+    """What :func:`fit_lightning` returns on every rank."""
+
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    epochs: int = 0
+    global_rank: int = 0
+    world_size: int = 1
+    digest: str = ""
+    replicas_identical: bool = True
+    wall_seconds: float = 0.0
+    run_dir: Path | None = None
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
+
+
+_CLASS_CACHE: dict[str, type] = {}
+
+
+def svi_module(
+    model,
+    guide: Callable | None = None,
+    *,
+    module: nn.Module | None = None,
+    config: TrainConfig | None = None,
+    **overrides,
+):
+    """A ``LightningModule`` that trains a model/guide pair by SVI (see :class:`ELBOLoss`).
+
+    Training settings are a :class:`~pyro_gen.infer.TrainConfig` (keyword overrides allowed):
+    optimiser, lr, schedules, β schedule, particles, clip_norm (as Lightning's
+    ``gradient_clip_val``), log_every. It logs ``train_loss`` and ``valid_elbo``.
+    """
+    pl = require_lightning()
+    if "SVIModule" not in _CLASS_CACHE:
+        _CLASS_CACHE["SVIModule"] = _make_class(pl)
+    base = dataclasses.asdict(config) if config is not None else {}
+    cfg = TrainConfig.from_dict({**base, **overrides})
+    return _CLASS_CACHE["SVIModule"](_to_pair(model, guide, module), cfg)
+
+
+def _to_pair(model, guide, module) -> ModelGuidePair:
+    return model if isinstance(model, ModelGuidePair) else as_pair(model, guide, module)
+
+
+def _make_class(pl) -> type:
+    class SVIModule(pl.LightningModule):
+        """SVI for a model/guide pair; the ELBO is the ``loss_fn`` submodule."""
+
+        def __init__(self, pair: ModelGuidePair, config: TrainConfig) -> None:
+            super().__init__()
+            self.config = config
+            self.loss_fn = ELBOLoss(pair, elbo=config.elbo, num_particles=config.num_particles)
+            self.beta_target = float(getattr(pair.module, "beta", 1.0))
+            self.dynamic_binarization = False
+            self.rows: list[dict] = []
+            self._window: list[torch.Tensor] = []
+            self._t0 = time.perf_counter()
+            self._betas: BetaSchedule | None = None
+
+        @property
+        def pair(self) -> ModelGuidePair:
+            return self.loss_fn.pair
+
+        # -- optimisation ------------------------------------------------------------------
+        def configure_optimizers(self):
+            c = self.config
+            params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+            kwargs: dict[str, Any] = {"lr": c.lr}
+            if c.weight_decay:
+                kwargs["weight_decay"] = c.weight_decay
+            if c.fused:
+                if c.optimizer not in FUSED_OPTIMIZERS:
+                    raise ConfigError(f"fused=True needs one of {list(FUSED_OPTIMIZERS)}.")
+                kwargs["fused"] = True
+            optimizer = OPTIMIZERS[c.optimizer](params, **kwargs)
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            if c.lr_schedule == "cosine":
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+            elif c.lr_schedule == "exponential":
+                sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=c.lr_gamma)
+            else:
+                return optimizer
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": sched, "interval": "step"},
+            }
+
+        def on_train_start(self) -> None:
+            c = self.config
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            self._betas = BetaSchedule(
+                c.beta_schedule,
+                self.beta_target,
+                c.warmup_steps,
+                total,
+                c.beta_cycles,
+                c.beta_ratio,
+            )
+            # replicas start equal (DDP broadcasts rank 0's weights); their noise must differ
+            pyro.set_rng_seed(c.seed + self.global_rank)
+            self._t0 = time.perf_counter()
+
+        def on_train_end(self) -> None:
+            if hasattr(self.pair.module, "beta"):
+                self.pair.module.beta = self.beta_target
+
+        def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if self.dynamic_binarization:
+                x = torch.bernoulli(x)
+            beta = self._betas(self.global_step) if self._betas is not None else 1.0
+            if hasattr(self.pair.module, "beta"):
+                self.pair.module.beta = beta
+            loss = self.loss_fn(x)
+            self._window.append(loss.detach())
+            return loss
+
+        def on_before_optimizer_step(self, optimizer) -> None:
+            # after DDP's all-reduce every rank holds the same gradients, so every rank
+            # reaches the same verdict (no rank is left waiting in a collective)
+            if self.device.type != "cpu" and (self.global_step + 1) % self.config.log_every:
+                return  # on accelerators: look every log_every steps (no per-step sync)
+            grads = [p.grad for p in self.loss_fn.parameters() if p.grad is not None]
+            if grads and not bool(torch.isfinite(torch.stack([g.sum() for g in grads]).sum())):
+                raise NonFiniteError(
+                    f"training stopped at step {self.global_step}: a gradient is non-finite "
+                    "(NaN or Inf) on every replica after the all-reduce. Try a lower lr, "
+                    "clip_norm, or check the data and the model's scales."
+                )
+
+        def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+            c = self.config
+            step = self.global_step
+            last = step >= max(1, int(self.trainer.estimated_stepping_batches))
+            if step % c.log_every and not last:
+                return
+            self._log_row(step)
+
+        def on_train_epoch_end(self) -> None:
+            if self._window:
+                self._log_row(self.global_step)
+
+        def _log_row(self, step: int) -> None:
+            window = torch.stack(self._window).mean()
+            self._window = []
+            mean = self.trainer.strategy.reduce(window, reduce_op="mean")  # a collective
+            value = float(mean)
+            self.log("train_loss", value, rank_zero_only=True)
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0
+            self.rows.append(
+                {
+                    "step": step,
+                    "epoch": self.current_epoch,
+                    "loss": value,
+                    "valid_elbo": "",
+                    "beta": self._betas(max(0, step - 1)) if self._betas else 1.0,
+                    "lr": lr,
+                    "elapsed": round(time.perf_counter() - self._t0, 3),
+                }
+            )
+
+        # -- validation --------------------------------------------------------------------
+        def validation_step(self, batch, batch_idx: int) -> None:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            devices = [self.device] if self.device.type == "cuda" else []
+            with pyro.validation_enabled(False), torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.config.seed + 1)
+                with pyro.settings.context(module_local_params=True):
+                    elbo = elbo_terms(
+                        self.pair.model,
+                        self.pair.guide,
+                        x,
+                        num_particles=self.config.valid_particles,
+                    )["elbo"]
+            self.log("valid_elbo", elbo.mean(), sync_dist=True, batch_size=x.shape[0])
+
+        def on_validation_epoch_end(self) -> None:
+            value = self.trainer.callback_metrics.get("valid_elbo")
+            if value is None or self.trainer.sanity_checking:
+                return
+            value = float(value)
+            if self.rows and self.rows[-1]["step"] == self.global_step:
+                self.rows[-1]["valid_elbo"] = value
+            else:
+                self.rows.append(
+                    {
+                        "step": self.global_step,
+                        "epoch": self.current_epoch,
+                        "loss": "",
+                        "valid_elbo": value,
+                        "beta": self.beta_target,
+                        "lr": "",
+                        "elapsed": round(time.perf_counter() - self._t0, 3),
+                    }
+                )
+
+    return SVIModule
+
+
+def _loader(x: torch.Tensor, batch_size: int, shuffle: bool, drop_last: bool, seed: int):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        TensorDataset(x), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=g
+    )
+
+
+def _has_unused_parameters(loss_fn: ELBOLoss, x: torch.Tensor) -> bool:
+    """Whether one backward pass leaves a trainable parameter without a gradient (DDP must
+    then look for unused parameters every step)."""
+    params = [p for p in loss_fn.parameters() if p.requires_grad]
+    saved = [p.grad for p in params]
+    with torch.random.fork_rng(devices=[]):
+        for p in params:
+            p.grad = None
+        loss_fn(x).backward()
+        unused = any(p.grad is None for p in params)
+    for p, g in zip(params, saved):
+        p.grad = g
+    return unused
+
+
+def fit_lightning(
+    model,
+    train: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    guide: Callable | None = None,
+    module: nn.Module | None = None,
+    config: TrainConfig | None = None,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "ddp",
+    accelerator: str = "auto",
+    run_dir: str | os.PathLike | None = None,
+    dynamic_binarization: bool = False,
+    sections: dict | None = None,
+    trainer_kwargs: dict | None = None,
+    **overrides,
+) -> LightningRun:
+    """Train a model/guide pair with Lightning on ``devices`` x ``num_nodes`` processes.
+
+    Args:
+        model, guide, module: as for :class:`~pyro_gen.infer.Trainer`.
+        train, valid: ``[N, *data_shape]`` tensors (each rank reads its shard).
+        config, overrides: :class:`~pyro_gen.infer.TrainConfig` settings; ``batch_size`` is per
+            process. Not supported here: ``elbo='jit'``, ``max_bad_batches``, resuming;
+            ``checkpoint_every`` is ignored (the final weights are written).
+        devices, num_nodes, strategy, accelerator: Lightning's (``strategy="ddp"`` looks for
+            unused parameters only when one backward pass leaves one without a gradient).
+        run_dir: where the global rank 0 writes ``config.json``, ``model.safetensors`` and
+            ``history.csv`` (the single-process format); None writes nothing.
+        sections: extra ``config.json`` sections (e.g. ``data={...}``).
+        trainer_kwargs: further ``lightning.pytorch.Trainer`` arguments.
+
+    Returns a :class:`LightningRun` on every rank (``replicas_identical`` compares the digests
+    of all replicas' parameters, gathered after training).
+    """
+    pl = require_lightning()
+    base = dataclasses.asdict(config) if config is not None else {}
+    cfg = TrainConfig.from_dict({**base, **overrides})
+    if cfg.max_bad_batches:
+        raise ConfigError("max_bad_batches is not supported with Lightning; leave it at 0.")
+    pair = as_pair(model, guide, module)
+    train = _as_data(train, pair, cfg, "training", dynamic_binarization)
+    valid = _as_data(valid, pair, cfg, "validation", False) if valid is not None else None
+    if cfg.batch_size > train.shape[0]:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is larger than the training data ({train.shape[0]})."
+        )
+    if cfg.checkpoint_every:
+        warnings.warn(
+            "checkpoint_every is ignored with Lightning: the final weights are written.",
+            stacklevel=2,
+        )
+    pyro.set_rng_seed(cfg.seed)
+    lit = svi_module(pair, config=cfg)
+    lit.dynamic_binarization = dynamic_binarization
+    owner = next(iter(pair.module.parameters()), None)
+    probe = train[: min(8, cfg.batch_size)].to(owner.device if owner is not None else "cpu")
+    if dynamic_binarization:
+        probe = torch.bernoulli(probe.clamp(0, 1))
+    if cfg.validate:
+        with torch.random.fork_rng(devices=[]):
+            check_pair(pair, probe)
+    if strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(find_unused_parameters=_has_unused_parameters(lit.loss_fn, probe))
+    kwargs: dict[str, Any] = {
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
+        "accelerator": accelerator,
+        "max_epochs": cfg.epochs if cfg.max_steps is None else -1,
+        "max_steps": cfg.max_steps if cfg.max_steps is not None else -1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": cfg.progress,
+        "num_sanity_val_steps": 0,
+        "gradient_clip_val": cfg.clip_norm,
+        "gradient_clip_algorithm": "norm",
+        "deterministic": False,
+        "default_root_dir": str(run_dir) if run_dir is not None else None,
+    }
+    callbacks = []
+    if cfg.early_stopping is not None and valid is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping("valid_elbo", patience=cfg.early_stopping, mode="max"))
+    kwargs["callbacks"] = callbacks
+    kwargs.update(trainer_kwargs or {})
+    trainer = pl.Trainer(**kwargs)
+    start = time.perf_counter()
+    trainer.fit(
+        lit,
+        train_dataloaders=_loader(train, cfg.batch_size, True, True, cfg.seed),
+        val_dataloaders=_loader(valid, 1024, False, False, cfg.seed) if valid is not None else None,
+    )
+    wall = time.perf_counter() - start
+    digest = state_digest(pair.module)
+    digests = [digest]
+    if trainer.world_size > 1 and torch.distributed.is_available():
+        if torch.distributed.is_initialized():
+            digests = [None] * trainer.world_size
+            torch.distributed.all_gather_object(digests, digest)
+    result = LightningRun(
+        history=lit.rows,
+        steps=trainer.global_step,
+        epochs=trainer.current_epoch,
+        global_rank=trainer.global_rank,
+        world_size=trainer.world_size,
+        digest=digest,
+        replicas_identical=len(set(digests)) == 1,
+        wall_seconds=wall,
+        run_dir=Path(run_dir) if run_dir is not None else None,
+    )
+    if run_dir is not None and trainer.is_global_zero:
+        distributed = {
+            "engine": "lightning",
+            "devices": devices,
+            "num_nodes": num_nodes,
+            "strategy": strategy if isinstance(strategy, str) else "ddp",
+            "accelerator": accelerator,
+            "world_size": trainer.world_size,
+            "replicas_identical": result.replicas_identical,
+        }
+        pair.module.to("cpu")
+        save_model(
+            pair.module,
+            run_dir,
+            train=dataclasses.asdict(cfg),
+            distributed=distributed,
+            **(sections or {}),
+        )
+        _write_history(Path(run_dir), lit.rows)
+    return result
+
+
+def _as_data(
+    data, pair: ModelGuidePair, cfg: TrainConfig, what: str, dynamic: bool
+) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        raise DataError(f"{what} data must be a torch.Tensor; got {type(data).__name__}.")
+    if data.shape[0] == 0:
+        raise DataError(f"{what} data is empty (shape {list(data.shape)}).")
+    if not data.is_floating_point():
+        data = data.float()
+    if cfg.validate:
+        check = pair.check_data
+        if check is not None:
+            check(torch.bernoulli(data.clamp(0, 1)) if dynamic else data)
+        elif not torch.isfinite(data).all():
+            raise DataError(f"{what} data holds NaN or Inf values.")
+    return data.cpu()
+
+
+def _write_history(run_dir: Path, rows: list[dict]) -> None:
+    with atomic_open(run_dir / "history.csv") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(
+            {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in rows
+        )
