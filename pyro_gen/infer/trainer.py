@@ -162,6 +162,32 @@ class _State:
     history: list = field(default_factory=list)
 
 
+@dataclass
+class _Run:
+    """What one call of ``fit`` works with (rebuilt on resume; nothing here is saved)."""
+
+    train: torch.Tensor
+    valid: torch.Tensor | None
+    dynamic: bool
+    steps_per_epoch: int
+    total_steps: int
+    betas: BetaSchedule
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    elbo: object
+    model_fn: Callable
+    guide_fn: Callable
+    params: list
+    deferred: _DeferredCheck | None
+    window_loss: torch.Tensor
+    window_n: int = 0
+    start: float = 0.0
+    last_ckpt: int = 0
+    beta: float = 1.0
+    batch: torch.Tensor | None = None
+    progress: tqdm | None = None
+
+
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
 
@@ -378,13 +404,15 @@ class Trainer:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
-    def _checkpoint(self, optimizer, scheduler) -> Path | None:
+    def _checkpoint(self, run: _Run) -> Path | None:
+        self.state.elapsed = time.perf_counter() - run.start
+        run.last_ckpt = self.state.step
         if self.run_dir is None:
             return None
         state = {
             "trainer": dataclasses.asdict(self.state),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
             "rng": self._rng_state(),
         }
         path = write_checkpoint(
@@ -463,8 +491,40 @@ class Trainer:
         Returns the history (also written to ``run_dir/history.csv``). Ctrl-C or SIGTERM stops
         at the next step with a checkpoint written; ``self.interrupted`` is then True.
         """
+        run = self._start(train, valid, dynamic_binarization)
+        s = self.state
+        steps_at_start, t_at_start = s.step, time.perf_counter()
+        jit = self.config.elbo.startswith("jit")
+        try:
+            with (
+                _StopRequest() as stop,
+                # Pyro's JIT finds parameters through the param store: a private scope of it
+                pyro.get_param_store().scope() if jit else contextlib.nullcontext(),
+                pyro.settings.context(module_local_params=not jit),
+                pyro.validation_enabled(False),
+            ):
+                self.module.train()
+                while s.step < run.total_steps and self._epoch(run, stop):
+                    pass
+                if hasattr(self.module, "beta"):
+                    self.module.beta = self.beta_target
+                self._settle(run)
+        finally:
+            run.progress.close()
+        s.elapsed = time.perf_counter() - run.start
+        done = s.step - steps_at_start
+        self.steps_per_second = done / max(1e-9, time.perf_counter() - t_at_start)
+        if run.last_ckpt != s.step or self.interrupted:
+            self._checkpoint(run)
+        self._write_history()
+        return s.history
+
+    # -- one run of fit() --------------------------------------------------------------------
+    def _start(self, train, valid, dynamic: bool) -> _Run:
+        """Check everything, then write the run folder (or restore it): nothing is written
+        before the data, the sizes and the model/guide pair have passed their checks."""
         c = self.config
-        self._dynamic = dynamic_binarization
+        self._dynamic = dynamic
         if not self.resume:
             pyro.set_rng_seed(c.seed)
         train = self._prepare_data(train, "training")
@@ -479,22 +539,34 @@ class Trainer:
         steps_per_epoch = n // c.batch_size  # the last partial batch is dropped (fixed shapes)
         total_steps = c.max_steps or c.epochs * steps_per_epoch
         betas = self._beta_schedule(total_steps)
-        if c.elbo.startswith("jit") and betas.kind != "constant":
+        jit = c.elbo.startswith("jit")
+        if jit and betas.kind != "constant":
             raise ConfigError("a JIT-compiled ELBO bakes β in; use elbo='trace' with a β schedule.")
         optimizer, scheduler = self._make_optimizer(total_steps)
-        elbo = make_elbo(c.elbo, c.num_particles)
-
-        def batch_at(epoch: int, i: int, perm: torch.Tensor) -> torch.Tensor:
-            xb = train.index_select(0, perm[i * c.batch_size : (i + 1) * c.batch_size])
-            return torch.bernoulli(xb) if dynamic_binarization else xb
-
-        def permutation(epoch: int) -> torch.Tensor:
-            g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
-            return torch.randperm(n, generator=g).to(self.device)
-
+        model_fn, guide_fn = _jit_pair(self.pair) if jit else (self.pair.model, self.pair.guide)
+        # on CPU every step is checked before the update; elsewhere a per-step check would stall
+        # the device, so it is looked at every log_every steps (each step with max_bad_batches)
+        defer = getattr(self, "_defer_checks", None)  # None: decided by the device (tests set it)
+        defer = self.device.type != "cpu" if defer is None else defer
+        run = _Run(
+            train=train,
+            valid=valid,
+            dynamic=dynamic,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+            betas=betas,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            elbo=make_elbo(c.elbo, c.num_particles),
+            model_fn=model_fn,
+            guide_fn=guide_fn,
+            params=[p for p in self.module.parameters() if p.requires_grad],
+            deferred=_DeferredCheck(self.device) if defer and c.max_bad_batches == 0 else None,
+            window_loss=torch.zeros((), device=self.device),
+        )
         if c.validate:  # before anything is written, on a forked RNG stream
             with torch.random.fork_rng(devices=self._rng_devices()):
-                check_pair(self.pair, batch_at(0, 0, permutation(0))[: min(8, c.batch_size)])
+                check_pair(self.pair, self._batch(run, 0, self._permutation(run, 0))[:8])
         if self.run_dir is not None:
             if self.resume and latest_checkpoint(self.run_dir) is None:
                 raise CheckpointError(
@@ -513,10 +585,10 @@ class Trainer:
             self._restore(optimizer, scheduler)
         elif self.run_dir is not None:
             save_model(self.module, self.run_dir, train=dataclasses.asdict(c), **self.sections)
-
         s = self.state
-        has_beta = hasattr(self.module, "beta")
-        progress = tqdm(
+        run.start = time.perf_counter() - s.elapsed
+        run.last_ckpt = s.step
+        run.progress = tqdm(
             total=total_steps,
             initial=s.step,
             desc="train",
@@ -525,169 +597,147 @@ class Trainer:
             dynamic_ncols=True,
             leave=True,
         )
-        window_loss = torch.zeros((), device=self.device)
-        window_n = 0
-        start = time.perf_counter() - s.elapsed
-        steps_at_start, t_at_start = s.step, time.perf_counter()
-        last_ckpt = s.step
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        # on CPU every step is checked before the update; elsewhere a per-step check would stall
-        # the device, so it is looked at every log_every steps (each step with max_bad_batches)
-        defer = getattr(self, "_defer_checks", None)  # None: decided by the device (tests set it)
-        defer = self.device.type != "cpu" if defer is None else defer
-        deferred = _DeferredCheck(self.device) if defer and c.max_bad_batches == 0 else None
+        return run
 
-        def settle() -> None:
-            bad = deferred.first_bad() if deferred is not None else None
-            if bad is None:
-                return
-            where = self._diagnose(xb)
-            kept = latest_checkpoint(self.run_dir) if self.run_dir else None
-            progress.close()
-            raise NonFiniteError(
-                f"training stopped at step {s.step} (epoch {s.epoch}): the loss or a gradient "
-                f"was non-finite at step {bad} and the update was applied (on {self.device.type} "
-                f"the check runs every log_every={c.log_every} steps, without a per-step host "
-                f"sync; max_bad_batches > 0 checks every step); {where}. "
-                + (f"The last good checkpoint is {kept}. " if kept else "")
-                + "Try a lower lr, clip_norm, or check the data and the model's scales."
+    def _permutation(self, run: _Run, epoch: int) -> torch.Tensor:
+        """The epoch's data order: a function of (seed, epoch), so a resumed run needs no state."""
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(run.train.shape[0], generator=g).to(self.device)
+
+    def _batch(self, run: _Run, i: int, perm: torch.Tensor) -> torch.Tensor:
+        b = self.config.batch_size
+        xb = run.train.index_select(0, perm[i * b : (i + 1) * b])
+        return torch.bernoulli(xb) if run.dynamic else xb
+
+    def _epoch(self, run: _Run, stop: _StopRequest) -> bool:
+        """The rest of the current epoch; False when training must stop (the step budget is
+        spent inside the epoch, a signal came, or early stopping says so)."""
+        c, s = self.config, self.state
+        perm = self._permutation(run, s.epoch)
+        for i in range(s.step - s.epoch * run.steps_per_epoch, run.steps_per_epoch):
+            if s.step >= run.total_steps:
+                return False
+            if stop.signal is not None:
+                self.interrupted, self.stop_signal = True, stop.signal
+                return False
+            run.beta = run.betas(s.step)
+            if hasattr(self.module, "beta"):
+                self.module.beta = run.beta
+            run.batch = self._batch(run, i, perm)
+            if not self._step(run):
+                continue  # a skipped non-finite batch
+            if s.step % c.log_every == 0 or s.step == run.total_steps:
+                self._settle(run)
+                self._log(run)
+                run.progress.set_postfix(
+                    loss=f"{s.history[-1]['loss']:.3f}", beta=f"{run.beta:.3g}"
+                )
+            if c.checkpoint_every and s.step - run.last_ckpt >= c.checkpoint_every:
+                self._settle(run)
+                self._checkpoint(run)
+        self._settle(run)
+        s.epoch += 1
+        if run.window_n:
+            self._log(run)
+        if run.valid is not None and self._validate(run):
+            return False
+        if c.checkpoint_every is None or s.step - run.last_ckpt >= c.checkpoint_every:
+            self._checkpoint(run)
+        return True
+
+    def _step(self, run: _Run) -> bool:
+        """One SVI update on ``run.batch``; False when a non-finite batch was skipped."""
+        c, s = self.config, self.state
+        xb = run.batch
+        loss = run.elbo.differentiable_loss(run.model_fn, run.guide_fn, xb) / xb.shape[0]
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(run.params, c.clip_norm)
+            if c.clip_norm is not None
+            else None
+        )
+        # a finite loss can still have a NaN gradient, which must not reach step()
+        probe = _finite_probe(loss, run.params, grad_norm)
+        if run.deferred is not None:
+            run.deferred.add(probe, s.step)
+        elif not bool(torch.isfinite(probe)):
+            s.bad_batches += 1
+            if s.bad_batches > c.max_bad_batches:
+                if torch.isfinite(loss):
+                    norm = float(grad_norm) if grad_norm is not None else _grad_norm(run.params)
+                    what = f"the gradient norm is {norm}"
+                else:
+                    what = f"the loss is {float(loss.detach())}"
+                self._raise_non_finite(run, f"training stopped at step {s.step}", what)
+            warnings.warn(
+                f"step {s.step}: non-finite loss or gradient; batch skipped "
+                f"({s.bad_batches}/{c.max_bad_batches}).",
+                stacklevel=4,
+            )
+            run.optimizer.zero_grad(set_to_none=True)
+            s.step += 1
+            run.progress.update(1)
+            return False
+        run.optimizer.step()
+        if run.scheduler is not None:
+            run.scheduler.step()
+        s.step += 1
+        run.window_loss += loss.detach()
+        run.window_n += 1
+        run.progress.update(1)
+        return True
+
+    def _settle(self, run: _Run) -> None:
+        """Look at the deferred non-finite check (a no-op where every step is checked)."""
+        bad = run.deferred.first_bad() if run.deferred is not None else None
+        if bad is not None:
+            c = self.config
+            self._raise_non_finite(
+                run,
+                f"training stopped at step {self.state.step}",
+                f"the loss or a gradient was non-finite at step {bad} and the update was applied "
+                f"(on {self.device.type} the check runs every log_every={c.log_every} steps, "
+                "without a per-step host sync; max_bad_batches > 0 checks every step)",
             )
 
-        jit = c.elbo.startswith("jit")
-        model_fn, guide_fn = _jit_pair(self.pair) if jit else (self.pair.model, self.pair.guide)
-        with (
-            _StopRequest() as stop,
-            # Pyro's JIT finds parameters through the param store: a private scope of it
-            pyro.get_param_store().scope() if jit else contextlib.nullcontext(),
-            pyro.settings.context(module_local_params=not jit),
-            pyro.validation_enabled(False),
-        ):
-            self.module.train()
-            while s.step < total_steps and not self.interrupted:
-                perm = permutation(s.epoch)
-                first = s.step - s.epoch * steps_per_epoch
-                for i in range(first, steps_per_epoch):
-                    if s.step >= total_steps:
-                        break
-                    if stop.signal is not None:
-                        self.interrupted = True
-                        self.stop_signal = stop.signal
-                        break
-                    beta = betas(s.step)
-                    if has_beta:
-                        self.module.beta = beta
-                    xb = batch_at(s.epoch, i, perm)
-                    loss = elbo.differentiable_loss(model_fn, guide_fn, xb) / xb.shape[0]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = (
-                        torch.nn.utils.clip_grad_norm_(params, c.clip_norm)
-                        if c.clip_norm is not None
-                        else None
-                    )
-                    # a finite loss can still have a NaN gradient, which must not reach step()
-                    probe = _finite_probe(loss, params, grad_norm)
-                    if deferred is not None:
-                        deferred.add(probe, s.step)
-                        finite = True
-                    else:
-                        finite = bool(torch.isfinite(probe))
-                    if not finite:
-                        s.bad_batches += 1
-                        if s.bad_batches <= c.max_bad_batches:
-                            warnings.warn(
-                                f"step {s.step}: non-finite loss or gradient; batch "
-                                f"skipped ({s.bad_batches}/{c.max_bad_batches}).",
-                                stacklevel=2,
-                            )
-                            optimizer.zero_grad(set_to_none=True)
-                            s.step += 1
-                            progress.update(1)
-                            continue
-                        where = self._diagnose(xb)
-                        kept = latest_checkpoint(self.run_dir) if self.run_dir else None
-                        progress.close()
-                        bad_loss = not torch.isfinite(loss)
-                        if bad_loss:
-                            value = float(loss.detach())
-                        else:
-                            value = (
-                                float(grad_norm) if grad_norm is not None else _grad_norm(params)
-                            )
-                        raise NonFiniteError(
-                            f"training stopped at step {s.step} (epoch {s.epoch}): the "
-                            f"{'loss' if bad_loss else 'gradient norm'} is {value}; {where}. "
-                            + (f"The last good checkpoint is {kept}. " if kept else "")
-                            + "Try a lower lr, clip_norm, or check the data and the model's scales."
-                        )
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    s.step += 1
-                    window_loss += loss.detach()
-                    window_n += 1
-                    progress.update(1)
-                    if s.step % c.log_every == 0 or s.step == total_steps:
-                        settle()
-                        mean_loss = float(window_loss) / window_n
-                        window_loss.zero_()
-                        window_n = 0
-                        s.history.append(self._row(s, mean_loss, beta, optimizer, start))
-                        progress.set_postfix(loss=f"{mean_loss:.3f}", beta=f"{beta:.3g}")
-                    if c.checkpoint_every and s.step - last_ckpt >= c.checkpoint_every:
-                        settle()
-                        s.elapsed = time.perf_counter() - start
-                        self._checkpoint(optimizer, scheduler)
-                        last_ckpt = s.step
-                else:
-                    settle()
-                    s.epoch += 1
-                    if window_n:
-                        mean_loss = float(window_loss) / window_n
-                        window_loss.zero_()
-                        window_n = 0
-                        s.history.append(self._row(s, mean_loss, beta, optimizer, start))
-                    if valid is not None:
-                        if self._validate(valid, optimizer, start):
-                            break
-                    if c.checkpoint_every is None or s.step - last_ckpt >= c.checkpoint_every:
-                        s.elapsed = time.perf_counter() - start
-                        self._checkpoint(optimizer, scheduler)
-                        last_ckpt = s.step
-                    continue
-                break  # max_steps reached or interrupted inside an epoch
-            if has_beta:
-                self.module.beta = self.beta_target
-            settle()
-        progress.close()
-        s.elapsed = time.perf_counter() - start
-        done = s.step - steps_at_start
-        self.steps_per_second = done / max(1e-9, time.perf_counter() - t_at_start)
-        if last_ckpt != s.step or self.interrupted:
-            self._checkpoint(optimizer, scheduler)
-        self._write_history()
-        return s.history
+    def _raise_non_finite(self, run: _Run, headline: str, what: str) -> None:
+        where = self._diagnose(run.batch)
+        kept = latest_checkpoint(self.run_dir) if self.run_dir else None
+        run.progress.close()
+        raise NonFiniteError(
+            f"{headline} (epoch {self.state.epoch}): {what}; {where}. "
+            + (f"The last good checkpoint is {kept}. " if kept else "")
+            + "Try a lower lr, clip_norm, or check the data and the model's scales."
+        )
 
-    def _row(self, s: _State, loss: float, beta: float, optimizer, start: float) -> dict:
+    def _log(self, run: _Run) -> None:
+        mean_loss = float(run.window_loss) / run.window_n
+        run.window_loss.zero_()
+        run.window_n = 0
+        self.state.history.append(self._row(run, mean_loss, run.beta))
+
+    def _row(self, run: _Run, loss: float, beta: float) -> dict:
+        s = self.state
         return {
             "step": s.step,
             "epoch": s.epoch,
             "loss": loss,
             "valid_elbo": "",
             "beta": beta,
-            "lr": optimizer.param_groups[0]["lr"],
-            "elapsed": round(time.perf_counter() - start, 3),
+            "lr": run.optimizer.param_groups[0]["lr"],
+            "elapsed": round(time.perf_counter() - run.start, 3),
         }
 
-    def _validate(self, valid: torch.Tensor, optimizer, start: float) -> bool:
+    def _validate(self, run: _Run) -> bool:
         """Record the validation ELBO; True when early stopping says stop."""
         c = self.config
         s = self.state
-        value = self.evaluate(valid)
+        value = self.evaluate(run.valid)
         if s.history and s.history[-1]["step"] == s.step:
             s.history[-1]["valid_elbo"] = value
         else:
-            row = self._row(s, float("nan"), getattr(self.module, "beta", 1.0), optimizer, start)
+            row = self._row(run, float("nan"), getattr(self.module, "beta", 1.0))
             s.history.append({**row, "loss": "", "valid_elbo": value})
         if value > s.best_valid:
             s.best_valid, s.bad_epochs = value, 0
