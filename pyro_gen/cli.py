@@ -218,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="data split (default test)")
     p = run_verb(
         "evaluate",
-        "test ELBO split into reconstruction and KL",
-        "Evaluate the ELBO = reconstruction − KL on a split; writes summary.json.",
+        "test ELBO = reconstruction − KL; with --num-samples: log p(x), gap, k̂",
+        "Evaluate the ELBO = reconstruction − KL on a split (summary.json). With --num-samples K "
+        "also the importance-sampled log p(x), the gap log p(x) − ELBO, KL per dimension, active "
+        "units, ESS and PSIS k̂ (eval/diagnostics.json, eval/inference_data.nc, figures/).",
     )
     p.add_argument("--split", default="test", help="data split (default test)")
     p.add_argument(
