@@ -127,7 +127,7 @@ def compare(
     *,
     num_samples: int = 1000,
     batch_size: int = 1000,
-    max_rows: int = 32768,
+    max_rows: int | None = None,
     seed: int | None = 0,
     **kwargs,
 ) -> Comparison:

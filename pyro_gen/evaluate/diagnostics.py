@@ -244,7 +244,7 @@ def diagnose(
     module: nn.Module | None = None,
     num_samples: int = 1000,
     batch_size: int = 1000,
-    max_rows: int = 32768,
+    max_rows: int | None = None,
     seed: int | None = 0,
     au_threshold: float = AU_THRESHOLD,
     khat_threshold: float = KHAT_THRESHOLD,
