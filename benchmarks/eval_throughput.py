@@ -36,6 +36,9 @@ from pathlib import Path
 import pyro
 import torch
 
+from pyro_gen.io import write_json
+from pyro_gen.plots import save_figure
+
 __all__ = ["load_images", "build_model", "measure", "run", "main"]
 
 ARCH = {"data_shape": (1, 28, 28), "latent_dim": 50, "hidden": (500, 500)}
@@ -307,9 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     a.rows_grid = a.rows_grid or ("2048,8192,32768" if q else "4096,32768,131072")
     result = run(a)
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        figure(result).savefig(a.out.with_suffix(".png"), dpi=110)
+        write_json(a.out.with_suffix(".json"), result)
+        save_figure(figure(result), a.out.with_suffix(".png"))
         print(f"wrote {a.out.with_suffix('.json')} and {a.out.with_suffix('.png')}")
     return 0
 

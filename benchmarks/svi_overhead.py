@@ -20,7 +20,6 @@ median of the per-repeat ratios against the plain-PyTorch loop of the same repea
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -35,7 +34,9 @@ import torch.nn.functional as F
 
 import pyro_gen.infer.trainer as trainer_module
 from pyro_gen.infer import Trainer
+from pyro_gen.io import write_json
 from pyro_gen.models import VAE
+from pyro_gen.plots import save_figure
 
 __all__ = [
     "make_vae",
@@ -371,9 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
     )
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        figure(result).savefig(a.out.with_suffix(".png"), dpi=110)
+        write_json(a.out.with_suffix(".json"), result)
+        save_figure(figure(result), a.out.with_suffix(".png"))
         print(f"wrote {a.out.with_suffix('.json')} and {a.out.with_suffix('.png')}")
     return 0
 
