@@ -53,6 +53,15 @@ class ConvEncoder(nn.Module):
         super().__init__()
         c, h, w = _image_shape(data_shape)
         self.data_shape = (c, h, w)
+        size = min(h, w)
+        for i in range(len(channels)):
+            if size < 2:
+                raise ShapeError(
+                    f"images of {h}x{w} pixels are too small for {len(channels)} stride-2 "
+                    f"convolutions (layer {i + 1} would see {size} pixel); give fewer channels "
+                    f"(e.g. channels={list(channels[:i]) or [channels[0]]}) or network='mlp'."
+                )
+            size = (size + 2 - 4) // 2 + 1
         layers: list[nn.Module] = []
         for c_out in channels:
             layers += [nn.Conv2d(c, c_out, 4, stride=2, padding=1), ACTIVATIONS[activation]()]
