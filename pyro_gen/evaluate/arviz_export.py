@@ -31,8 +31,8 @@ from torch import nn
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.diagnostics import Diagnostics, diagnose, import_arviz, per_datapoint_table
-from pyro_gen.evaluate.log_likelihood import _device, check_guide
-from pyro_gen.infer.pair import as_pair
+from pyro_gen.evaluate.log_likelihood import check_guide
+from pyro_gen.infer.pair import as_pair, evaluating
 from pyro_gen.io import fsync_dir
 
 __all__ = ["to_inference_data", "save_inference_data", "load_inference_data", "guide_draws"]
@@ -56,9 +56,7 @@ def guide_draws(
     pair = as_pair(model, guide, module)
     if num_draws < 1:
         raise ConfigError(f"num_draws must be >= 1; got {num_draws}.")
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    n, device = x.shape[0], _device(pair)
+    n, device = x.shape[0], pair.device
     xs = x.to(device).repeat(num_draws, *([1] * (x.dim() - 1)))
     kw = {
         k: v.to(device).repeat(num_draws, *([1] * (v.dim() - 1)))
@@ -66,13 +64,8 @@ def guide_draws(
         else v
         for k, v in kwargs.items()
     }
-    was_training = pair.module.training
-    pair.module.eval()
-    try:
-        with pyro.validation_enabled(False):
-            tr = poutine.trace(pair.guide).get_trace(xs, **kw)
-    finally:
-        pair.module.train(was_training)
+    with evaluating(pair.module, seed):
+        tr = poutine.trace(pair.guide).get_trace(xs, **kw)
     out = {}
     for name, site in tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -30,8 +29,8 @@ from torch import nn
 from torch.distributions import kl_divergence
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.evaluate.log_likelihood import _device, _slice_kwargs, check_guide, importance_chunks
-from pyro_gen.infer.pair import ModelGuidePair, as_pair
+from pyro_gen.evaluate.log_likelihood import _slice_kwargs, check_guide, importance_chunks
+from pyro_gen.infer.pair import ModelGuidePair, as_pair, evaluating
 from pyro_gen.infer.traces import DATA_PLATE, TraceSiteError
 
 __all__ = [
@@ -261,54 +260,47 @@ def diagnose(
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
     if pair.check_data is not None:
         pair.check_data(x)
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    was_training = pair.module.training
-    pair.module.eval()
     keys = ("log_px", "mean_log_weight", "reconstruction", "kl", "ess")
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in (*keys, "khat", "kl_dim", "mean")}
     kl_names: list[str] = []
     mean_names: list[str] = []
-    try:
-        with pyro.validation_enabled(False):
-            check_guide(pair, x, **kwargs)
-            for chunk in importance_chunks(
-                pair,
-                x,
-                num_samples,
-                batch_size=batch_size,
-                max_rows=max_rows,
-                keep_weights=True,
-                **kwargs,
-            ):
-                for k in keys:
-                    cols[k].append(getattr(chunk, k))
-                cols["khat"].append(pareto_khat(chunk.log_weights))
-                chunk.log_weights = None  # keep weights for one chunk only
-                sl = slice(chunk.start, chunk.stop)
-                xs = x[sl].to(_device(pair))
-                kw = {
-                    k: v.to(xs.device) if isinstance(v, torch.Tensor) else v
-                    for k, v in _slice_kwargs(kwargs, x.shape[0], sl).items()
-                }
-                info = _latent_structure(pair, xs, kw)
-                kl_parts, mean_parts, kl_names, mean_names = [], [], [], []
-                for name, si in info.items():
-                    if si.kl is not None:
-                        kl_parts.append(si.kl.double().cpu())
-                        kl_names += _labels(name, si.kl.shape[1])
-                    else:  # no formula per dimension: the site's KL from the K draws
-                        kl_parts.append(chunk.kl_per_site[name].reshape(-1, 1))
-                        kl_names.append(name)
-                    if si.mean is not None:
-                        mean_parts.append(si.mean.double().cpu())
-                        mean_names += _labels(name, si.mean.shape[1])
-                n = chunk.stop - chunk.start
-                empty = torch.zeros(n, 0, dtype=torch.float64)
-                cols["kl_dim"].append(torch.cat(kl_parts, 1) if kl_parts else empty)
-                cols["mean"].append(torch.cat(mean_parts, 1) if mean_parts else empty)
-    finally:
-        pair.module.train(was_training)
+    with evaluating(pair.module, seed):
+        check_guide(pair, x, **kwargs)
+        for chunk in importance_chunks(
+            pair,
+            x,
+            num_samples,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            keep_weights=True,
+            **kwargs,
+        ):
+            for k in keys:
+                cols[k].append(getattr(chunk, k))
+            cols["khat"].append(pareto_khat(chunk.log_weights))
+            chunk.log_weights = None  # keep weights for one chunk only
+            sl = slice(chunk.start, chunk.stop)
+            xs = x[sl].to(pair.device)
+            kw = {
+                k: v.to(xs.device) if isinstance(v, torch.Tensor) else v
+                for k, v in _slice_kwargs(kwargs, x.shape[0], sl).items()
+            }
+            info = _latent_structure(pair, xs, kw)
+            kl_parts, mean_parts, kl_names, mean_names = [], [], [], []
+            for name, si in info.items():
+                if si.kl is not None:
+                    kl_parts.append(si.kl.double().cpu())
+                    kl_names += _labels(name, si.kl.shape[1])
+                else:  # no formula per dimension: the site's KL from the K draws
+                    kl_parts.append(chunk.kl_per_site[name].reshape(-1, 1))
+                    kl_names.append(name)
+                if si.mean is not None:
+                    mean_parts.append(si.mean.double().cpu())
+                    mean_names += _labels(name, si.mean.shape[1])
+            n = chunk.stop - chunk.start
+            empty = torch.zeros(n, 0, dtype=torch.float64)
+            cols["kl_dim"].append(torch.cat(kl_parts, 1) if kl_parts else empty)
+            cols["mean"].append(torch.cat(mean_parts, 1) if mean_parts else empty)
     cat = {k: torch.cat(v) for k, v in cols.items()}
     return Diagnostics(
         log_px=cat["log_px"],

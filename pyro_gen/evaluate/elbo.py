@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyro
 import torch
 from torch import nn
 
 from pyro_gen.evaluate.log_likelihood import check_guide
-from pyro_gen.infer.pair import as_pair
+from pyro_gen.infer.pair import as_pair, evaluating
 from pyro_gen.infer.traces import TraceSiteError, elbo_terms
 
 __all__ = ["ELBOResult", "evaluate_elbo"]
@@ -77,16 +76,10 @@ def evaluate_elbo(
         check_guide(pair, x)
     except TraceSiteError as e:
         note = f"not a bound on log p(x): {e} The 'elbo' here is the reconstruction term only."
-    device = next(iter(pair.module.parameters()), torch.empty(0)).device
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    was_training = pair.module.training
-    pair.module.eval()
     parts = []
-    with pyro.validation_enabled(False):
+    with evaluating(pair.module, seed):
         for start in range(0, x.shape[0], batch_size):
-            xs = x[start : start + batch_size].to(device)
+            xs = x[start : start + batch_size].to(pair.device)
             parts.append(elbo_terms(pair.model, pair.guide, xs, num_particles=num_particles))
-    pair.module.train(was_training)
     cat = {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
     return ELBOResult(cat["elbo"], cat["reconstruction"], cat["kl"], num_particles, note)

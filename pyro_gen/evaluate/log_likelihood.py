@@ -28,7 +28,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_gen.errors import ConfigError, NonFiniteError
-from pyro_gen.infer.pair import ModelGuidePair, as_pair
+from pyro_gen.infer.pair import ModelGuidePair, as_pair, evaluating
 from pyro_gen.infer.traces import TraceSiteError, pointwise_terms
 
 __all__ = [
@@ -83,10 +83,10 @@ def check_guide(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
     """Trace the guide on ``x[:1]``; a point-mass (Delta) latent site cannot propose for
     importance sampling, so raise a TraceSiteError that names it."""
     kw = {
-        k: v.to(_device(pair)) if isinstance(v, torch.Tensor) else v
+        k: v.to(pair.device) if isinstance(v, torch.Tensor) else v
         for k, v in _slice_kwargs(kwargs, x.shape[0], slice(0, 1)).items()
     }
-    tr = poutine.trace(pair.guide).get_trace(x[:1].to(_device(pair)), **kw)
+    tr = poutine.trace(pair.guide).get_trace(x[:1].to(pair.device), **kw)
     for name, site in tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
             continue
@@ -104,13 +104,9 @@ def default_max_rows(device: torch.device) -> int:
     return 8192 if torch.device(device).type == "cpu" else 65536
 
 
-def _device(pair: ModelGuidePair) -> torch.device:
-    return next(iter(pair.module.parameters()), torch.empty(0)).device
-
-
 def _scan_rest(pair: ModelGuidePair, x, kwargs, start: int, batch_size: int, max_rows: int):
     """Indices from ``start`` on whose weight is non-finite for one particle (a cheap look)."""
-    n, device, bad = x.shape[0], _device(pair), []
+    n, device, bad = x.shape[0], pair.device, []
     for s0 in range(start, n, batch_size):
         sl = slice(s0, min(s0 + batch_size, n))
         kw = {
@@ -159,7 +155,7 @@ def importance_chunks(
     """
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
-    n_total, device, K = x.shape[0], _device(pair), int(num_samples)
+    n_total, device, K = x.shape[0], pair.device, int(num_samples)
     if max_rows is None:
         max_rows = default_max_rows(device)
     if batch_size < 1 or max_rows < 1:
@@ -260,26 +256,19 @@ def log_likelihood(
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
     if pair.check_data is not None:
         pair.check_data(x)
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    was_training = pair.module.training
-    pair.module.eval()
-    try:
-        with pyro.validation_enabled(False):
-            check_guide(pair, x, **kwargs)
-            chunks = list(
-                importance_chunks(
-                    pair,
-                    x,
-                    num_samples,
-                    batch_size=batch_size,
-                    max_rows=max_rows,
-                    keep_weights=return_weights,
-                    **kwargs,
-                )
+    with evaluating(pair.module, seed):
+        check_guide(pair, x, **kwargs)
+        chunks = list(
+            importance_chunks(
+                pair,
+                x,
+                num_samples,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                keep_weights=return_weights,
+                **kwargs,
             )
-    finally:
-        pair.module.train(was_training)
+        )
     log_px = torch.cat([c.log_px for c in chunks])
     if return_weights:
         return log_px, torch.cat([c.log_weights for c in chunks], 1)

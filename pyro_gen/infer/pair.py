@@ -13,7 +13,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyro
@@ -25,7 +26,7 @@ from torch import nn
 from pyro_gen.errors import ConfigError, ShapeError
 from pyro_gen.infer.traces import DATA_PLATE
 
-__all__ = ["ModelGuidePair", "as_pair", "check_pair"]
+__all__ = ["ModelGuidePair", "as_pair", "check_pair", "evaluating"]
 
 
 @dataclass
@@ -33,6 +34,11 @@ class ModelGuidePair:
     model: Callable
     guide: Callable
     module: nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live (CPU for a module without parameters)."""
+        return next(iter(self.module.parameters()), torch.empty(0)).device
 
     @property
     def check_data(self) -> Callable[[torch.Tensor], None] | None:
@@ -60,6 +66,21 @@ def as_pair(
             )
         module = owner
     return ModelGuidePair(model, guide, module)
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module, seed: int | None = None) -> Iterator[None]:
+    """Evaluation conditions: ``seed`` set (if given), the module in eval mode and Pyro's
+    validation off inside; the module's train/eval mode is restored afterwards."""
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    was_training = module.training
+    module.eval()
+    try:
+        with pyro.validation_enabled(False):
+            yield
+    finally:
+        module.train(was_training)
 
 
 def _shapes(tr) -> str:
