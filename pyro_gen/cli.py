@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -382,6 +383,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume needs --out RUN, the run folder to continue.")
         run = Path(s["out"])
         config = read_config(run)
+        _check_resume_engine(s, run, config)
         data_spec = config["data"]
         train_cfg = {**config["train"], **{k: s[k] for k in given if k in TRAIN_ARGS}}
         model = load_model(run)
@@ -463,14 +465,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_resume_engine(s: dict, run: Path, config: dict) -> None:
+    """A run continues on the trainer that started it: the single-process Trainer and
+    Lightning keep different training state in their checkpoints."""
+    spec = config.get("distributed") or {}
+    lightning = spec.get("engine") == "lightning"
+    distributed = any(s.get(k) is not None for k in DISTRIBUTED_ARGS)
+    if lightning and not distributed:
+        flags = f"--devices {spec.get('devices', 1)}"
+        if spec.get("num_nodes", 1) != 1:
+            flags += f" --num-nodes {spec['num_nodes']}"
+        raise ConfigError(
+            f"{run} was trained with Lightning (world size {spec.get('world_size', '?')}); "
+            f"resume it the same way: pyro-gen train --out {run} --resume {flags} (add "
+            "--accelerator/--strategy as before)."
+        )
+    if distributed and not lightning:
+        raise ConfigError(
+            f"{run} was trained by the single-process trainer; resume it without --devices, "
+            "--num-nodes, --strategy and --accelerator."
+        )
+
+
 def _train_distributed(
     s: dict, model, ds: Dataset, data_spec: dict, run: Path, train_cfg: dict
 ) -> int:
     """``train`` on PyTorch Lightning (DDP); every rank runs this, the global rank 0 writes."""
     from pyro_gen import plots
 
-    if s["resume"]:
-        raise ConfigError("--resume is single-process only; drop --devices/--num-nodes.")
     try:
         from pyro_gen.infer.lightning import fit_lightning
     except ImportError as e:  # pragma: no cover - the module itself imports lightning lazily
@@ -492,12 +514,23 @@ def _train_distributed(
             strategy=s.get("strategy") or "ddp",
             accelerator=accelerator,
             run_dir=run,
+            resume=bool(s["resume"]),
             dynamic_binarization=ds.dynamic_binarization,
             sections={"data": data_spec},
             **train_cfg,
         )
     except ImportError as e:
         raise ConfigError(str(e)) from None
+    if result.interrupted:
+        if result.is_global_zero:
+            flags = " ".join(
+                f"--{k.replace('_', '-')} {s[k]}" for k in DISTRIBUTED_ARGS if s.get(k) is not None
+            )
+            print(
+                f"pyro-gen: interrupted (SIGTERM) at step {result.steps}; checkpoint written. "
+                f"Continue with: pyro-gen train --out {run} --resume {flags}"
+            )
+        return 128 + int(signal.SIGTERM)
     if not result.is_global_zero:
         return 0
     model.to("cpu").eval()

@@ -323,12 +323,39 @@ def write_checkpoint(
     return final
 
 
-def read_checkpoint(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(model tensors, trainer state) of one checkpoint folder; CheckpointError if damaged."""
+ENGINES = {
+    "trainer": (
+        "the single-process pyro_gen.infer.Trainer",
+        "resume it with Trainer(..., resume=True), i.e. pyro-gen train --resume without "
+        "--devices/--num-nodes/--strategy/--accelerator",
+    ),
+    "lightning": (
+        "pyro_gen.infer.lightning.fit_lightning",
+        "resume it with fit_lightning(..., resume=True), i.e. pyro-gen train --resume --devices N",
+    ),
+}
+
+
+def read_checkpoint(
+    ckpt: str | os.PathLike, engine: str | None = "trainer"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """(model tensors, trainer state) of one checkpoint folder; CheckpointError if damaged, or if
+    ``engine`` (``"trainer"``, ``"lightning"``; None: either) did not write it: the two trainers'
+    states differ, so neither resumes the other's checkpoints."""
+    if engine is not None and engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {sorted(ENGINES)} or None.")
     ckpt = Path(ckpt)
     info = read_json(ckpt / "trainer.json", "trainer state")
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt / 'trainer.json'} is not a pyro_gen trainer state.")
+    if engine is not None:
+        # the engine tag is plain JSON in trainer.json: looked at before any tensor is read
+        found = _engine(info.get("state"))
+        if found != engine:
+            raise CheckpointError(
+                f"{ckpt} was written by {ENGINES[found][0]}, not by {ENGINES[engine][0]}; the two "
+                f"keep different training state: {ENGINES[found][1]}."
+            )
     model_tensors, _ = load_tensors(ckpt / WEIGHTS)
     tensors, meta = load_tensors(ckpt / "trainer.safetensors")
     if meta.get("step") != str(info["step"]):
@@ -337,3 +364,10 @@ def read_checkpoint(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"{meta.get('step')}; the checkpoint is inconsistent."
         )
     return model_tensors, unpack_state(info["state"], tensors)
+
+
+def _engine(skeleton: Any) -> str:
+    """``"lightning"`` where a packed state (``pack_state``'s JSON) holds ``engine: "lightning"``
+    (written by ``fit_lightning``), else ``"trainer"``."""
+    items = skeleton.get("__dict__", []) if isinstance(skeleton, dict) else []
+    return "lightning" if ["engine", "lightning"] in items else "trainer"

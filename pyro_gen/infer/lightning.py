@@ -3,9 +3,39 @@
 The Pyro ELBO becomes an ``nn.Module`` (:class:`ELBOLoss`: parameters = the pair's module,
 run with ``module_local_params=True``), a ``LightningModule`` (:func:`svi_module`) trains it with
 a torch optimiser, and Lightning's DDP all-reduces the gradients, so every replica holds the same
-parameters after each step. :func:`fit_lightning` writes ``config.json`` + ``model.safetensors``
-(:func:`pyro_gen.infer.save_model`) and ``history.csv`` on the global rank 0, so ``load_model``,
-``evaluate_elbo`` and every ``pyro-gen`` verb read the result like a single-process run.
+parameters after each step. :func:`fit_lightning` writes the single-process run folder on the
+global rank 0: ``config.json`` + ``model.safetensors`` (:func:`pyro_gen.infer.save_model`),
+``history.csv`` and ``checkpoints/step-N/`` (:func:`pyro_gen.infer.write_checkpoint`), so
+``load_model``, ``evaluate_elbo`` and every ``pyro-gen`` verb read the result like a
+single-process run.
+
+Checkpoints and resume. Checkpoints are written when the single-process Trainer writes them:
+every ``checkpoint_every`` steps, at the end of each epoch when ``checkpoint_every`` is None (or
+that many steps have passed), and at the end; the newest ``keep_checkpoints`` are kept. A
+checkpoint is Lightning's own checkpoint dict stored the pyro_gen way (no pickle, no ``.ckpt``):
+the pair's weights as ``model.safetensors``, everything else as ``trainer.json`` +
+``trainer.safetensors`` marked ``engine: "lightning"``. Every rank builds the dict, rank 0 writes
+it and the others wait at a barrier. ``fit_lightning(..., resume=True)`` (``pyro-gen train
+--resume --devices N``) continues from the newest readable checkpoint (a damaged one is skipped
+for the one before) to ``epochs`` / ``max_steps``; a run that has spent that budget, or stopped
+early, is refused with a ConfigError, a missing run with a CheckpointError. Restored exactly:
+the parameters, the optimiser state (moments, step counts), the lr scheduler, the step and epoch
+counters and Lightning's loop progress, EarlyStopping's state, the history rows. Not restored,
+so a resumed run is not bit-for-bit an uninterrupted one (the single-process Trainer's is):
+
+- the random streams: each rank reseeds from ``seed + rank + 1_000_003 * step``, so the
+  Monte-Carlo noise after a resume differs from the uninterrupted run's;
+- the data order: resuming in the middle of an epoch draws that epoch's remaining steps from a
+  new pass over the data; on one process the shuffling restarts from the seed (under DDP the
+  ``DistributedSampler``'s order is a function of the seed and the epoch);
+- the mean loss of the steps since the last history row.
+
+Every rank reads the checkpoint (a file system they share, as on one machine); resume with the
+same number of processes (a step's batch and an epoch's steps depend on it). The two trainers do
+not resume each other's checkpoints (their state differs; the error says which to use). When
+Lightning stops on SIGTERM (between steps), rank 0 writes a checkpoint and ``LightningRun``
+says ``interrupted``; Ctrl-C (KeyboardInterrupt, which can land in the middle of a step) writes
+none: resume from the last periodic checkpoint.
 
 Lightning is an optional dependency (``pip install 'pyro-gen[lightning]'``); it is imported only
 when one of these functions runs.
@@ -40,6 +70,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -51,14 +82,20 @@ import pyro
 import torch
 from torch import nn
 
-from pyro_gen.errors import ConfigError, DataError, NonFiniteError
-from pyro_gen.infer.checkpoint import save_model
+from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from pyro_gen.infer.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    read_checkpoint,
+    save_model,
+    write_checkpoint,
+)
 from pyro_gen.infer.objectives import make_elbo
 from pyro_gen.infer.pair import ModelGuidePair, as_pair, check_pair
 from pyro_gen.infer.schedules import BetaSchedule
 from pyro_gen.infer.traces import elbo_terms
 from pyro_gen.infer.trainer import FUSED_OPTIMIZERS, OPTIMIZERS, TrainConfig
-from pyro_gen.io import atomic_open
+from pyro_gen.io import atomic_open, check_writable
 
 __all__ = [
     "ELBOLoss",
@@ -144,6 +181,8 @@ class LightningRun:
     replicas_identical: bool = True
     wall_seconds: float = 0.0
     run_dir: Path | None = None
+    resumed_from: Path | None = None  # the checkpoint folder a resumed run started from
+    interrupted: bool = False  # SIGTERM stopped training (a checkpoint was written)
 
     @property
     def is_global_zero(self) -> bool:
@@ -192,6 +231,8 @@ def _make_class(pl) -> type:
             self.rows: list[dict] = []
             self._window: list[torch.Tensor] = []
             self._t0 = time.perf_counter()
+            self._elapsed0 = 0.0  # seconds trained before a resume
+            self._row_step = -1  # the step of the last row logged at a batch end
             self._betas: BetaSchedule | None = None
 
         @property
@@ -233,8 +274,9 @@ def _make_class(pl) -> type:
                 c.beta_cycles,
                 c.beta_ratio,
             )
-            # replicas start equal (DDP broadcasts rank 0's weights); their noise must differ
-            pyro.set_rng_seed(c.seed + self.global_rank)
+            # replicas start equal (DDP broadcasts rank 0's weights); their noise must differ.
+            # A resumed run starts at its step: a fresh stream, not the one the run began with.
+            pyro.set_rng_seed((c.seed + self.global_rank + 1_000_003 * self.global_step) % 2**32)
             self._t0 = time.perf_counter()
 
         def on_train_end(self) -> None:
@@ -266,12 +308,39 @@ def _make_class(pl) -> type:
                 )
 
         def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-            c = self.config
+            self.log_due_row()
+
+        def log_due_row(self) -> None:
+            """The history row of this step if one is due (every ``log_every`` steps and the
+            last); once per step (the checkpoint callback calls it before saving). A collective:
+            every rank calls it at the same step."""
             step = self.global_step
-            last = step >= max(1, int(self.trainer.estimated_stepping_batches))
-            if step % c.log_every and not last:
+            if step == self._row_step:
                 return
+            last = step >= max(1, int(self.trainer.estimated_stepping_batches))
+            if step % self.config.log_every and not last:
+                return
+            self._row_step = step
             self._log_row(step)
+
+        def elapsed(self) -> float:
+            return self._elapsed0 + time.perf_counter() - self._t0
+
+        # -- checkpoints (written by RunFolderIO, below) ----------------------------------
+        def on_save_checkpoint(self, checkpoint: dict) -> None:
+            trainer = self.trainer
+            checkpoint["pyro_gen"] = {
+                "history": [dict(r) for r in self.rows],
+                "elapsed": self.elapsed(),
+                "epochs_done": int(trainer.fit_loop.epoch_progress.current.processed),
+                "stopped_early": bool(trainer.should_stop),
+                "world_size": int(trainer.world_size),
+            }
+
+        def on_load_checkpoint(self, checkpoint: dict) -> None:
+            info = checkpoint.get("pyro_gen", {})
+            self.rows = [dict(r) for r in info.get("history", [])]
+            self._elapsed0 = float(info.get("elapsed", 0.0))
 
         def on_train_epoch_end(self) -> None:
             if self._window:
@@ -292,7 +361,7 @@ def _make_class(pl) -> type:
                     "valid_elbo": "",
                     "beta": self._betas(max(0, step - 1)) if self._betas else 1.0,
                     "lr": lr,
-                    "elapsed": round(time.perf_counter() - self._t0, 3),
+                    "elapsed": round(self.elapsed(), 3),
                 }
             )
 
@@ -316,6 +385,11 @@ def _make_class(pl) -> type:
             if value is None or self.trainer.sanity_checking:
                 return
             value = float(value)
+            if self._window and not self.trainer.sanity_checking:
+                # the steps since the last row get theirs first (as in the Trainer): one row per
+                # step, with the loss and the validation ELBO (every rank runs this hook)
+                self._row_step = self.global_step
+                self._log_row(self.global_step)
             if self.rows and self.rows[-1]["step"] == self.global_step:
                 self.rows[-1]["valid_elbo"] = value
             else:
@@ -327,11 +401,199 @@ def _make_class(pl) -> type:
                         "valid_elbo": value,
                         "beta": self.beta_target,
                         "lr": "",
-                        "elapsed": round(time.perf_counter() - self._t0, 3),
+                        "elapsed": round(self.elapsed(), 3),
                     }
                 )
 
     return SVIModule
+
+
+ENGINE = "lightning"  # the ``engine`` of a checkpoint's trainer state (see read_checkpoint)
+_NET = "loss_fn.net."  # where the pair's module sits in the LightningModule's state_dict
+
+
+def _run_folder_classes() -> tuple[type, type]:
+    """(the CheckpointIO plugin, the checkpoint callback), built once Lightning is imported."""
+    if "RunFolderIO" not in _CLASS_CACHE:
+        from lightning.fabric.plugins import CheckpointIO
+        from lightning.pytorch.callbacks import Checkpoint
+
+        _CLASS_CACHE["RunFolderIO"] = _make_io_class(CheckpointIO)
+        _CLASS_CACHE["RunFolderCheckpoints"] = _make_callback_class(Checkpoint)
+    return _CLASS_CACHE["RunFolderIO"], _CLASS_CACHE["RunFolderCheckpoints"]
+
+
+def _make_io_class(base: type) -> type:
+    class RunFolderIO(base):
+        """Lightning's checkpoint dict <-> a pyro_gen checkpoint folder, never a pickle.
+
+        ``save_checkpoint(ckpt, RUN)`` (global rank 0, called by ``Trainer.save_checkpoint``)
+        writes ``RUN/checkpoints/step-N/`` with :func:`~pyro_gen.infer.write_checkpoint`: the
+        pair's weights as ``model.safetensors`` (the Trainer's format, so ``load_model`` reads
+        them) and the rest of Lightning's dict (loops, optimiser, lr scheduler, callbacks,
+        history) as ``trainer.json`` + ``trainer.safetensors`` with ``engine: "lightning"``.
+        ``load_checkpoint(step-N folder)`` rebuilds the dict for ``Trainer.fit(ckpt_path=...)``.
+        """
+
+        def __init__(self, module: nn.Module, keep: int, preloaded=None) -> None:
+            super().__init__()
+            self.module = module
+            self.keep = keep
+            self.preloaded = preloaded  # (folder, weights, state) read before fit
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            weights = checkpoint["state_dict"]
+            state = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+            # the pair's weights are model.safetensors; anything else the LightningModule holds
+            # (nothing, for SVIModule) goes with the trainer state
+            state["extra_state_dict"] = {k: v for k, v in weights.items() if not k.startswith(_NET)}
+            step = int(checkpoint["global_step"])
+            write_checkpoint(
+                path, step, self.module, {"engine": ENGINE, "lightning": state}, keep=self.keep
+            )
+            _write_history(Path(path), checkpoint.get("pyro_gen", {}).get("history", []))
+
+        def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+            if self.preloaded is not None and Path(path) == self.preloaded[0]:
+                weights, state = self.preloaded[1], self.preloaded[2]
+                self.preloaded = None  # read once
+            else:
+                weights, state = read_checkpoint(path, engine=ENGINE)
+            checkpoint = dict(state["lightning"])
+            extra = checkpoint.pop("extra_state_dict", {}) or {}
+            checkpoint["state_dict"] = {**{_NET + k: v for k, v in weights.items()}, **extra}
+            return checkpoint
+
+        def remove_checkpoint(self, path) -> None:
+            shutil.rmtree(path, ignore_errors=True)
+
+    return RunFolderIO
+
+
+def _make_callback_class(base: type) -> type:
+    class RunFolderCheckpoints(base):
+        """When to checkpoint, as :class:`~pyro_gen.infer.Trainer` does: every
+        ``checkpoint_every`` steps, at the end of an epoch when ``checkpoint_every`` is None or
+        that many steps have passed, and at the end of training (also on SIGTERM, rank 0 only).
+
+        Every rank calls ``Trainer.save_checkpoint`` (its dump is local for DDP); the global
+        rank 0 writes, then all wait at Lightning's barrier, so no rank trains on while the
+        checkpoint is written. A ``Checkpoint`` subclass: Lightning calls it after the
+        LightningModule's and EarlyStopping's epoch-end hooks (the epoch's rows and the stop
+        decision are in the checkpoint).
+        """
+
+        def __init__(self, run_dir: Path, every: int | None, start: Callable) -> None:
+            self.run_dir = Path(run_dir)
+            self.every = every
+            self.start = start  # writes config.json etc. for a new run (global rank 0)
+            self.last = 0  # the step of the newest checkpoint
+
+        def setup(self, trainer, pl_module, stage) -> None:
+            # after the processes are started (Lightning's launcher re-runs the script: nothing
+            # may be written before), before training; Lightning's barrier follows
+            if trainer.is_global_zero:
+                self.start(trainer)
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.last = trainer.global_step
+
+        def _max_steps_reached(self, trainer) -> bool:
+            return trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                return  # the epoch's end checkpoints it, after validation
+            step = trainer.global_step
+            if (self.every and step - self.last >= self.every) or self._max_steps_reached(trainer):
+                self._save(trainer, pl_module)
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            step = trainer.global_step
+            if step == self.last:
+                return
+            done = trainer.fit_loop.epoch_progress.current.processed
+            final = (
+                trainer.should_stop
+                or self._max_steps_reached(trainer)
+                or (trainer.max_epochs not in (None, -1) and done >= trainer.max_epochs)
+            )
+            if self.every is None or step - self.last >= self.every or final:
+                self._save(trainer, pl_module)
+
+        def on_exception(self, trainer, pl_module, exception) -> None:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            # Lightning raises SIGTERMException between steps (on every rank after a broadcast,
+            # or at an epoch's end): a consistent state. Rank 0 writes it alone; there is no
+            # barrier, since the other ranks may be gone.
+            if not isinstance(exception, SIGTERMException) or not trainer.is_global_zero:
+                return
+            if trainer.global_step == self.last:
+                return
+            try:
+                checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+                trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.run_dir)
+                self.last = trainer.global_step
+            except Exception as e:  # never hide the signal
+                warnings.warn(f"no checkpoint written on SIGTERM: {e}", stacklevel=2)
+
+        def _save(self, trainer, pl_module) -> None:
+            pl_module.log_due_row()  # this step's history row goes into the checkpoint
+            trainer.save_checkpoint(self.run_dir, weights_only=False)
+            self.last = trainer.global_step
+
+    return RunFolderCheckpoints
+
+
+def _resume_point(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, dict]:
+    """The newest readable checkpoint of a Lightning run (folder, weights, state); older ones
+    are tried when the newest is damaged. CheckpointError when there is none, ConfigError when
+    the run has already spent ``cfg``'s budget. Reads only."""
+    if not run_dir.is_dir():
+        raise CheckpointError(
+            f"nothing to resume: the run folder {run_dir} does not exist. Start a new run "
+            "without resume."
+        )
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise CheckpointError(
+            f"nothing to resume in {run_dir}: it holds no checkpoints/ folder. Start a new run "
+            "without resume."
+        )
+    errors = []
+    for ckpt in reversed(ckpts):
+        try:
+            weights, state = read_checkpoint(ckpt, engine=ENGINE)
+            break
+        except CheckpointError as e:
+            errors.append(str(e))
+            warnings.warn(f"skipping checkpoint {ckpt}: {e}", stacklevel=3)
+    else:
+        raise CheckpointError(
+            f"nothing to resume in {run_dir}: no readable checkpoint of fit_lightning under "
+            f"checkpoints/ ({'; '.join(errors)})."
+        )
+    info = state["lightning"].get("pyro_gen", {})
+    step = int(state["lightning"]["global_step"])
+    epochs = int(info.get("epochs_done", 0))
+    where = f"{ckpt.name} (step {step}, {epochs} epochs done)"
+    if info.get("stopped_early"):
+        raise ConfigError(
+            f"{run_dir} has finished: early stopping ended it at {where}. Start a new run to "
+            "train further."
+        )
+    if cfg.max_steps is not None and step >= cfg.max_steps:
+        raise ConfigError(
+            f"{run_dir} has finished: max_steps={cfg.max_steps} and its newest checkpoint is "
+            f"{where}. To train further, raise max_steps (--max-steps)."
+        )
+    if cfg.max_steps is None and epochs >= cfg.epochs:
+        raise ConfigError(
+            f"{run_dir} has finished: epochs={cfg.epochs} and its newest checkpoint is {where}. "
+            "To train further, raise epochs (--epochs)."
+        )
+    return ckpt, weights, state
 
 
 def _loader(x: torch.Tensor, batch_size: int, shuffle: bool, drop_last: bool, seed: int):
@@ -371,6 +633,7 @@ def fit_lightning(
     strategy: str = "ddp",
     accelerator: str = "auto",
     run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
     dynamic_binarization: bool = False,
     sections: dict | None = None,
     trainer_kwargs: dict | None = None,
@@ -382,12 +645,15 @@ def fit_lightning(
         model, guide, module: as for :class:`~pyro_gen.infer.Trainer`.
         train, valid: ``[N, *data_shape]`` tensors (each rank reads its shard).
         config, overrides: :class:`~pyro_gen.infer.TrainConfig` settings; ``batch_size`` is per
-            process. Not supported here: ``elbo='jit'``, ``max_bad_batches``, resuming;
-            ``checkpoint_every`` is ignored (the final weights are written).
+            process; ``checkpoint_every`` and ``keep_checkpoints`` as for the Trainer. Not
+            supported here: ``elbo='jit'``, ``max_bad_batches``.
         devices, num_nodes, strategy, accelerator: Lightning's (``strategy="ddp"`` looks for
             unused parameters only when one backward pass leaves one without a gradient).
-        run_dir: where the global rank 0 writes ``config.json``, ``model.safetensors`` and
-            ``history.csv`` (the single-process format); None writes nothing.
+        run_dir: where the global rank 0 writes ``config.json``, checkpoints
+            (``checkpoints/step-N/``), ``model.safetensors`` and ``history.csv`` (the
+            single-process layout and formats); None writes nothing.
+        resume: continue the run in ``run_dir`` from its newest readable checkpoint (see the
+            module's docstring for what is restored); every rank reads it.
         sections: extra ``config.json`` sections (e.g. ``data={...}``).
         trainer_kwargs: further ``lightning.pytorch.Trainer`` arguments.
 
@@ -399,17 +665,15 @@ def fit_lightning(
     cfg = TrainConfig.from_dict({**base, **overrides})
     if cfg.max_bad_batches:
         raise ConfigError("max_bad_batches is not supported with Lightning; leave it at 0.")
+    if resume and run_dir is None:
+        raise ConfigError("resume=True needs the run_dir of the run to continue.")
+    run_path = Path(run_dir) if run_dir is not None else None
     pair = as_pair(model, guide, module)
     train = _as_data(train, pair, cfg, "training", dynamic_binarization)
     valid = _as_data(valid, pair, cfg, "validation", False) if valid is not None else None
     if cfg.batch_size > train.shape[0]:
         raise ConfigError(
             f"batch_size {cfg.batch_size} is larger than the training data ({train.shape[0]})."
-        )
-    if cfg.checkpoint_every:
-        warnings.warn(
-            "checkpoint_every is ignored with Lightning: the final weights are written.",
-            stacklevel=2,
         )
     pyro.set_rng_seed(cfg.seed)
     lit = svi_module(pair, config=cfg)
@@ -421,6 +685,16 @@ def fit_lightning(
     if cfg.validate:
         with torch.random.fork_rng(devices=[]):
             check_pair(pair, probe)
+    # the run folder is only read here, on every rank (with Lightning's launcher the other
+    # ranks re-run this code while rank 0 waits for them): the first write is in setup()
+    resume_from = None
+    if resume:
+        resume_from = _resume_point(run_path, cfg)
+    elif run_path is not None and latest_checkpoint(run_path) is not None:
+        raise ConfigError(
+            f"{run_path} already holds a run; pass resume=True (--resume) to continue it, or "
+            "choose a new folder."
+        )
     if strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -440,26 +714,82 @@ def fit_lightning(
         "gradient_clip_val": cfg.clip_norm,
         "gradient_clip_algorithm": "norm",
         "deterministic": False,
-        "default_root_dir": str(run_dir) if run_dir is not None else None,
+        "default_root_dir": str(run_path) if run_path is not None else None,
     }
+
+    def distributed(trainer, **extra) -> dict:
+        return {
+            "engine": ENGINE,
+            "devices": devices,
+            "num_nodes": num_nodes,
+            "strategy": strategy if isinstance(strategy, str) else "ddp",
+            "accelerator": accelerator,
+            "world_size": trainer.world_size,
+            **extra,
+        }
+
+    def start(trainer) -> None:  # global rank 0, once the processes are up
+        if resume_from is not None:  # the run folder is there, with its config.json
+            saved = resume_from[2]["lightning"].get("pyro_gen", {}).get("world_size")
+            if saved is not None and saved != trainer.world_size:
+                warnings.warn(
+                    f"resuming a run trained on {saved} processes on {trainer.world_size}: a "
+                    "step now sees a different number of datapoints, and an epoch that was "
+                    "interrupted is counted in the new number of steps.",
+                    stacklevel=2,
+                )
+            return
+        weights = sum(t.numel() * t.element_size() for t in pair.module.state_dict().values())
+        # model + optimiser moments per checkpoint, kept checkpoints + the one being written
+        check_writable(run_path, 4 * weights * (cfg.keep_checkpoints + 1))
+        save_model(
+            pair.module,
+            run_path,
+            train=dataclasses.asdict(cfg),
+            distributed=distributed(trainer),
+            **(sections or {}),
+        )
+
     callbacks = []
     if cfg.early_stopping is not None and valid is not None:
         from lightning.pytorch.callbacks import EarlyStopping
 
         callbacks.append(EarlyStopping("valid_elbo", patience=cfg.early_stopping, mode="max"))
+    extra = dict(trainer_kwargs or {})
+    callbacks += list(extra.pop("callbacks", None) or [])
+    plugins = list(extra.pop("plugins", None) or [])
+    if run_path is not None:
+        io_class, callback_class = _run_folder_classes()
+        plugins.append(io_class(pair.module, cfg.keep_checkpoints, resume_from))
+        callbacks.append(callback_class(run_path, cfg.checkpoint_every, start))
+        kwargs["enable_checkpointing"] = True  # with ours as the Checkpoint callback
     kwargs["callbacks"] = callbacks
-    kwargs.update(trainer_kwargs or {})
+    if plugins:
+        kwargs["plugins"] = plugins
+    kwargs.update(extra)
     trainer = pl.Trainer(**kwargs)
-    start = time.perf_counter()
-    trainer.fit(
-        lit,
-        train_dataloaders=_loader(train, cfg.batch_size, True, True, cfg.seed),
-        val_dataloaders=_loader(valid, 1024, False, False, cfg.seed) if valid is not None else None,
-    )
-    wall = time.perf_counter() - start
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    start_time = time.perf_counter()
+    interrupted = False
+    with warnings.catch_warnings():
+        if resume_from is not None:  # said in the docs: a mid-epoch resume draws new batches
+            warnings.filterwarnings("ignore", message=".*ended before the epoch ended.*")
+        try:
+            trainer.fit(
+                lit,
+                train_dataloaders=_loader(train, cfg.batch_size, True, True, cfg.seed),
+                val_dataloaders=_loader(valid, 1024, False, False, cfg.seed)
+                if valid is not None
+                else None,
+                ckpt_path=str(resume_from[0]) if resume_from is not None else None,
+            )
+        except SIGTERMException:
+            interrupted = True
+    wall = time.perf_counter() - start_time
     digest = state_digest(pair.module)
     digests = [digest]
-    if trainer.world_size > 1 and torch.distributed.is_available():
+    if trainer.world_size > 1 and torch.distributed.is_available() and not interrupted:
         if torch.distributed.is_initialized():
             digests = [None] * trainer.world_size
             torch.distributed.all_gather_object(digests, digest)
@@ -472,27 +802,21 @@ def fit_lightning(
         digest=digest,
         replicas_identical=len(set(digests)) == 1,
         wall_seconds=wall,
-        run_dir=Path(run_dir) if run_dir is not None else None,
+        run_dir=run_path,
+        resumed_from=resume_from[0] if resume_from is not None else None,
+        interrupted=interrupted,
     )
-    if run_dir is not None and trainer.is_global_zero:
-        distributed = {
-            "engine": "lightning",
-            "devices": devices,
-            "num_nodes": num_nodes,
-            "strategy": strategy if isinstance(strategy, str) else "ddp",
-            "accelerator": accelerator,
-            "world_size": trainer.world_size,
-            "replicas_identical": result.replicas_identical,
-        }
-        pair.module.to("cpu")
-        save_model(
-            pair.module,
-            run_dir,
-            train=dataclasses.asdict(cfg),
-            distributed=distributed,
-            **(sections or {}),
-        )
-        _write_history(Path(run_dir), lit.rows)
+    if run_path is not None and trainer.is_global_zero:
+        if not interrupted:
+            pair.module.to("cpu")
+            save_model(
+                pair.module,
+                run_path,
+                train=dataclasses.asdict(cfg),
+                distributed=distributed(trainer, replicas_identical=result.replicas_identical),
+                **(sections or {}),
+            )
+        _write_history(run_path, lit.rows)
     return result
 
 
