@@ -26,7 +26,15 @@ from pyro_gen.data import DATASETS, Dataset, load_dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import ConfigError, PyroGenError, did_you_mean
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import BETA_SCHEDULES, ELBOS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, Trainer
+from pyro_gen.infer import (
+    BETA_SCHEDULES,
+    CAPTURE_MODES,
+    ELBOS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    TrainConfig,
+    Trainer,
+)
 from pyro_gen.infer.checkpoint import load_model, read_config
 from pyro_gen.io import read_json, write_json
 from pyro_gen.models import LIKELIHOODS, MODELS, get_model_class
@@ -182,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--fused", action="store_true", help="fused optimiser kernel (adam/adamw/sgd; faster)"
+    )
+    g.add_argument(
+        "--capture",
+        choices=CAPTURE_MODES,
+        help="replay each step's loss from a captured graph of its tensor operations: the same "
+        "numbers without Pyro's Python per step (auto, the default: pyro_gen's models; off)",
     )
     g = t.add_argument_group(
         "distributed (PyTorch Lightning, optional: pip install 'pyro-gen[lightning]')",

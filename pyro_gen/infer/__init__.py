@@ -1,5 +1,6 @@
 """Training and the machinery around it: objectives, schedules, checkpoints, traces."""
 
+from pyro_gen.infer.capture import CapturedLoss
 from pyro_gen.infer.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -21,13 +22,15 @@ from pyro_gen.infer.traces import (
     elbo_terms,
     pointwise_terms,
 )
-from pyro_gen.infer.trainer import LR_SCHEDULES, OPTIMIZERS, TrainConfig, Trainer
+from pyro_gen.infer.trainer import CAPTURE_MODES, LR_SCHEDULES, OPTIMIZERS, TrainConfig, Trainer
 
 __all__ = [
     "Trainer",
     "TrainConfig",
     "OPTIMIZERS",
     "LR_SCHEDULES",
+    "CAPTURE_MODES",
+    "CapturedLoss",
     "ELBOS",
     "make_elbo",
     "BetaSchedule",

@@ -6,6 +6,7 @@ atomically; a trainer checkpoint is a folder written under a temporary name and 
 place, so a crash never leaves a half-written checkpoint.
 
 >>> import tempfile
+import warnings
 >>> from pyro_gen.models import VAE
 >>> run = tempfile.mkdtemp()
 >>> save_model(VAE(data_shape=(4,), latent_dim=2, hidden=(8,)), run)
@@ -19,6 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ __all__ = [
     "unpack_state",
     "write_checkpoint",
     "read_checkpoint",
+    "resume_checkpoint",
+    "ForeignCheckpointError",
     "read_config",
     "list_checkpoints",
     "latest_checkpoint",
@@ -336,6 +340,10 @@ ENGINES = {
 }
 
 
+class ForeignCheckpointError(CheckpointError):
+    """A checkpoint written by the other trainer (``Trainer`` vs ``fit_lightning``)."""
+
+
 def read_checkpoint(
     ckpt: str | os.PathLike, engine: str | None = "trainer"
 ) -> tuple[dict[str, torch.Tensor], dict]:
@@ -352,7 +360,7 @@ def read_checkpoint(
         # the engine tag is plain JSON in trainer.json: looked at before any tensor is read
         found = _engine(info.get("state"))
         if found != engine:
-            raise CheckpointError(
+            raise ForeignCheckpointError(
                 f"{ckpt} was written by {ENGINES[found][0]}, not by {ENGINES[engine][0]}; the two "
                 f"keep different training state: {ENGINES[found][1]}."
             )
@@ -371,3 +379,28 @@ def _engine(skeleton: Any) -> str:
     (written by ``fit_lightning``), else ``"trainer"``."""
     items = skeleton.get("__dict__", []) if isinstance(skeleton, dict) else []
     return "lightning" if ["engine", "lightning"] in items else "trainer"
+
+
+def resume_checkpoint(
+    run_dir: str | os.PathLike, engine: str = "trainer", stacklevel: int = 2
+) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """(folder, model tensors, trainer state) of the newest readable checkpoint of ``engine``.
+
+    A damaged checkpoint is skipped with a warning (the one before it is tried); one written by
+    the other engine raises :class:`ForeignCheckpointError` at once; none readable raises a
+    CheckpointError that lists why each failed."""
+    errors = []
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            weights, state = read_checkpoint(ckpt, engine=engine)
+            return ckpt, weights, state
+        except ForeignCheckpointError:
+            raise  # not damaged: it is resumed with the engine that wrote it
+        except CheckpointError as e:
+            errors.append(str(e))
+            warnings.warn(f"skipping damaged checkpoint {ckpt}: {e}", stacklevel=stacklevel + 1)
+    raise CheckpointError(
+        f"nothing to resume in {run_dir}: no readable checkpoint under checkpoints/"
+        + (f" ({'; '.join(errors)})" if errors else "")
+        + ". Start a new run without resume."
+    )

@@ -87,6 +87,7 @@ from pyro_gen.infer.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     read_checkpoint,
+    resume_checkpoint,
     save_model,
     write_checkpoint,
 )
@@ -561,19 +562,7 @@ def _resume_point(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict, dict]:
             f"nothing to resume in {run_dir}: it holds no checkpoints/ folder. Start a new run "
             "without resume."
         )
-    errors = []
-    for ckpt in reversed(ckpts):
-        try:
-            weights, state = read_checkpoint(ckpt, engine=ENGINE)
-            break
-        except CheckpointError as e:
-            errors.append(str(e))
-            warnings.warn(f"skipping checkpoint {ckpt}: {e}", stacklevel=3)
-    else:
-        raise CheckpointError(
-            f"nothing to resume in {run_dir}: no readable checkpoint of fit_lightning under "
-            f"checkpoints/ ({'; '.join(errors)})."
-        )
+    ckpt, weights, state = resume_checkpoint(run_dir, engine=ENGINE, stacklevel=3)
     info = state["lightning"].get("pyro_gen", {})
     step = int(state["lightning"]["global_step"])
     epochs = int(info.get("epochs_done", 0))

@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 from pyro_gen.data import Dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteError, did_you_mean
+from pyro_gen.infer.capture import CapturedLoss
 from pyro_gen.infer.checkpoint import (
     latest_checkpoint,
-    list_checkpoints,
-    read_checkpoint,
+    resume_checkpoint,
     save_model,
     write_checkpoint,
 )
@@ -59,6 +59,7 @@ OPTIMIZERS = {
 }
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 FUSED_OPTIMIZERS = ("adam", "adamw", "sgd")
+CAPTURE_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -72,6 +73,7 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     fused: bool = False  # the optimiser's fused kernel (adam, adamw, sgd): faster, last-bit changes
+    capture: str = "auto"  # loss replayed from a captured graph: auto (pyro_gen models), on, off
     lr_schedule: str = "constant"
     lr_gamma: float = 0.9999
     elbo: str = "trace"
@@ -140,6 +142,7 @@ class TrainConfig:
             ("optimizer", OPTIMIZERS),
             ("lr_schedule", LR_SCHEDULES),
             ("elbo", ELBOS),
+            ("capture", CAPTURE_MODES),
         ):
             value = getattr(self, name)
             if value not in choices:
@@ -181,6 +184,7 @@ class _Run:
     deferred: _DeferredCheck | None
     window_loss: torch.Tensor
     window_n: int = 0
+    loss: CapturedLoss | None = None
     start: float = 0.0
     last_ckpt: int = 0
     beta: float = 1.0
@@ -292,6 +296,10 @@ class Trainer:
     sync per step; ``max_bad_batches > 0`` checks every step). ``fused=True`` uses the fused
     Adam/AdamW/SGD kernel (much faster on CPU at small batches; results differ in the last bits).
     ``elbo="jit"`` compiles the step with Pyro's JIT (fixed shapes, constant β).
+    ``capture`` replays the loss from a captured graph of its tensor operations
+    (:class:`~pyro_gen.infer.capture.CapturedLoss`: no Pyro Python per step, bit-identical
+    values); ``"auto"`` does so for pyro_gen's own models, ``"on"`` for any model/guide (whose
+    Python side effects then run at capture only), ``"off"`` never.
     """
 
     def __init__(
@@ -422,20 +430,7 @@ class Trainer:
         return path
 
     def _restore(self, optimizer, scheduler) -> None:
-        errors = []
-        for ckpt in reversed(list_checkpoints(self.run_dir)):
-            try:
-                weights, state = read_checkpoint(ckpt)
-                break
-            except CheckpointError as e:
-                errors.append(str(e))
-                warnings.warn(f"skipping damaged checkpoint {ckpt}: {e}", stacklevel=3)
-        else:
-            raise CheckpointError(
-                f"nothing to resume in {self.run_dir}: no readable checkpoint under checkpoints/"
-                + (f" ({'; '.join(errors)})" if errors else "")
-                + ". Start a new run without resume."
-            )
+        _, weights, state = resume_checkpoint(self.run_dir, stacklevel=3)
         self.module.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
@@ -519,6 +514,17 @@ class Trainer:
         self._write_history()
         return s.history
 
+    def _capture_wanted(self) -> bool:
+        """``capture="auto"``: only pyro_gen's own models, whose programs are known to replay
+        exactly; a user's program may keep Python state between steps, so it opts in."""
+        mode = self.config.capture
+        if mode != "auto":
+            return mode == "on"
+        pair = self.pair
+        own = getattr(pair.model, "__self__", None) is pair.module
+        own = own and getattr(pair.guide, "__self__", None) is pair.module
+        return own and type(pair.module).__module__.startswith("pyro_gen.")
+
     # -- one run of fit() --------------------------------------------------------------------
     def _start(self, train, valid, dynamic: bool) -> _Run:
         """Check everything, then write the run folder (or restore it): nothing is written
@@ -563,6 +569,12 @@ class Trainer:
             params=[p for p in self.module.parameters() if p.requires_grad],
             deferred=_DeferredCheck(self.device) if defer and c.max_bad_batches == 0 else None,
             window_loss=torch.zeros((), device=self.device),
+        )
+        run.loss = CapturedLoss(
+            lambda xb: run.elbo.differentiable_loss(run.model_fn, run.guide_fn, xb) / xb.shape[0],
+            self.module,
+            key=lambda: run.beta,
+            enabled=not jit and self._capture_wanted(),
         )
         if c.validate:  # before anything is written, on a forked RNG stream
             with torch.random.fork_rng(devices=self._rng_devices()):
@@ -649,7 +661,7 @@ class Trainer:
         """One SVI update on ``run.batch``; False when a non-finite batch was skipped."""
         c, s = self.config, self.state
         xb = run.batch
-        loss = run.elbo.differentiable_loss(run.model_fn, run.guide_fn, xb) / xb.shape[0]
+        loss = run.loss(xb)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = (
