@@ -170,14 +170,19 @@ def trainer_steps_per_second(
 
 def measure(spec: str, data: torch.Tensor, batch_size: int, steps: int, warmup: int, **opts):
     """Steps/s of one variant: ``torch`` (hand-written) or an ELBO name (the Trainer), each
-    optionally with ``+fused`` (the fused Adam kernel), e.g. ``torch+fused``, ``trace+fused``."""
+    optionally with ``+fused`` (the fused Adam kernel), e.g. ``torch+fused``, ``trace+fused``;
+    ``+eager`` runs the Trainer without the captured graph (``capture="off"``)."""
     name, *flags = spec.split("+")
-    unknown = set(flags) - {"fused"}
+    unknown = set(flags) - {"fused", "eager"}
     if unknown:
         raise ValueError(f"unknown variant flag(s) {sorted(unknown)} in {spec!r}")
     fused = "fused" in flags
     if name == "torch":
         return torch_steps_per_second(data, batch_size, steps, warmup, fused=fused, **opts)
+    if "eager" in flags:
+        if name == "torch":
+            raise ValueError("'+eager' is a Trainer option; the plain loop is always eager")
+        opts["capture"] = "off"
     if fused:
         opts["fused"] = True
     return trainer_steps_per_second(data, batch_size, steps, warmup, elbo=name, **opts)
@@ -333,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         "--elbos",
         default=",".join(ELBOS),
         help="variants beside the plain loop: ELBO names for the Trainer (trace, meanfield, jit, "
-        "jit_meanfield), '+fused' for the fused Adam kernel, 'torch+fused' for the plain loop "
-        "with it (default trace,meanfield,jit)",
+        "jit_meanfield), '+fused' for the fused Adam kernel, '+eager' for the Trainer without "
+        "its captured graph, 'torch+fused' for the plain loop with fused Adam (default "
+        "trace,meanfield,jit)",
     )
     p.add_argument("--repeats", type=int, default=None, help="repeats (default 5, quick 1)")
     p.add_argument("--budget", type=float, default=None, help="seconds per measurement")

@@ -45,6 +45,8 @@ from collections.abc import Callable, Hashable
 import torch
 from torch import nn
 
+from pyro_gen.infer.graph_passes import flat_arguments, simplify
+
 __all__ = ["CapturedLoss"]
 
 
@@ -114,7 +116,7 @@ class CapturedLoss:
             self._graphs.move_to_end(key)
             self.stats["replays"] += 1
             graph, tensors = entry
-            return graph(tensors, x)
+            return graph(*tensors, x)
         if key != self._last_key:  # not (yet) a steady state: run the program as usual
             self._last_key = key
             self.stats["eager"] += 1
@@ -147,7 +149,8 @@ class CapturedLoss:
             if "_local_scalar_dense" in str(e) or "data-dependent" in str(e):
                 return self._give_up("the program reads a tensor value on the host", x)
             return self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}", x)
-        _prune(graph)
+        simplify(graph, [*tensors, x])
+        flat_arguments(graph)  # graph(*tensors, x): no pytree flattening per call
         stray = [
             name
             for name, value in list(graph.named_parameters()) + list(graph.named_buffers())
@@ -171,7 +174,7 @@ class CapturedLoss:
         eager = self.loss_fn(x)
         eager_grads = _grads(eager, needs_grad)
         restore()
-        replayed = graph(tensors, x)
+        replayed = graph(*tensors, x)
         if not _same(eager, replayed) or not all(
             _same(a, b) for a, b in zip(eager_grads, _grads(replayed, needs_grad, keep=True))
         ):
@@ -199,25 +202,6 @@ def _rng_restorer(device: torch.device) -> Callable[[], None]:
             torch.cuda.set_rng_state(cuda_rng, device)
 
     return restore
-
-
-def _removable(node) -> bool:
-    """An unused node that may go: a pure operation that draws no random numbers."""
-    target = node.target
-    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
-        return False
-    return not target._schema.is_mutable and torch.Tag.nondeterministic_seeded not in target.tags
-
-
-def _prune(graph) -> None:
-    """Drop the unused operations (plate indices, detached copies) of a captured graph."""
-    dropped = 0
-    for node in reversed(list(graph.graph.nodes)):  # users before the nodes they use
-        if not node.users and _removable(node):
-            graph.graph.erase_node(node)
-            dropped += 1
-    if dropped:
-        graph.recompile()
 
 
 def _grads(loss: torch.Tensor, tensors: list, keep: bool = False) -> list:

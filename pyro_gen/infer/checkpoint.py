@@ -6,7 +6,6 @@ atomically; a trainer checkpoint is a folder written under a temporary name and 
 place, so a crash never leaves a half-written checkpoint.
 
 >>> import tempfile
-import warnings
 >>> from pyro_gen.models import VAE
 >>> run = tempfile.mkdtemp()
 >>> save_model(VAE(data_shape=(4,), latent_dim=2, hidden=(8,)), run)

@@ -563,7 +563,7 @@ class Trainer:
             betas=betas,
             optimizer=optimizer,
             scheduler=scheduler,
-            elbo=make_elbo(c.elbo, c.num_particles),
+            elbo=make_elbo(c.elbo, c.num_particles, exact_value=False),
             model_fn=model_fn,
             guide_fn=guide_fn,
             params=[p for p in self.module.parameters() if p.requires_grad],
