@@ -8,8 +8,10 @@ few microseconds of dispatch forwards and backwards. :func:`simplify` removes th
 
 - **constant folding**: operations that depend on no input value (only on a batch's shape,
   dtype and device, which the capture's key fixes) are computed once;
-- **identities**: ``expand``/``view`` to the same shape, ``+ 0``, ``- 0``, ``* 1``, ``/ 1`` and
-  ``_to_copy`` to the same dtype, on floating tensors, become their input;
+- **identities**: ``expand``/``view`` to the same shape, ``+ 0``, ``- 0``, ``* 1``, ``/ 1`` (by
+  a number or by a folded constant whose elements all are 0 or 1, e.g. a standard Normal
+  prior's location and scale) and ``_to_copy`` to the same dtype, on floating tensors, become
+  their input;
 - **duplicates**: the same pure operation on the same arguments is computed once;
 - **dead code**: unused pure operations go; random draws stay even when unused (dropping one
   would shift every later draw).
@@ -79,7 +81,17 @@ def _touches_mutation(node: fx.Node) -> bool:
     return _mutated(node) or any(_mutated(a) for a in node.args[:1] if isinstance(a, fx.Node))
 
 
-def _identity_input(node: fx.Node) -> fx.Node | None:
+def _is_constant(graph: fx.GraphModule, arg, value) -> bool:
+    """``arg`` is the number ``value``, or a stored constant tensor whose elements all are."""
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return arg == value
+    if isinstance(arg, fx.Node) and arg.op == "get_attr":
+        tensor = getattr(graph, arg.target, None)
+        return isinstance(tensor, torch.Tensor) and bool((tensor == value).all())
+    return False
+
+
+def _identity_input(graph: fx.GraphModule, node: fx.Node) -> fx.Node | None:
     """The input a node merely passes on, or None."""
     if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
         return None
@@ -95,17 +107,15 @@ def _identity_input(node: fx.Node) -> fx.Node | None:
     if target == aten._to_copy.default and set(node.kwargs) <= {"dtype"}:
         return source
     if target in _IDENTITY_SCALAR and len(node.args) == 2 and not node.kwargs:
-        scalar = node.args[1]
-        if isinstance(scalar, (int, float)) and not isinstance(scalar, bool):
-            if scalar == _IDENTITY_SCALAR[target]:
-                return source
+        if _is_constant(graph, node.args[1], _IDENTITY_SCALAR[target]):
+            return source  # the shape check above: the constant does not broadcast it
     return None
 
 
 def _drop_identities(graph: fx.GraphModule) -> int:
     dropped = 0
     for node in list(graph.graph.nodes):
-        source = _identity_input(node)
+        source = _identity_input(graph, node)
         if source is not None and not any(u.op == "output" for u in node.users):
             node.replace_all_uses_with(source)
             dropped += 1
