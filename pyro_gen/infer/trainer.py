@@ -329,6 +329,7 @@ class Trainer:
         self.interrupted = False
         self.stop_signal: int | None = None  # SIGINT/SIGTERM that stopped fit(), if any
         self.steps_per_second = float("nan")
+        self.loss: CapturedLoss | None = None  # the last fit()'s loss: .stats, .disabled
 
     def _rng_devices(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
@@ -570,7 +571,7 @@ class Trainer:
             deferred=_DeferredCheck(self.device) if defer and c.max_bad_batches == 0 else None,
             window_loss=torch.zeros((), device=self.device),
         )
-        run.loss = CapturedLoss(
+        run.loss = self.loss = CapturedLoss(
             lambda xb: run.elbo.differentiable_loss(run.model_fn, run.guide_fn, xb) / xb.shape[0],
             self.module,
             key=lambda: run.beta,

@@ -151,6 +151,7 @@ def test_trainer_results_are_the_same_with_and_without_capture(tmp_path):
         )
         history = trainer.fit(x, data(32, seed=9))
         runs[mode] = (history, {k: v.clone() for k, v in vae.state_dict().items()})
+        assert trainer.loss.stats["replays"] == (10 if mode == "auto" else 0)  # 12 steps
     (h_off, w_off), (h_on, w_on) = runs["off"], runs["auto"]
     assert [r["loss"] for r in h_off] == [r["loss"] for r in h_on]
     assert [r["valid_elbo"] for r in h_off] == [r["valid_elbo"] for r in h_on]

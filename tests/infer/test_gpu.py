@@ -110,3 +110,21 @@ def test_deferred_guard_names_the_first_bad_step():
     with pytest.raises(NonFiniteError, match=r"non-finite at step 7 .*every log_every=10"):
         trainer.fit(torch.randn(256, 4))
     assert trainer.state.step == 10  # found at the first log row after it
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_captured_loss_on_cuda_matches_eager(elbo):
+    """The replayed graph draws the same CUDA noise as the eager program (same generator
+    offsets), so the two trainings agree to float round-off."""
+    x = _data().cuda()
+    weights = []
+    for mode in ("off", "auto"):
+        torch.manual_seed(0)
+        vae = VAE(data_shape=(16,), latent_dim=2, hidden=(32,))
+        trainer = Trainer(
+            vae, device="cuda", batch_size=32, max_steps=12, elbo=elbo, progress=False, capture=mode
+        )
+        trainer.fit(x)
+        weights.append(torch.cat([p.detach().flatten() for p in vae.parameters()]))
+        assert (trainer.loss.stats["replays"] > 0) == (mode == "auto")
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
