@@ -79,6 +79,16 @@ def test_train_writes_a_complete_run(trained):
     assert float(rows[-1]["loss"]) > 0
 
 
+def test_capture_off_trains_the_same_run(trained, tmp_path):
+    """The default replays captured steps; --capture off runs Pyro every step: same numbers."""
+    run = tmp_path / "eager"
+    assert main(["train", *TINY, "--epochs", "1", "--capture", "off", "--out", str(run)]) == 0
+    assert read_config(run)["train"]["capture"] == "off"
+    assert read_config(trained)["train"]["capture"] == "auto"
+    for a, b in zip(history(trained), history(run), strict=True):
+        assert (a["step"], a["loss"], a["valid_elbo"]) == (b["step"], b["loss"], b["valid_elbo"])
+
+
 def test_sample(trained, capsys):
     assert main(["sample", str(trained), "--num", "8", "--seed", "3"]) == 0
     assert "wrote" in capsys.readouterr().out

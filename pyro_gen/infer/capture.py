@@ -51,11 +51,15 @@ __all__ = ["CapturedLoss"]
 
 
 def _autocast_state() -> tuple:
-    return tuple(
-        (kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
-        for kind in ("cpu", "cuda")
-        if torch.is_autocast_enabled(kind)
-    )
+    """Which autocast is on, and to what dtype (it decides the casts a capture records)."""
+    try:
+        return tuple(
+            (kind, torch.get_autocast_dtype(kind))
+            for kind in ("cpu", "cuda")
+            if torch.is_autocast_enabled(kind)
+        )
+    except TypeError:  # torch < 2.4: no device-type argument
+        return (torch.is_autocast_enabled(), torch.is_autocast_cpu_enabled())
 
 
 class CapturedLoss:
@@ -140,17 +144,23 @@ class CapturedLoss:
 
         tensors = self._tensors()
         restore = _rng_restorer(x.device)
+        if self.stats["captures"] >= 4 * self.max_graphs:
+            return self._give_up(
+                f"the program changed {self.stats['captures']} times; a capture costs more "
+                "than it saves",
+                x,
+            )
         try:
             # the program reads self.module's own tensors; passing the same objects as inputs
             # makes them placeholders of the graph instead of constants
             graph = make_fx(lambda ts, batch: self.loss_fn(batch))(tensors, x)
+            simplify(graph, [*tensors, x])
+            flat_arguments(graph)  # graph(*tensors, x): no pytree flattening per call
         except Exception as e:  # anything the tracer cannot follow
             restore()
             if "_local_scalar_dense" in str(e) or "data-dependent" in str(e):
                 return self._give_up("the program reads a tensor value on the host", x)
             return self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}", x)
-        simplify(graph, [*tensors, x])
-        flat_arguments(graph)  # graph(*tensors, x): no pytree flattening per call
         stray = [
             name
             for name, value in list(graph.named_parameters()) + list(graph.named_buffers())

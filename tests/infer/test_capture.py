@@ -201,3 +201,14 @@ def test_capture_auto_leaves_user_programs_eager():
 def test_unknown_capture_mode_is_refused():
     with pytest.raises(ConfigError, match="unknown capture 'yes'"):
         Trainer(make_vae(), capture="yes")
+
+
+def test_a_program_that_keeps_changing_stops_being_captured():
+    w = torch.nn.Parameter(torch.ones(3))
+    module = torch.nn.Module()
+    module.w = w
+    loss = CapturedLoss(lambda x: (w * x).sum(), module, max_graphs=1)
+    with pytest.warns(UserWarning, match="changed 4 times"):
+        for n in (2, 2, 3, 3, 2, 2, 3, 3, 2, 2):  # each new shape evicts the one graph kept
+            loss(torch.ones(n, 3))
+    assert loss.stats["captures"] == 4 and loss.disabled
