@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from pyro_gen.data import DATASETS, Dataset, load_dataset
@@ -406,6 +407,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_spec = {"name": s["data"], "data_dir": s["data_dir"], "options": _data_options(s)}
         ds = _load_data(data_spec)
         cls = get_model_class(s["model"])
+        pyro.set_rng_seed(s["seed"])  # the initial weights too come from --seed
         model = cls(**_model_kwargs(s, ds, given))
         run = _new_run_dir(s)
         if run.exists() and any(run.iterdir()):

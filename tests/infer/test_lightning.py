@@ -70,11 +70,12 @@ def _env() -> dict:
     return env
 
 
-def test_ddp_two_cpu_processes_identical_replicas_and_loadable_run(tmp_path: Path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT)
+def _run_script(tmp_path: Path, name: str, source: str, *args) -> None:
+    """Write ``source`` to ``tmp_path/name`` and run it in a fresh process (it must succeed)."""
+    script = tmp_path / name
+    script.write_text(source)
     proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
+        [sys.executable, str(script), str(tmp_path), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -82,6 +83,10 @@ def test_ddp_two_cpu_processes_identical_replicas_and_loadable_run(tmp_path: Pat
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_ddp_two_cpu_processes_identical_replicas_and_loadable_run(tmp_path: Path):
+    _run_script(tmp_path, "ddp_train.py", SCRIPT)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["digest"] == ranks[1]["digest"]
     assert all(r["world"] == 2 and r["identical"] for r in ranks)
@@ -410,18 +415,8 @@ RESUME_SCRIPT = textwrap.dedent(
 def test_ddp_two_cpu_processes_resume(tmp_path: Path):
     """2 processes (gloo): 1 epoch, then resume for a second; every rank starts from the
     checkpoint's weights, Adam state step count and global step."""
-    script = tmp_path / "ddp_resume.py"
-    script.write_text(RESUME_SCRIPT)
     for epochs, mode in ((1, "new"), (2, "resume")):
-        proc = subprocess.run(
-            [sys.executable, str(script), str(tmp_path), str(epochs), mode],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env=_env(),
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        _run_script(tmp_path, "ddp_resume.py", RESUME_SCRIPT, epochs, mode)
     first = json.loads((tmp_path / "new-rank0.json").read_text())
     ranks = [json.loads((tmp_path / f"resume-rank{r}.json").read_text()) for r in (0, 1)]
     assert first["steps"] == 4 and first["history"] == [2, 4]  # 256 / 2 ranks / 32 per epoch

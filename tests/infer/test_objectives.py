@@ -58,14 +58,20 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("pyro_cls, ours_cls, build, particles", CASES)
-def test_loss_and_gradients_are_pyros_bit_for_bit(pyro_cls, ours_cls, build, particles):
+def _case(build, particles: int):
+    """(module, data, ELBO keyword arguments) of one case."""
     torch.manual_seed(0)
     module = build()
     x = torch.bernoulli(torch.full((5, 6 if build is _vae else 4), 0.4))
     kw = {"num_particles": particles}
     if particles > 1:
         kw.update(vectorize_particles=True, max_plate_nesting=1)
+    return module, x, kw
+
+
+@pytest.mark.parametrize("pyro_cls, ours_cls, build, particles", CASES)
+def test_loss_and_gradients_are_pyros_bit_for_bit(pyro_cls, ours_cls, build, particles):
+    module, x, kw = _case(build, particles)
     ref_loss, ref_grads = _loss_and_grads(pyro_cls(**kw), module, x)
     loss, grads = _loss_and_grads(ours_cls(**kw), module, x)
     assert loss.dtype == ref_loss.dtype and torch.equal(loss, ref_loss)
@@ -95,12 +101,7 @@ def test_no_host_synchronisation_in_the_loss(name, monkeypatch):
 def test_surrogate_value_mode_keeps_gradients_bit_for_bit(pyro_cls, ours_cls, build, particles):
     """exact_value=False: the surrogate's own float32 sum is the value where it is the ELBO; the
     gradients stay Pyro's bit for bit, and a score-function site keeps Pyro's exact value."""
-    torch.manual_seed(0)
-    module = build()
-    x = torch.bernoulli(torch.full((5, 6 if build is _vae else 4), 0.4))
-    kw = {"num_particles": particles}
-    if particles > 1:
-        kw.update(vectorize_particles=True, max_plate_nesting=1)
+    module, x, kw = _case(build, particles)
     ref_loss, ref_grads = _loss_and_grads(pyro_cls(**kw), module, x)
     fast = ours_cls(**kw)
     fast.exact_value = False
