@@ -174,6 +174,8 @@ def test_trainer_captures_after_a_beta_warmup():
         )
         trainer.fit(data(96))
         results.append([p.clone() for p in vae.parameters()])
+        # β rises on steps 1-6 (eager; the 6th is β = 1 for the first time), step 7 captures
+        assert trainer.loss.stats["replays"] == (5 if mode == "on" else 0)  # steps 8-12
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
