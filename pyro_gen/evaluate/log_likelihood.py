@@ -171,7 +171,9 @@ def importance_chunks(
         per_call = max(1, max_rows // n)
         lse = lse2 = None
         sums: dict[str, torch.Tensor] = {}
-        kept = []
+        # one buffer, not a list of small pieces: small tensors kept alive between the model's
+        # large temporaries fragment the heap (it grew by 0.7 GB for 300 datapoints at K=5000)
+        kept = None
         for k0 in range(0, K, per_call):
             t = pointwise_terms(
                 pair.model,
@@ -202,7 +204,9 @@ def importance_chunks(
             lse = a if lse is None else torch.logaddexp(lse, a)
             lse2 = b if lse2 is None else torch.logaddexp(lse2, b)
             if keep_weights:
-                kept.append(lw.cpu())
+                if kept is None:
+                    kept = torch.empty(K, n, dtype=lw.dtype)  # on the CPU, as the results
+                kept[k0 : k0 + lw.shape[0]] = lw
         log_px = (lse - math.log(K)).cpu()
         if torch.isneginf(log_px).any():
             _raise_non_finite(
@@ -221,7 +225,7 @@ def importance_chunks(
             reconstruction=mean["reconstruction"],
             kl=mean["kl"],
             kl_per_site={k[3:]: v for k, v in mean.items() if k.startswith("kl:")},
-            log_weights=torch.cat(kept, 0) if keep_weights else None,
+            log_weights=kept,
         )
 
 
