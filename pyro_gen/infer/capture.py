@@ -90,7 +90,7 @@ class CapturedLoss:
         self.module = module
         self.key = key
         self.max_graphs = max_graphs
-        self.disabled: str | None = None if enabled else "capture=False"
+        self.disabled: str | None = None if enabled else "capture is off"
         self.stats = {"eager": 0, "captures": 0, "replays": 0}
         self._graphs: OrderedDict[Hashable, tuple[Callable, list]] = OrderedDict()
         self._last_key: Hashable | None = None
