@@ -141,15 +141,50 @@ def test_global_param_store_parameters_stay_eager():
     assert pyro.param("loc").grad is not None  # the eager runs still reach it
 
 
-def test_trainer_results_are_the_same_with_and_without_capture(tmp_path):
-    x = data(96)
+def conv_vae(seed: int = 0) -> VAE:
+    torch.manual_seed(seed)
+    return VAE(
+        data_shape=(1, 8, 8),
+        latent_dim=3,
+        network="conv",
+        channels=(4, 8),
+        likelihood="gaussian",
+        learn_scale=True,
+    )
+
+
+def images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+VARIANTS = {  # model builder, data, Trainer settings, β
+    "mlp-bernoulli": (make_vae, data, {}, 1.0),
+    "mlp-3-particles": (make_vae, data, {"num_particles": 3}, 1.0),
+    "mlp-meanfield": (make_vae, data, {"elbo": "meanfield"}, 1.0),
+    "conv-gaussian-beta": (conv_vae, images, {}, 0.5),
+    "mlp-autoencoder": (make_vae, data, {}, 0.0),  # β = 0: a point-mass guide, prior masked
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_trainer_results_are_the_same_with_and_without_capture(variant):
+    build, make_data, settings, beta = VARIANTS[variant]
+    x = make_data(96)
     runs = {}
     for mode in ("off", "auto"):
-        vae = make_vae()
+        vae = build()
+        vae.beta = beta
         trainer = Trainer(
-            vae, batch_size=16, epochs=2, log_every=3, progress=False, seed=5, capture=mode
+            vae,
+            batch_size=16,
+            epochs=2,
+            log_every=3,
+            progress=False,
+            seed=5,
+            capture=mode,
+            **settings,
         )
-        history = trainer.fit(x, data(32, seed=9))
+        history = trainer.fit(x, make_data(32, seed=9))
         runs[mode] = (history, {k: v.clone() for k, v in vae.state_dict().items()})
         assert trainer.loss.stats["replays"] == (10 if mode == "auto" else 0)  # 12 steps
     (h_off, w_off), (h_on, w_on) = runs["off"], runs["auto"]
