@@ -133,6 +133,14 @@ def no_event_guide(x):
         pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
 
 
+def fit_one_step(model, guide):
+    """One training step of a custom pair (its module owns no parameters the pair uses)."""
+    trainer = Trainer(
+        model, guide, module=torch.nn.Linear(1, 1), batch_size=16, max_steps=1, progress=False
+    )
+    return trainer.fit(binary())
+
+
 API_CASES = [
     # shapes and dtypes
     Case(
@@ -447,27 +455,13 @@ API_CASES = [
     ),
     Case(
         "custom pair: no data plate",
-        lambda t: Trainer(
-            no_plate_model,
-            no_plate_guide,
-            module=torch.nn.Linear(1, 1),
-            batch_size=16,
-            max_steps=1,
-            progress=False,
-        ).fit(binary()),
+        lambda t: fit_one_step(no_plate_model, no_plate_guide),
         ShapeError,
         "plate",
     ),
     Case(
         "custom pair: no to_event",
-        lambda t: Trainer(
-            no_event_model,
-            no_event_guide,
-            module=torch.nn.Linear(1, 1),
-            batch_size=16,
-            max_steps=1,
-            progress=False,
-        ).fit(binary()),
+        lambda t: fit_one_step(no_event_model, no_event_guide),
         ShapeError,
         "to_event",
     ),

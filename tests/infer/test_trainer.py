@@ -235,6 +235,11 @@ def gaussian_data() -> torch.Tensor:
     return torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
 
 
+def _blowup_trainer(net: Blowup, **settings) -> Trainer:
+    """A Trainer of the Blowup pair (batches of 16, no progress bar)."""
+    return Trainer(net.model, net.guide, module=net, batch_size=16, progress=False, **settings)
+
+
 def _finite_weights(path: Path) -> bool:
     weights, _ = read_checkpoint(path)
     return all(torch.isfinite(v).all() for v in weights.values())
@@ -244,16 +249,7 @@ def _finite_weights(path: Path) -> bool:
 def test_nonfinite_loss_names_step_and_site_and_keeps_the_checkpoint(gaussian_data, tmp_path):
     net = Blowup(zero_scale_from=6)  # steps 1-5 are fine, the 6th (index 5) breaks
     run = tmp_path / "run"
-    trainer = Trainer(
-        net.model,
-        net.guide,
-        module=net,
-        run_dir=run,
-        batch_size=16,
-        epochs=4,
-        checkpoint_every=2,
-        progress=False,
-    )
+    trainer = _blowup_trainer(net, run_dir=run, epochs=4, checkpoint_every=2)
     with pytest.raises(NonFiniteError) as info:
         trainer.fit(gaussian_data)
     msg = str(info.value)
@@ -269,16 +265,7 @@ def test_nonfinite_loss_names_step_and_site_and_keeps_the_checkpoint(gaussian_da
 def test_nonfinite_gradient_is_caught_before_the_update(gaussian_data, tmp_path):
     net = Blowup(nan_grad_at=4)
     run = tmp_path / "run"
-    trainer = Trainer(
-        net.model,
-        net.guide,
-        module=net,
-        run_dir=run,
-        batch_size=16,
-        epochs=2,
-        checkpoint_every=1,
-        progress=False,
-    )
+    trainer = _blowup_trainer(net, run_dir=run, epochs=2, checkpoint_every=1)
     with pytest.raises(NonFiniteError, match="at step 3 .*gradient norm is nan"):
         trainer.fit(gaussian_data)
     assert torch.isfinite(net.loc).all()  # the NaN gradient never reached the optimiser
@@ -292,7 +279,7 @@ def test_an_infinite_parameter_is_named(gaussian_data):
     with torch.no_grad():
         net.log_scale[2] = float("inf")
     with pytest.raises(NonFiniteError) as info:
-        Trainer(net.model, net.guide, module=net, batch_size=16, progress=False).fit(gaussian_data)
+        _blowup_trainer(net).fit(gaussian_data)
     msg = str(info.value)
     assert "at step 0 " in msg and "non-finite parameters: ['log_scale']" in msg
 
@@ -301,16 +288,7 @@ def test_an_infinite_parameter_is_named(gaussian_data):
 def test_max_bad_batches_skips_then_stops(gaussian_data):
     net = Blowup(zero_scale_from=3)
     net.zero_scale_only = True  # only the 3rd step is bad
-    trainer = Trainer(
-        net.model,
-        net.guide,
-        module=net,
-        batch_size=16,
-        epochs=2,
-        max_bad_batches=1,
-        log_every=1,
-        progress=False,
-    )
+    trainer = _blowup_trainer(net, epochs=2, max_bad_batches=1, log_every=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = trainer.fit(gaussian_data)
@@ -321,15 +299,7 @@ def test_max_bad_batches_skips_then_stops(gaussian_data):
     assert torch.isfinite(net.loc).all()
 
     net = Blowup(zero_scale_from=3)  # every step from the 3rd on is bad: 1 skip, then stop
-    trainer = Trainer(
-        net.model,
-        net.guide,
-        module=net,
-        batch_size=16,
-        epochs=2,
-        max_bad_batches=1,
-        progress=False,
-    )
+    trainer = _blowup_trainer(net, epochs=2, max_bad_batches=1)
     with pytest.warns(UserWarning, match="batch skipped"), pytest.raises(NonFiniteError):
         trainer.fit(gaussian_data)
     assert trainer.state.step == 3
