@@ -62,7 +62,7 @@ def load_images(data_dir: str | None, n: int, seed: int = 0) -> tuple[torch.Tens
 def build_model(run: str | None, device: str):
     """The benchmark's VAE (seed 0) or the model of a run folder, in eval mode on ``device``."""
     if run:
-        from pyro_gen.infer import load_model
+        from pyro_gen.models import load_model
 
         return load_model(run, device=device).eval()
     from pyro_gen.models import VAE
@@ -105,7 +105,7 @@ def _log_likelihood(model, x, num_samples: int, batch_size: int, max_rows: int) 
     try:
         from pyro_gen.evaluate.log_likelihood import log_likelihood
     except ImportError:  # the fallback: the same estimator from pointwise_terms
-        from pyro_gen.infer.traces import pointwise_terms
+        from pyro_gen.evaluate.terms import pointwise_terms
 
         out = []
         with torch.no_grad(), pyro.validation_enabled(False):

@@ -53,9 +53,9 @@ from torch import nn
 from pyro_gen import plots
 from pyro_gen.data import make_shapes
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import Trainer, load_model, load_weights, save_model
+from pyro_gen.infer import Trainer
 from pyro_gen.io import write_json
-from pyro_gen.models import register_model
+from pyro_gen.models import load_model, load_weights, register_model, save_model
 
 __all__ = ["MoGPriorNets", "model", "guide", "MoGPriorVAE", "main"]
 

@@ -35,9 +35,9 @@ import torch
 from pyro_gen import plots
 from pyro_gen.data import Dataset, load_binarized_mnist, make_shapes
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import Trainer, load_model, save_model
+from pyro_gen.infer import Trainer
 from pyro_gen.io import write_json
-from pyro_gen.models import VAE
+from pyro_gen.models import VAE, load_model, save_model
 
 __all__ = ["main", "parse_args", "load_data", "latent_grid"]
 

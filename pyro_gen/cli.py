@@ -36,9 +36,9 @@ from pyro_gen.infer import (
     TrainConfig,
     Trainer,
 )
-from pyro_gen.infer.checkpoint import load_model, read_config
 from pyro_gen.io import read_json, write_json
 from pyro_gen.models import LIKELIHOODS, MODELS, get_model_class
+from pyro_gen.models.persistence import load_model, read_config
 from pyro_gen.models.vae import NETWORKS
 
 __all__ = ["main", "build_parser"]

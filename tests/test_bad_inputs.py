@@ -32,8 +32,8 @@ from pyro_gen.errors import (
     ShapeError,
 )
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import BetaSchedule, TrainConfig, Trainer, load_model, load_weights, save_model
-from pyro_gen.models import VAE, build_model
+from pyro_gen.infer import BetaSchedule, TrainConfig, Trainer
+from pyro_gen.models import VAE, build_model, load_model, load_weights, save_model
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from pyro_gen.cli import build_parser, main
 from pyro_gen.data import make_shapes
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import load_model, read_config
+from pyro_gen.models import load_model, read_config
 
 TINY = (
     "--num-train 256 --num-valid 64 --num-test 64 --image-size 16 --batch-size 32 --hidden 32 "

@@ -19,8 +19,11 @@ from hypothesis import strategies as st  # noqa: E402
 from pyro import poutine  # noqa: E402
 
 from pyro_gen.errors import ShapeError  # noqa: E402
-from pyro_gen.evaluate import evaluate_elbo, log_likelihood  # noqa: E402
-from pyro_gen.infer import pointwise_terms  # noqa: E402
+from pyro_gen.evaluate import (  # noqa: E402
+    evaluate_elbo,
+    log_likelihood,
+    pointwise_terms,  # noqa: E402
+)
 from pyro_gen.models import VAE  # noqa: E402
 
 FAST = settings(max_examples=25, deadline=None)

@@ -17,6 +17,7 @@ from pyro_gen.evaluate.diagnostics import (
 )
 from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
 from pyro_gen.evaluate.log_likelihood import NonFiniteWeightsError, log_likelihood
+from pyro_gen.evaluate.terms import PointwiseTerms, TraceSiteError, elbo_terms, pointwise_terms
 
 __all__ = [
     "ELBOResult",
@@ -34,4 +35,8 @@ __all__ = [
     "guide_draws",
     "Comparison",
     "compare",
+    "pointwise_terms",
+    "elbo_terms",
+    "PointwiseTerms",
+    "TraceSiteError",
 ]

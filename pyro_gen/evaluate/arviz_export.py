@@ -32,8 +32,8 @@ from torch import nn
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.diagnostics import Diagnostics, diagnose, import_arviz, per_datapoint_table
 from pyro_gen.evaluate.log_likelihood import check_guide
-from pyro_gen.infer.pair import as_pair, evaluating
 from pyro_gen.io import fsync_dir
+from pyro_gen.models.pair import as_pair, evaluating
 
 __all__ = ["to_inference_data", "save_inference_data", "load_inference_data", "guide_draws"]
 

@@ -101,7 +101,7 @@ class Comparison:
 
 def _load(entry):
     if isinstance(entry, (str, os.PathLike)):
-        from pyro_gen.infer.checkpoint import load_model
+        from pyro_gen.models.persistence import load_model
 
         return load_model(entry).eval()
     return entry

@@ -30,8 +30,8 @@ from torch.distributions import kl_divergence
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.log_likelihood import _slice_kwargs, check_guide, importance_chunks
-from pyro_gen.infer.pair import ModelGuidePair, as_pair, evaluating
-from pyro_gen.infer.traces import DATA_PLATE, TraceSiteError
+from pyro_gen.evaluate.terms import DATA_PLATE, TraceSiteError
+from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating
 
 __all__ = [
     "Diagnostics",

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from pyro_gen.evaluate.log_likelihood import check_guide
-from pyro_gen.infer.pair import as_pair, evaluating
-from pyro_gen.infer.traces import TraceSiteError, elbo_terms
+from pyro_gen.evaluate.terms import TraceSiteError, elbo_terms
+from pyro_gen.models.pair import as_pair, evaluating
 
 __all__ = ["ELBOResult", "evaluate_elbo"]
 

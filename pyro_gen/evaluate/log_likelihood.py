@@ -2,7 +2,7 @@
 
     log p̂(x_n) = logsumexp_k log w_kn − log K,   log w_kn = log p(x_n, z_kn) − log q(z_kn | x_n)
 
-with z_kn ~ q(z | x_n). The log-weights come from :func:`pyro_gen.infer.traces.pointwise_terms`
+with z_kn ~ q(z | x_n). The log-weights come from :func:`pyro_gen.evaluate.terms.pointwise_terms`
 (guide traced, model replayed, every site's log-density summed except over the data plate), in
 chunks of datapoints x particles so that memory stays bounded: only a running logsumexp per
 datapoint is kept, unless the weights themselves are asked for (PSIS).
@@ -28,8 +28,8 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_gen.errors import ConfigError, NonFiniteError
-from pyro_gen.infer.pair import ModelGuidePair, as_pair, evaluating
-from pyro_gen.infer.traces import TraceSiteError, pointwise_terms
+from pyro_gen.evaluate.terms import TraceSiteError, pointwise_terms
+from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating
 
 __all__ = [
     "ImportanceChunk",
@@ -246,7 +246,7 @@ def log_likelihood(
     """Importance-sampled log p̂(x_n) (nats, float64, ``[N]``) with the guide as proposal.
 
     ``model`` is a module with ``.model``/``.guide`` or a model callable with ``guide=`` and
-    ``module=`` (see :func:`pyro_gen.infer.pair.as_pair`); every sample site must sit under
+    ``module=`` (see :func:`pyro_gen.models.pair.as_pair`); every sample site must sit under
     ``pyro.plate("data")``. ``num_samples`` is K; ``batch_size`` datapoints are done at a time,
     with at most ``max_rows`` datapoint x particle rows per model call. With
     ``return_weights=True`` also returns the ``[K, N]`` log-weights (memory K x N floats).

@@ -83,20 +83,20 @@ import torch
 from torch import nn
 
 from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteError
+from pyro_gen.evaluate.terms import elbo_terms
 from pyro_gen.infer.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     read_checkpoint,
     resume_checkpoint,
-    save_model,
     write_checkpoint,
 )
 from pyro_gen.infer.objectives import make_elbo
-from pyro_gen.infer.pair import ModelGuidePair, as_pair, check_pair
 from pyro_gen.infer.schedules import BetaSchedule
-from pyro_gen.infer.traces import elbo_terms
 from pyro_gen.infer.trainer import FUSED_OPTIMIZERS, OPTIMIZERS, TrainConfig
 from pyro_gen.io import atomic_open, check_writable
+from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair
+from pyro_gen.models.persistence import save_model
 
 __all__ = [
     "ELBOLoss",

@@ -36,18 +36,18 @@ from tqdm.auto import tqdm
 from pyro_gen.data import Dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteError, did_you_mean
+from pyro_gen.evaluate.terms import elbo_terms
 from pyro_gen.infer.capture import CapturedLoss
 from pyro_gen.infer.checkpoint import (
     latest_checkpoint,
     resume_checkpoint,
-    save_model,
     write_checkpoint,
 )
 from pyro_gen.infer.objectives import ELBOS, make_elbo
-from pyro_gen.infer.pair import ModelGuidePair, as_pair, check_pair
 from pyro_gen.infer.schedules import BetaSchedule
-from pyro_gen.infer.traces import elbo_terms
 from pyro_gen.io import atomic_open, check_writable
+from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair
+from pyro_gen.models.persistence import save_model
 
 __all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "LR_SCHEDULES"]
 

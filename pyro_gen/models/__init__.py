@@ -1,4 +1,5 @@
-"""Generative models as Pyro model/guide pairs (``PyroModule`` s built from ``pyro_gen.nn``)."""
+"""Generative models as Pyro model/guide pairs (``PyroModule`` s built from ``pyro_gen.nn``),
+the pair contract every tool takes, and model persistence (config + safetensors)."""
 
 from pyro_gen.models.base import GenerativeModel, beta_scale, check_data_shape, check_finite
 from pyro_gen.models.likelihoods import (
@@ -7,6 +8,15 @@ from pyro_gen.models.likelihoods import (
     GaussianLikelihood,
     Likelihood,
     make_likelihood,
+)
+from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair, as_pair, check_pair, evaluating
+from pyro_gen.models.persistence import (
+    load_model,
+    load_tensors,
+    load_weights,
+    read_config,
+    save_model,
+    save_tensors,
 )
 from pyro_gen.models.registry import (
     MODELS,
@@ -33,4 +43,15 @@ __all__ = [
     "get_model_class",
     "build_model",
     "model_config",
+    "DATA_PLATE",
+    "ModelGuidePair",
+    "as_pair",
+    "check_pair",
+    "evaluating",
+    "save_model",
+    "load_model",
+    "load_weights",
+    "read_config",
+    "save_tensors",
+    "load_tensors",
 ]

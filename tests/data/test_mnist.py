@@ -91,12 +91,14 @@ def test_read_idx_uncompressed_copy_matches(shared_data, tmp_path):
     assert torch.equal(read_idx(plain), read_idx(shared_data / "t10k-labels-idx1-ubyte.gz"))
 
 
-def test_load_mnist_with_only_t10k_files_is_not_found(shared_data):
+def test_load_mnist_with_only_t10k_files_is_not_found(shared_data, tmp_path):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes((shared_data / name).read_bytes())
     with pytest.raises(DataNotFoundError) as err:
-        load_mnist(shared_data)
+        load_mnist(tmp_path)
     msg = str(err.value)
-    assert str(shared_data / "train-images-idx3-ubyte.gz") in msg
-    assert str(shared_data / "train-labels-idx1-ubyte") in msg
+    assert str(tmp_path / "train-images-idx3-ubyte.gz") in msg
+    assert str(tmp_path / "train-labels-idx1-ubyte") in msg
     assert "t10k-images" in msg  # names the whole set of files it expects
     assert DATA_DIR_ENV in msg
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate import NonFiniteWeightsError, diagnose, evaluate_elbo, log_likelihood
-from pyro_gen.infer.traces import TraceSiteError
+from pyro_gen.evaluate.terms import TraceSiteError
 from pyro_gen.models import VAE
 
 

@@ -14,19 +14,17 @@ from safetensors.torch import save_file
 
 import pyro_gen.io
 from pyro_gen.errors import CheckpointError, ConfigError
-from pyro_gen.infer import (
-    latest_checkpoint,
-    list_checkpoints,
+from pyro_gen.infer import latest_checkpoint, list_checkpoints, read_checkpoint
+from pyro_gen.infer.checkpoint import write_checkpoint
+from pyro_gen.models import (
+    VAE,
     load_model,
     load_tensors,
     load_weights,
-    read_checkpoint,
     read_config,
     save_model,
     save_tensors,
 )
-from pyro_gen.infer.checkpoint import write_checkpoint
-from pyro_gen.models import VAE
 
 
 def small_vae(**kwargs) -> VAE:

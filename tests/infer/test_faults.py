@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from pyro_gen.errors import CheckpointError, RunFolderError
-from pyro_gen.infer import Trainer, list_checkpoints, load_model, read_checkpoint
-from pyro_gen.infer.checkpoint import save_tensors
-from pyro_gen.models import VAE
+from pyro_gen.infer import Trainer, list_checkpoints, read_checkpoint
+from pyro_gen.models import VAE, load_model
+from pyro_gen.models.persistence import save_tensors
 
 SCRIPT = textwrap.dedent(
     """
@@ -126,7 +126,7 @@ def test_flipped_byte_fails_the_checksum(tmp_path: Path):
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
-        from pyro_gen.infer import load_tensors
+        from pyro_gen.models import load_tensors
 
         load_tensors(path)
 

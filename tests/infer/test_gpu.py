@@ -13,8 +13,8 @@ from torch import nn
 
 from pyro_gen.errors import NonFiniteError
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import Trainer, load_model, make_elbo
-from pyro_gen.models import VAE
+from pyro_gen.infer import Trainer, make_elbo
+from pyro_gen.models import VAE, load_model
 
 pytestmark = [
     pytest.mark.gpu,

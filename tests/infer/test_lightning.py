@@ -25,16 +25,14 @@ from pyro_gen.cli import main  # noqa: E402
 from pyro_gen.data import make_shapes  # noqa: E402
 from pyro_gen.errors import CheckpointError, ConfigError  # noqa: E402
 from pyro_gen.evaluate import evaluate_elbo  # noqa: E402
-from pyro_gen.infer import (  # noqa: E402
-    Trainer,
-    list_checkpoints,
+from pyro_gen.infer import Trainer, list_checkpoints, read_checkpoint  # noqa: E402
+from pyro_gen.infer.lightning import ELBOLoss, fit_lightning, state_digest  # noqa: E402
+from pyro_gen.models import (  # noqa: E402
+    VAE,  # noqa: E402
     load_model,
     load_weights,
-    read_checkpoint,
     read_config,
 )
-from pyro_gen.infer.lightning import ELBOLoss, fit_lightning, state_digest  # noqa: E402
-from pyro_gen.models import VAE  # noqa: E402
 
 SCRIPT = textwrap.dedent(
     """
@@ -377,7 +375,7 @@ RESUME_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import lightning.pytorch as pl
     from pyro_gen.data import make_shapes
-    from pyro_gen.infer import load_model
+    from pyro_gen.models import load_model
     from pyro_gen.infer.lightning import fit_lightning, state_digest
     from pyro_gen.models import VAE
 

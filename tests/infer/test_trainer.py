@@ -26,12 +26,9 @@ from pyro_gen.infer import (
     Trainer,
     latest_checkpoint,
     list_checkpoints,
-    load_model,
-    load_weights,
     read_checkpoint,
-    read_config,
 )
-from pyro_gen.models import VAE
+from pyro_gen.models import VAE, load_model, load_weights, read_config
 
 SIZE = 16
 
@@ -185,7 +182,7 @@ def test_saved_model_gives_the_same_elbo_in_a_new_process(shapes, tmp_path):
         "import json, sys\n"
         "from pyro_gen.data import make_shapes\n"
         "from pyro_gen.evaluate import evaluate_elbo\n"
-        "from pyro_gen.infer import load_model\n"
+        "from pyro_gen.models import load_model\n"
         f"x = make_shapes(num_train=128, num_valid=32, num_test=32, size={SIZE}, seed=0)"
         ".split('test')\n"
         "r = evaluate_elbo(load_model(sys.argv[1]), x, num_particles=3, seed=0)\n"

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from pyro_gen.errors import DataError
-from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.infer import TraceSiteError, elbo_terms, pointwise_terms
+from pyro_gen.evaluate import TraceSiteError, elbo_terms, evaluate_elbo, pointwise_terms
 from pyro_gen.models import VAE
 
 D, LATENT, SIGMA = 5, 2, 0.7
@@ -181,7 +180,7 @@ def test_evaluate_elbo_checks_the_data():
 @torch.no_grad()
 @pytest.mark.parametrize("vectorize", [True, False])
 def test_both_particle_paths_are_exact_with_the_exact_posterior(lg, data, vectorize, monkeypatch):
-    from pyro_gen.infer import traces
+    from pyro_gen.evaluate import terms as traces
 
     other = "_terms_replicated" if vectorize else "_terms_vectorized"
 

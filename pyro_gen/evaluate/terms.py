@@ -28,9 +28,9 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-__all__ = ["PointwiseTerms", "pointwise_terms", "elbo_terms", "DATA_PLATE", "TraceSiteError"]
+from pyro_gen.models.pair import DATA_PLATE
 
-DATA_PLATE = "data"
+__all__ = ["PointwiseTerms", "pointwise_terms", "elbo_terms", "DATA_PLATE", "TraceSiteError"]
 
 
 class TraceSiteError(ValueError):

@@ -24,9 +24,10 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_gen.errors import ConfigError, ShapeError
-from pyro_gen.infer.traces import DATA_PLATE
 
-__all__ = ["ModelGuidePair", "as_pair", "check_pair", "evaluating"]
+__all__ = ["DATA_PLATE", "ModelGuidePair", "as_pair", "check_pair", "evaluating"]
+
+DATA_PLATE = "data"  # the per-datapoint plate every model puts its observations under
 
 
 @dataclass
