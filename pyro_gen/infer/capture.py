@@ -19,8 +19,15 @@ that changes every step runs eagerly until it settles. The program runs eagerly 
   global param store);
 - gives a different loss or gradient from the eager run on the capture's check.
 
+Buffers (BatchNorm's running statistics, counters) advance exactly once per call, as in eager
+mode: a capture runs the program three times (trace, eager check, replay), so the buffers are
+snapshot before and restored before each run, and the check compares the buffers the eager run
+and the replay leave behind as well as the loss and gradients. When the check fails the eager
+run's loss, buffers and random state are the ones kept.
+
 What cannot be seen is Python state that changes between steps without being in the key (an
-attribute counting calls, Python's ``random``): put it in ``key`` or use ``capture=False``.
+attribute counting calls, Python's ``random``): such a program runs its Python three times on a
+capture. That is why the trainer captures only model classes that declare ``capturable = True``.
 
 >>> import pyro, torch
 >>> from pyro_gen.infer.objectives import make_elbo
@@ -63,10 +70,11 @@ def _autocast_state() -> tuple:
 
 
 class CapturedLoss:
-    """``loss_fn(x)`` (a scalar tensor) replayed from a captured graph where that is safe.
+    """``loss_fn(*batch)`` (a scalar tensor) replayed from a captured graph where that is safe.
 
     Args:
-        loss_fn: the loss of one batch; it may use any parameter or buffer of ``module``.
+        loss_fn: the loss of one batch, given as positional tensors; it may use any parameter
+            or buffer of ``module``.
         module: owns the tensors the loss reads (they become the graph's inputs, so optimiser
             updates are seen by every replay).
         key: extra program state that changes what runs (called every step; hashable).
@@ -98,36 +106,35 @@ class CapturedLoss:
     def _tensors(self) -> list[torch.Tensor]:
         return [*self.module.parameters(), *self.module.buffers()]
 
-    def _key(self, x: torch.Tensor) -> Hashable:
+    def _key(self, batch: tuple[torch.Tensor, ...]) -> Hashable:
         extra = self.key() if self.key is not None else None
         return (
-            tuple(x.shape),
-            x.dtype,
-            x.device,
+            tuple((tuple(x.shape), x.dtype, x.device) for x in batch),
             torch.is_grad_enabled(),
             self.module.training,
             _autocast_state(),
             extra,
         )
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *batch: torch.Tensor) -> torch.Tensor:
         if self.disabled is not None:
             self.stats["eager"] += 1
-            return self.loss_fn(x)
-        key = self._key(x)
+            return self.loss_fn(*batch)
+        key = self._key(batch)
         entry = self._graphs.get(key)
         if entry is not None:
             self._graphs.move_to_end(key)
             self.stats["replays"] += 1
             graph, tensors = entry
-            return graph(*tensors, x)
+            return graph(*tensors, *batch)
         if key != self._last_key:  # not (yet) a steady state: run the program as usual
             self._last_key = key
             self.stats["eager"] += 1
-            return self.loss_fn(x)
-        return self._capture(key, x)
+            return self.loss_fn(*batch)
+        return self._capture(key, batch)
 
-    def _give_up(self, reason: str, x: torch.Tensor) -> torch.Tensor:
+    def _give_up(self, reason: str, batch: tuple, eager: torch.Tensor | None = None):
+        """Stop capturing; return ``eager`` (a call already made) or run the program now."""
         self.disabled = reason
         self._graphs.clear()
         warnings.warn(
@@ -137,30 +144,32 @@ class CapturedLoss:
             stacklevel=3,
         )
         self.stats["eager"] += 1
-        return self.loss_fn(x)
+        return eager if eager is not None else self.loss_fn(*batch)
 
-    def _capture(self, key: Hashable, x: torch.Tensor) -> torch.Tensor:
+    def _capture(self, key: Hashable, batch: tuple) -> torch.Tensor:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         tensors = self._tensors()
-        restore = _rng_restorer(x.device)
+        buffers = _BufferState(self.module)
+        restore = _rng_restorer(batch[0].device)
         if self.stats["captures"] >= 4 * self.max_graphs:
             return self._give_up(
                 f"the program changed {self.stats['captures']} times; a capture costs more "
                 "than it saves",
-                x,
+                batch,
             )
         try:
             # the program reads self.module's own tensors; passing the same objects as inputs
             # makes them placeholders of the graph instead of constants
-            graph = make_fx(lambda ts, batch: self.loss_fn(batch))(tensors, x)
-            simplify(graph, [*tensors, x])
-            flat_arguments(graph)  # graph(*tensors, x): no pytree flattening per call
+            graph = make_fx(lambda ts, *b: self.loss_fn(*b))(tensors, *batch)
+            simplify(graph, [*tensors, *batch])
+            flat_arguments(graph)  # graph(*tensors, *batch): no pytree flattening per call
         except Exception as e:  # anything the tracer cannot follow
             restore()
+            buffers.restore()
             if "_local_scalar_dense" in str(e) or "data-dependent" in str(e):
-                return self._give_up("the program reads a tensor value on the host", x)
-            return self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}", x)
+                return self._give_up("the program reads a tensor value on the host", batch)
+            return self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}", batch)
         stray = [
             name
             for name, value in list(graph.named_parameters()) + list(graph.named_buffers())
@@ -173,28 +182,55 @@ class CapturedLoss:
         ]
         if stray:
             restore()
+            buffers.restore()
             return self._give_up(
                 "the program uses tensors that need gradients outside the module's parameters "
                 "(e.g. pyro.param in the global param store)",
-                x,
+                batch,
             )
-        # the check: eager and replayed, from the same random state, must agree
+        # the check: eager and replayed, from the same random state and buffers, must agree on
+        # the loss, the gradients and the buffers they leave behind
         needs_grad = [t for t in tensors if t.requires_grad]
         restore()
-        eager = self.loss_fn(x)
-        eager_grads = _grads(eager, needs_grad)
+        buffers.restore()
+        eager = self.loss_fn(*batch)
+        eager_grads = _grads(eager, needs_grad, keep=True)
+        after_eager = _BufferState(self.module)
+        rng_after_eager = _rng_restorer(batch[0].device)
         restore()
-        replayed = graph(*tensors, x)
-        if not _same(eager, replayed) or not all(
+        buffers.restore()
+        replayed = graph(*tensors, *batch)
+        same = _same(eager, replayed) and after_eager.same_as_now()
+        same = same and all(
             _same(a, b) for a, b in zip(eager_grads, _grads(replayed, needs_grad, keep=True))
-        ):
-            restore()
-            return self._give_up("the captured graph does not reproduce the eager loss", x)
+        )
+        if not same:  # keep what the eager run did: its loss, buffers and random state
+            after_eager.restore()
+            rng_after_eager()
+            return self._give_up(
+                "the captured graph does not reproduce the eager loss", batch, eager=eager
+            )
         self._graphs[key] = (graph, tensors)  # the module's tensors, walked once
         if len(self._graphs) > self.max_graphs:
             self._graphs.popitem(last=False)
         self.stats["captures"] += 1
         return replayed
+
+
+class _BufferState:
+    """A copy of a module's buffers (running statistics, counters), to put back or compare."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.buffers = list(module.buffers())
+        self.saved = [b.detach().clone() for b in self.buffers]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for b, v in zip(self.buffers, self.saved):
+                b.copy_(v)
+
+    def same_as_now(self) -> bool:
+        return all(_same(v, b) for b, v in zip(self.buffers, self.saved))
 
 
 def _first_line(e: Exception) -> str:

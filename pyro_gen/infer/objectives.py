@@ -23,8 +23,10 @@ from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import (
     ELBO,
     JitTrace_ELBO,
+    JitTraceEnum_ELBO,
     JitTraceMeanField_ELBO,
     Trace_ELBO,
+    TraceEnum_ELBO,
     TraceMeanField_ELBO,
 )
 from pyro.infer.trace_elbo import _compute_log_r
@@ -33,7 +35,13 @@ from torch.distributions import kl_divergence
 
 from pyro_gen.errors import ConfigError, did_you_mean
 
-__all__ = ["ELBOS", "make_elbo", "DeviceTrace_ELBO", "DeviceTraceMeanField_ELBO"]
+__all__ = [
+    "ELBOS",
+    "ENUM_ELBOS",
+    "make_elbo",
+    "DeviceTrace_ELBO",
+    "DeviceTraceMeanField_ELBO",
+]
 
 
 def _f64(value):
@@ -152,7 +160,10 @@ ELBOS = {
     "meanfield": DeviceTraceMeanField_ELBO,
     "jit": JitTrace_ELBO,
     "jit_meanfield": JitTraceMeanField_ELBO,
+    "enum": TraceEnum_ELBO,
+    "jit_enum": JitTraceEnum_ELBO,
 }
+ENUM_ELBOS = ("enum", "jit_enum")  # sum out the sites marked for enumeration
 
 
 def make_elbo(
@@ -161,8 +172,11 @@ def make_elbo(
     max_plate_nesting: int | None = None,
     exact_value: bool = True,
 ) -> ELBO:
-    """``"trace"`` (Trace_ELBO), ``"meanfield"`` (analytic KL where it exists), ``"jit"``,
-    ``"jit_meanfield"``; particles are vectorised when more than one. ``exact_value=False``
+    """``"trace"`` (Trace_ELBO), ``"meanfield"`` (analytic KL where it exists), ``"enum"``
+    (TraceEnum_ELBO: sites marked ``infer={"enumerate": "parallel"}``, e.g. by
+    ``config_enumerate``, are summed out exactly; needs ``max_plate_nesting``, which the trainer
+    finds from the program), ``"jit"``, ``"jit_meanfield"``, ``"jit_enum"``; particles are
+    vectorised when more than one. ``exact_value=False``
     (trace, meanfield): the value is the surrogate's own sum where that is the ELBO (fewer
     operations; last-bit differences from Pyro's float64 value)."""
     if name not in ELBOS:
@@ -172,6 +186,11 @@ def make_elbo(
     if num_particles < 1:
         raise ConfigError(f"num_particles must be >= 1; got {num_particles}.")
     kwargs: dict = {"num_particles": num_particles}
+    if name in ENUM_ELBOS and max_plate_nesting is None:
+        raise ConfigError(
+            f"elbo={name!r} needs max_plate_nesting (how many plates the program nests); the "
+            "Trainer finds it from the program."
+        )
     if num_particles > 1:
         kwargs.update(vectorize_particles=True, max_plate_nesting=max_plate_nesting or 1)
     elif max_plate_nesting is not None:

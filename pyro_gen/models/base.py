@@ -79,6 +79,7 @@ class GenerativeModel(PyroModule):
     """
 
     data_shape: tuple[int, ...] = ()
+    capturable: bool = False  # True: no Python state between calls, the loss may be replayed
 
     def model(self, x: torch.Tensor, **observed):  # pragma: no cover - abstract
         raise NotImplementedError

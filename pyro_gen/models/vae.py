@@ -19,7 +19,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
-from pyro_gen.models.base import GenerativeModel, beta_scale, check_data_shape
+from pyro_gen.models.base import GenerativeModel, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
 from pyro_gen.nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -41,6 +41,9 @@ def _generator(seed: int | None, generator: torch.Generator | None, device: torc
 class VAE(GenerativeModel):
     """A VAE with one stochastic layer.
 
+    ``capturable = True``: the program keeps no Python state between calls, so the trainer may
+    replay its loss from a captured graph (``capture="auto"``).
+
     Args:
         data_shape: shape of one datapoint, e.g. ``(1, 28, 28)`` or ``(784,)``.
         latent_dim: size of z.
@@ -48,10 +51,13 @@ class VAE(GenerativeModel):
         network: ``"mlp"`` or ``"conv"`` (images ``[C, H, W]``).
         hidden: hidden widths of the MLP encoder (the decoder mirrors them).
         channels: channels of the conv encoder (the decoder mirrors them).
-        beta: weight of the KL term; 0 is a plain autoencoder (deterministic guide, no prior).
+        beta: the KL weight its training objective uses (the trainer's β target; the model
+            p(z) p(x|z) itself has no β); 0 is a plain autoencoder (point-mass guide, no prior).
         scale, learn_scale: σ of the Gaussian likelihood, fixed or learned per pixel.
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
     """
+
+    capturable = True
 
     def __init__(
         self,
@@ -124,13 +130,13 @@ class VAE(GenerativeModel):
 
     # -- the Pyro program ----------------------------------------------------------------------
     def model(self, x: torch.Tensor, *, subsample_size: int | None = None) -> torch.Tensor:
-        """p(z) p(x | z): z ~ N(0, I) scaled by β, x observed under the plate ``"data"``."""
+        """p(z) p(x | z): z ~ N(0, I), x observed under the plate ``"data"``. β is not part of
+        the model: the objective weights the latent sites (``SVIStep.beta``, ``ScaleLatents``)."""
         check_data_shape(x, self.data_shape)
         zeros = x.new_zeros(self.latent_dim)
         with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as idx:
             xs = x if subsample_size is None else x.index_select(0, idx)
-            with beta_scale(self.beta):
-                z = pyro.sample("z", dist.Normal(zeros, zeros + 1).to_event(1))
+            z = pyro.sample("z", dist.Normal(zeros, zeros + 1).to_event(1))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=xs)
         return z
 
@@ -140,10 +146,9 @@ class VAE(GenerativeModel):
         with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as idx:
             xs = x if subsample_size is None else x.index_select(0, idx)
             loc, scale = self.encoder(xs)
-            with beta_scale(self.beta):
-                if self.beta == 0:
-                    return pyro.sample("z", dist.Delta(loc).to_event(1))
-                return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            if self.beta == 0:
+                return pyro.sample("z", dist.Delta(loc).to_event(1))
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     # -- conveniences --------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

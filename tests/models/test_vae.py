@@ -13,6 +13,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 import pyro_gen.models.vae as vae_module
 from pyro_gen.errors import ConfigError, DataError, ShapeError
 from pyro_gen.infer import Trainer
+from pyro_gen.infer.handlers import ScaleLatents
 from pyro_gen.models import VAE
 from pyro_gen.nn import MLPDecoder
 
@@ -101,13 +102,19 @@ def test_subsample_scales_log_likelihood_by_n_over_b():
 
 
 # -- β --------------------------------------------------------------------------------------------
+def beta_pair(vae: VAE, beta: float):
+    """Model and guide under the objective's β (what SVIStep runs)."""
+    return ScaleLatents(beta)(vae.model), ScaleLatents(beta)(vae.guide)
+
+
 @pytest.mark.parametrize("beta", [0.5, 1.0, 4.0])
 def test_beta_scales_exactly_the_kl_term(beta):
     vae = VAE(data_shape=IMAGE, latent_dim=3, hidden=(16,), beta=beta)
     x = binary(6)
     pyro.set_rng_seed(7)
-    guide_tr = poutine.trace(vae.guide).get_trace(x)
-    loss = Trace_ELBO().differentiable_loss(vae.model, poutine.replay(vae.guide, trace=guide_tr), x)
+    model, guide = beta_pair(vae, beta)
+    guide_tr = poutine.trace(guide).get_trace(x)
+    loss = Trace_ELBO().differentiable_loss(model, poutine.replay(guide, trace=guide_tr), x)
 
     z = guide_tr.nodes["z"]["value"]
     with torch.no_grad():
@@ -118,10 +125,8 @@ def test_beta_scales_exactly_the_kl_term(beta):
     expected = -(log_lik - beta * (log_q - log_p))
     assert loss.item() == pytest.approx(float(expected), rel=1e-5)
     # and the β-free part is not scaled: changing β moves the loss by Δβ · (log q − log p)
-    vae.beta = 1.0
-    loss_1 = Trace_ELBO().differentiable_loss(
-        vae.model, poutine.replay(vae.guide, trace=guide_tr), x
-    )
+    model, guide = beta_pair(vae, 1.0)
+    loss_1 = Trace_ELBO().differentiable_loss(model, poutine.replay(guide, trace=guide_tr), x)
     assert (loss - loss_1).item() == pytest.approx(float((beta - 1) * (log_q - log_p)), abs=1e-3)
 
 
@@ -130,9 +135,10 @@ def test_beta_scales_the_analytic_kl_of_meanfield_elbo():
     vae = VAE(data_shape=IMAGE, latent_dim=3, hidden=(16,), beta=beta)
     x = binary(6)
     pyro.set_rng_seed(11)
-    guide_tr = poutine.trace(vae.guide).get_trace(x)
+    model, guide = beta_pair(vae, beta)
+    guide_tr = poutine.trace(guide).get_trace(x)
     loss = TraceMeanField_ELBO().differentiable_loss(
-        vae.model, poutine.replay(vae.guide, trace=guide_tr), x
+        model, poutine.replay(guide, trace=guide_tr), x
     )
     z = guide_tr.nodes["z"]["value"]
     with torch.no_grad():
@@ -146,13 +152,14 @@ def test_beta_zero_is_a_plain_autoencoder():
     vae = VAE(data_shape=IMAGE, latent_dim=3, hidden=(16,), beta=0.0)
     x = binary(6)
     losses = []
+    model, guide = beta_pair(vae, 0.0)
     for seed in (0, 1):
         pyro.set_rng_seed(seed)
-        guide_tr = poutine.trace(vae.guide).get_trace(x)
+        guide_tr = poutine.trace(guide).get_trace(x)
         site = guide_tr.nodes["z"]["fn"]
         base = site.base_dist if isinstance(site, dist.Independent) else site
         assert isinstance(base, dist.Delta)
-        losses.append(Trace_ELBO().differentiable_loss(vae.model, vae.guide, x).item())
+        losses.append(Trace_ELBO().differentiable_loss(model, guide, x).item())
     with torch.no_grad():
         loc, _ = vae.encoder(x)
         assert torch.equal(guide_tr.nodes["z"]["value"], loc)

@@ -1,0 +1,329 @@
+"""A training step: an objective and its optimiser turn a named batch into an update + metrics.
+
+The loop (:class:`~pyro_gen.infer.Trainer`) owns order, epochs and budget and calls
+``step.update(batch)``; a new objective or model family adds a step, not a loop (NumPyro's
+``SVI.update`` is the model). A batch is a mapping of equal-length tensors passed to model and
+guide by name: ``{"x": X, "y": Y}`` runs ``model(X, y=Y)`` and ``guide(X, y=Y)``.
+
+:class:`SVIStep` minimises the negative β-ELBO per datapoint of the full data set:
+
+    loss = −(1/N) [ (N/B) Σ_{n in batch} (E_q log p(x_n | z_n) − β KL_n) − β KL_global ]
+
+(local latents only: the batch mean of −ELBO_n; Hoffman et al. 2013 for the N/B scaling of the
+``"data"`` plate, Higgins et al. 2017 for β). ``init`` checks what the objective cannot do
+right and refuses it with the fix:
+
+* sites marked for enumeration (``config_enumerate``) under an objective that would sample them:
+  use ``elbo="enum"``;
+* a ``pyro.param`` in Pyro's global param store: the step optimises the module's parameters
+  only, so such a parameter would silently never move; make it an ``nn.Parameter`` /
+  ``PyroParam`` of the module.
+
+>>> import torch
+>>> from pyro_gen.models import VAE, as_pair
+>>> vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
+>>> step = SVIStep(as_pair(vae), lr=1e-2)
+>>> batch = {"x": torch.ones(8, 4)}
+>>> step.init(batch, num_data=8, total_steps=10)
+>>> sorted(step.update(batch))
+['loss', 'probe']
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from pyro_gen.errors import ConfigError
+from pyro_gen.evaluate.terms import _plate_nesting
+from pyro_gen.infer.capture import CapturedLoss
+from pyro_gen.infer.handlers import ScaleData, ScaleLatents
+from pyro_gen.infer.objectives import ENUM_ELBOS, make_elbo
+from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair
+
+__all__ = ["SVIStep", "OPTIMIZERS", "LR_SCHEDULES", "FUSED_OPTIMIZERS", "make_optimizer"]
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+FUSED_OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def make_optimizer(
+    params: list[torch.Tensor],
+    *,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    fused: bool = False,
+    lr_schedule: str = "constant",
+    lr_gamma: float = 0.9999,
+    total_steps: int = 1,
+):
+    """A torch optimiser and its lr scheduler (None for ``"constant"``), by name.
+
+    Raises ConfigError for no trainable parameters or ``fused`` with an optimiser without a fused
+    kernel."""
+    if not params:
+        raise ConfigError("the module has no trainable parameters.")
+    kwargs: dict = {"lr": lr}
+    if weight_decay:
+        kwargs["weight_decay"] = weight_decay
+    if fused:
+        if optimizer not in FUSED_OPTIMIZERS:
+            raise ConfigError(
+                f"fused=True needs one of {list(FUSED_OPTIMIZERS)}; {optimizer!r} has no "
+                "fused kernel."
+            )
+        kwargs["fused"] = True
+    opt = OPTIMIZERS[optimizer](params, **kwargs)
+    if lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+    elif lr_schedule == "exponential":
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_gamma)
+    else:
+        scheduler = None
+    return opt, scheduler
+
+
+def _finite_probe(
+    loss: torch.Tensor, params: list[torch.Tensor], grad_norm: torch.Tensor | None
+) -> torch.Tensor:
+    """A scalar that is finite iff the loss and every gradient are: one reduction over the
+    gradients (a sum per tensor; the clipping norm when there is one), no rescaling pass."""
+    probe = loss.detach()
+    if grad_norm is not None:
+        return probe + grad_norm
+    sums = [
+        p.grad.sum(dtype=torch.float64 if p.grad.dtype == torch.float64 else torch.float32)
+        for p in params
+        if p.grad is not None
+    ]
+    return probe + torch.stack(sums).sum() if sums else probe
+
+
+class SVIStep:
+    """Stochastic variational inference on a model/guide pair: ``update(batch) -> metrics``.
+
+    Args:
+        pair: the model/guide pair (:func:`pyro_gen.models.as_pair`).
+        elbo: objective by name (:data:`pyro_gen.infer.ELBOS`): ``trace``, ``meanfield``,
+            ``enum``, ``jit``, ``jit_meanfield``, ``jit_enum``.
+        num_particles: Monte-Carlo samples per datapoint (vectorised).
+        optimizer, lr, weight_decay, fused, lr_schedule, lr_gamma: see :func:`make_optimizer`.
+        clip_norm: clip the gradient's global norm.
+        capture: replay the loss from a captured graph (:class:`CapturedLoss`).
+
+    ``beta`` (>= 0) weights the latent sites of model and guide; a schedule sets it before each
+    update. ``update`` returns ``{"loss": the loss tensor (nats per datapoint, on the device),
+    "probe": finite iff loss and gradients are}``; with ``check=True`` a non-finite probe skips
+    the optimiser step and adds ``"skipped": True`` (one host sync).
+    """
+
+    def __init__(
+        self,
+        pair: ModelGuidePair,
+        *,
+        elbo: str = "trace",
+        num_particles: int = 1,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        fused: bool = False,
+        lr_schedule: str = "constant",
+        lr_gamma: float = 0.9999,
+        clip_norm: float | None = None,
+        capture: bool = False,
+    ) -> None:
+        self.pair = pair
+        self.elbo_name = elbo
+        self.num_particles = num_particles
+        self.opt_settings = dict(
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            fused=fused,
+            lr_schedule=lr_schedule,
+            lr_gamma=lr_gamma,
+        )
+        self.clip_norm = clip_norm
+        self.capture = capture
+        self.beta = 1.0
+        self.data_scale = 1.0  # N/B where the program has global latents, else 1
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.loss: CapturedLoss | None = None
+        self._names: tuple[str, ...] = ("x",)
+        self._num_data = 0
+
+    # -- set-up --------------------------------------------------------------------------------
+    def init(self, batch: Mapping[str, torch.Tensor], *, num_data: int, total_steps: int) -> None:
+        """Check the program against the objective on ``batch``, then build the objective and
+        the optimiser. Raises ConfigError for what the objective cannot do right."""
+        self._names = tuple(batch)
+        self._num_data = int(num_data)
+        x, kw = _split(batch)
+        globals_ = self._inspect(x, kw)
+        b = x.shape[0]
+        self.data_scale = self._num_data / b if globals_ else 1.0
+        nesting = None
+        if self.elbo_name in ENUM_ELBOS:
+            with torch.random.fork_rng(devices=_rng_devices(x)), torch.no_grad():
+                nesting = _plate_nesting(self.pair.model, self.pair.guide, x[:1], kw)
+        self.elbo = make_elbo(
+            self.elbo_name, self.num_particles, max_plate_nesting=nesting, exact_value=False
+        )
+        params = [p for p in self.pair.module.parameters() if p.requires_grad]
+        self.params = params
+        self.optimizer, self.scheduler = make_optimizer(
+            params, total_steps=total_steps, **self.opt_settings
+        )
+        jit = self.elbo_name.startswith("jit")
+        self._model, self._guide = self._wrapped(jit)
+        self.loss = CapturedLoss(
+            self.objective,
+            self.pair.module,
+            key=lambda: (self.beta, self.data_scale),
+            enabled=self.capture and not jit and self.elbo_name not in ENUM_ELBOS,
+        )
+
+    def _inspect(self, x: torch.Tensor, kw: dict) -> bool:
+        """Trace guide and model once; refuse enumeration marks the objective would ignore and
+        global ``pyro.param`` s; True when a latent site lies outside the ``"data"`` plate."""
+        n = min(8, x.shape[0])
+        small = {k: v[:n] if _per_datapoint(v, x) else v for k, v in kw.items()}
+        with (
+            torch.random.fork_rng(devices=_rng_devices(x)),
+            torch.no_grad(),
+            pyro.settings.context(module_local_params=True),
+            pyro.validation_enabled(False),
+        ):
+            guide_tr = poutine.trace(self.pair.guide).get_trace(x[:n], **small)
+            model_tr = poutine.trace(poutine.replay(self.pair.model, trace=guide_tr)).get_trace(
+                x[:n], **small
+            )
+        own = {id(p) for p in self.pair.module.parameters()}
+        store = pyro.get_param_store()
+        has_global = False
+        for role, tr in (("guide", guide_tr), ("model", model_tr)):
+            for name, site in tr.nodes.items():
+                if site["type"] == "param":
+                    if name in store and id(store._params.get(name)) not in own:
+                        raise ConfigError(
+                            f"the {role} uses pyro.param({name!r}), a parameter in Pyro's global "
+                            "param store: pyro_gen optimises the module's own parameters, so it "
+                            "would never be trained. Make it a parameter of the module: "
+                            f"self.{name} = torch.nn.Parameter(init) (or pyro.nn.PyroParam(init, "
+                            "constraint=...)) in a PyroModule's __init__, and use self."
+                            f"{name} in the {role}."
+                        )
+                    continue
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                if site["infer"].get("enumerate") and self.elbo_name not in ENUM_ELBOS:
+                    raise ConfigError(
+                        f"the {role}'s site {name!r} is marked for enumeration "
+                        f"(infer={site['infer']}), but elbo={self.elbo_name!r} would sample it "
+                        "and ignore the mark. Use elbo='enum' (pyro-gen train --elbo enum) to sum "
+                        "it out, or remove the mark to sample it on purpose."
+                    )
+                if not site["is_observed"]:
+                    frames = [f.name for f in site["cond_indep_stack"]]
+                    has_global |= DATA_PLATE not in frames
+        return has_global
+
+    def _wrapped(self, jit: bool) -> tuple[Callable, Callable]:
+        """Model and guide under β and the data-plate scale (read at call time); under JIT
+        they also register the module's parameters (Pyro's JIT finds them in the store)."""
+        pair, module = self.pair, self.pair.module
+
+        def handled(fn):
+            def run(*args, **kwargs):
+                if jit:
+                    pyro.module("pyro_gen", module)
+                with (
+                    ScaleData(self.data_scale) if self.data_scale != 1.0 else _null(),
+                    ScaleLatents(self.beta) if self.beta != 1.0 else _null(),
+                ):
+                    return fn(*args, **kwargs)
+
+            return run
+
+        return handled(pair.model), handled(pair.guide)
+
+    # -- the objective and the update ----------------------------------------------------------
+    def objective(self, *values: torch.Tensor) -> torch.Tensor:
+        """The loss of one batch given as tensors in the batch's key order (nats/datapoint)."""
+        kw = dict(zip(self._names, values))
+        x = kw.pop("x")
+        loss = self.elbo.differentiable_loss(self._model, self._guide, x, **kw)
+        return loss / (self._num_data if self.data_scale != 1.0 else x.shape[0])
+
+    def update(self, batch: Mapping[str, torch.Tensor], *, check: bool = True) -> dict:
+        """One optimiser step on ``batch``; see the class docstring for the metrics."""
+        loss = self.loss(*(batch[k] for k in self._names))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            if self.clip_norm is not None
+            else None
+        )
+        # a finite loss can still have a NaN gradient, which must not reach step()
+        probe = _finite_probe(loss, self.params, grad_norm)
+        metrics = {"loss": loss.detach(), "probe": probe}
+        if check and not bool(torch.isfinite(probe)):  # the gradients stay for a diagnosis
+            metrics["skipped"] = True
+            return metrics
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return metrics
+
+    def grad_norm(self) -> float:
+        """The gradients' global norm (for error messages; syncs)."""
+        norms = [
+            torch.linalg.vector_norm(p.grad.float()) for p in self.params if p.grad is not None
+        ]
+        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _null():
+    return contextlib.nullcontext()
+
+
+def _split(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    kw = dict(batch)
+    return kw.pop("x"), kw
+
+
+def _per_datapoint(v, x: torch.Tensor) -> bool:
+    return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == x.shape[0]
+
+
+def _rng_devices(x: torch.Tensor) -> list:
+    return [x.device] if x.device.type == "cuda" else []
