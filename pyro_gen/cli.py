@@ -632,21 +632,36 @@ def _subset(x: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pyro_gen.evaluate import PointMassGuideError
+
     model, config = _open_run(args)
     x = _load_data(config["data"]).split(args.split)
     x = _subset(x, args.limit, args.seed)
+    skipped = ""
     if args.num_samples is not None:
-        return _evaluate_diagnostics(args, model, x)
+        try:
+            return _evaluate_diagnostics(args, model, x)
+        except PointMassGuideError as e:  # raised before any file is written
+            skipped = (
+                f"skipped the importance-sampled diagnostics (--num-samples {args.num_samples}: "
+                "log p(x), gap, ESS, k̂, KL per dimension, eval/inference_data.nc): they need a "
+                f"density for q(z|x), and {e}"
+            )
     result = evaluate_elbo(model, x, num_particles=args.num_particles, seed=args.seed).summary()
     result["split"] = args.split
+    if skipped:
+        result["skipped"] = skipped
     _update_summary(args.run, "evaluate", result)
+    label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
     print(
-        f"pyro-gen: {args.split} ELBO {result['elbo']:.3f} ± {result['elbo_se']:.3f} nats = "
+        f"pyro-gen: {args.split} {label} {result['elbo']:.3f} ± {result['elbo_se']:.3f} nats = "
         f"reconstruction {result['reconstruction']:.3f} − KL {result['kl']:.3f} "
         f"({result['num_datapoints']} datapoints); wrote {args.run / 'summary.json'}"
     )
     if "note" in result:
         print(f"pyro-gen: note: {result['note']}")
+    if skipped:
+        print(f"pyro-gen: note: {skipped}")
     return 0
 
 
@@ -718,8 +733,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     out = args.out or args.runs[0] / "eval"
     paths = result.write(out)
-    paths.append(plots.save_figure(plots.comparison_plot(result), out / "comparison.png"))
+    ranked = result.ranked_rows
+    if ranked:  # the figure shows log p̂(x): runs flagged as not a bound have none
+        paths.append(plots.save_figure(plots.comparison_plot(ranked), out / "comparison.png"))
     print(result.to_markdown())
+    flagged = [r["model"] for r in result.rows if not r["is_bound"]]
+    if flagged:
+        print(f"pyro-gen: note: not ranked (not a bound: point-mass guide): {', '.join(flagged)}")
     print("pyro-gen: wrote " + ", ".join(map(str, paths)))
     return 0
 

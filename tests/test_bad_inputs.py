@@ -20,6 +20,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 
 from pyro_gen import cli
 from pyro_gen.data import Dataset, load_binarized_mnist, load_dataset, load_mnist
@@ -31,9 +32,17 @@ from pyro_gen.errors import (
     PyroGenError,
     ShapeError,
 )
-from pyro_gen.evaluate import evaluate_elbo
+from pyro_gen.evaluate import diagnose, evaluate_elbo, log_likelihood
 from pyro_gen.infer import BetaSchedule, TrainConfig, Trainer
-from pyro_gen.models import VAE, build_model, load_model, load_weights, save_model
+from pyro_gen.models import (
+    VAE,
+    as_pair,
+    build_model,
+    check_pair,
+    load_model,
+    load_weights,
+    save_model,
+)
 
 
 @dataclass
@@ -131,6 +140,27 @@ def no_event_model(x):
 def no_event_guide(x):
     with pyro.plate("data", len(x)):
         pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+
+
+def flat_logits_model(x):
+    """The reported fault: logits [N, 8, 8] for images [N, 1, 8, 8] with .to_event(3)."""
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+        logits = z.sum(-1).reshape(-1, 1, 1).expand(len(x), 8, 8)
+        pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+
+
+def scaled_model(x, scale=0.0):
+    with pyro.plate("data", len(x)):
+        with poutine.scale(scale=scale):
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1))
+        logits = z.sum(-1).reshape(-1, 1, 1, 1).expand(x.shape)
+        pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+
+
+def evaluate_custom(evaluator, model, guide, x, **kw):
+    """An evaluator on a custom pair (its module owns no parameters the pair uses)."""
+    return evaluator(model, x, guide=guide, module=torch.nn.Linear(1, 1), **kw)
 
 
 def fit_one_step(model, guide):
@@ -465,6 +495,53 @@ API_CASES = [
         ShapeError,
         "to_event",
     ),
+    Case(
+        "log_likelihood: custom pair, no to_event",
+        lambda t: evaluate_custom(log_likelihood, no_event_model, no_event_guide, binary()),
+        ShapeError,
+        r"(?s)at site 'x'.*to_event",
+    ),
+    Case(
+        "evaluate_elbo: observation broadcasts (logits [N, 8, 8], data [N, 1, 8, 8])",
+        lambda t: evaluate_custom(evaluate_elbo, flat_logits_model, no_event_guide, binary()),
+        ShapeError,
+        r"observed site 'x'.*\[8, 1, 8, 8\].*\[8, 8, 8, 8\]",
+    ),
+    Case(
+        "diagnose: custom pair, grey data for a Bernoulli",
+        lambda t: evaluate_custom(
+            diagnose, lambda x: scaled_model(x, 1.0), no_event_guide, binary() * 0.5
+        ),
+        DataError,
+        r"site 'x' are outside the support Boolean\(\)",
+    ),
+    Case(
+        "evaluate_elbo: custom pair, poutine.scale(0)",
+        lambda t: evaluate_custom(evaluate_elbo, scaled_model, no_event_guide, binary()),
+        ConfigError,
+        r"scale that is not > 0.*poutine.mask",
+    ),
+    Case(
+        "check_pair: float64 data, float32 module",
+        lambda t: check_pair(as_pair(small_vae()), binary().double()),
+        DataError,
+        r"float64.*float32",
+    ),
+    Case(
+        "evaluate_elbo: numpy array",
+        lambda t: evaluate_elbo(small_vae(), binary().numpy()),
+        DataError,
+        "torch.Tensor; got ndarray",
+    ),
+    Case(
+        "log_likelihood: NaN, custom pair",
+        lambda t: evaluate_custom(
+            log_likelihood, lambda x: scaled_model(x, 1.0), no_event_guide, with_nan(binary())
+        ),
+        DataError,
+        r"non-finite .* index \[3, 0, 2, 2\]",
+    ),
+    Case("diagnose: empty data", lambda t: diagnose(small_vae(), binary()[:0]), DataError, "empty"),
 ]
 
 

@@ -16,7 +16,11 @@ from pyro_gen.evaluate.diagnostics import (
     pareto_khat,
 )
 from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
-from pyro_gen.evaluate.log_likelihood import NonFiniteWeightsError, log_likelihood
+from pyro_gen.evaluate.log_likelihood import (
+    NonFiniteWeightsError,
+    PointMassGuideError,
+    log_likelihood,
+)
 from pyro_gen.evaluate.terms import PointwiseTerms, TraceSiteError, elbo_terms, pointwise_terms
 
 __all__ = [
@@ -24,6 +28,7 @@ __all__ = [
     "evaluate_elbo",
     "log_likelihood",
     "NonFiniteWeightsError",
+    "PointMassGuideError",
     "Diagnostics",
     "diagnose",
     "pareto_khat",

@@ -33,7 +33,7 @@ from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.diagnostics import Diagnostics, diagnose, import_arviz, per_datapoint_table
 from pyro_gen.evaluate.log_likelihood import check_guide
 from pyro_gen.io import fsync_dir
-from pyro_gen.models.pair import as_pair, evaluating
+from pyro_gen.models.pair import as_pair, evaluating, prepare_and_check
 
 __all__ = ["to_inference_data", "save_inference_data", "load_inference_data", "guide_draws"]
 
@@ -52,10 +52,15 @@ def guide_draws(
     **kwargs,
 ) -> dict[str, torch.Tensor]:
     """``{site: [num_draws, N, D]}``: draws of every latent site from q(z | x_n), flattened
-    per datapoint (all draws in one vectorised guide call over ``num_draws x N`` rows)."""
+    per datapoint (all draws in one vectorised guide call over ``num_draws x N`` rows).
+
+    ``x`` goes through :func:`pyro_gen.models.prepare_and_check` first (DataError, ShapeError,
+    ConfigError as there)."""
     pair = as_pair(model, guide, module)
     if num_draws < 1:
         raise ConfigError(f"num_draws must be >= 1; got {num_draws}.")
+    with evaluating(pair.module):
+        x = prepare_and_check(pair, x, "x", **kwargs)
     n, device = x.shape[0], pair.device
     xs = x.to(device).repeat(num_draws, *([1] * (x.dim() - 1)))
     kw = {
@@ -105,9 +110,14 @@ def to_inference_data(
     report r̂, which should be ≈ 1 for independent draws). ``diagnostics`` defaults to
     :func:`diagnose` with ``num_samples``; ``index`` labels the datapoints (e.g. their positions
     in the test split).
+
+    ``x`` goes through :func:`pyro_gen.models.prepare_and_check` first; raises what
+    :func:`diagnose` raises (a Delta guide: PointMassGuideError) and ConfigError for options.
     """
     az = import_arviz()
     pair = as_pair(model, guide, module)
+    with evaluating(pair.module):
+        x = prepare_and_check(pair, x, "x", **kwargs)
     n = x.shape[0]
     if diagnostics is None:
         diagnostics = diagnose(

@@ -6,6 +6,10 @@ per-datapoint differences, d_n = log p̂_best(x_n) − log p̂_m(x_n), with its 
 sd(d)/√N — much smaller than the NLLs' own standard errors when the models agree on which
 datapoints are hard (the ``elpd_diff``/``dse`` of ``az.compare``, per datapoint instead of summed).
 
+A model whose guide is a point mass (a β = 0 autoencoder) has no density to importance-sample
+with: it gets a row flagged "not a bound" (``is_bound`` False, a ``note``; a † in the Markdown)
+with its reconstruction term only, after the ranked models, and no rank.
+
 >>> import torch
 >>> from pyro_gen.models import VAE
 >>> a = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
@@ -22,16 +26,23 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.diagnostics import Diagnostics, diagnose
+from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
+from pyro_gen.evaluate.log_likelihood import PointMassGuideError
 from pyro_gen.io import atomic_open
 
-__all__ = ["Comparison", "compare", "COLUMNS"]
+__all__ = ["Comparison", "compare", "COLUMNS", "NOT_A_BOUND"]
+
+NOT_A_BOUND = (
+    "not a bound: point-mass guide (β = 0 autoencoder); no density q(z|x), so no log p̂(x), "
+    "ELBO, KL or k̂: only the reconstruction term E log p(x|z) at the guide's point"
+)
 
 # column -> (header, format) of the Markdown table; the CSV keeps full precision
 COLUMNS = {
@@ -50,18 +61,27 @@ COLUMNS = {
     "num_datapoints": ("N", "{}"),
     "num_samples": ("K", "{}"),
 }
+CSV_COLUMNS = (*COLUMNS, "is_bound", "note")  # the CSV also says which rows are not bounds
 
 
 @dataclass
 class Comparison:
-    """Rows (best first, nats per datapoint) and every model's :class:`Diagnostics`."""
+    """Rows (ranked models best first, then flagged ones; nats per datapoint), every ranked
+    model's :class:`Diagnostics` and every flagged (point-mass guide) model's
+    :class:`ELBOResult` (reconstruction only)."""
 
     rows: list[dict]
     diagnostics: dict[str, Diagnostics]
+    not_bounds: dict[str, ELBOResult] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
         return [r["model"] for r in self.rows]
+
+    @property
+    def ranked_rows(self) -> list[dict]:
+        """The rows with a log p̂(x) (not flagged), best first."""
+        return [r for r in self.rows if r.get("is_bound", True)]
 
     def to_markdown(self) -> str:
         head = [COLUMNS[c][0] for c in COLUMNS]
@@ -70,21 +90,33 @@ class Comparison:
             cells = []
             for c, (_, fmt) in COLUMNS.items():
                 v = r[c]
-                cells.append("nan" if isinstance(v, float) and math.isnan(v) else fmt.format(v))
+                if v is None:
+                    cells.append("–")
+                elif isinstance(v, float) and math.isnan(v):
+                    cells.append("nan")
+                else:
+                    cells.append(fmt.format(v))
+                if c == "model" and not r.get("is_bound", True):
+                    cells[-1] += " †"
             lines.append("| " + " | ".join(cells) + " |")
-        note = (
-            f"\nNats per datapoint over the same {self.rows[0]['num_datapoints']} test points, "
-            f"K = {self.rows[0]['num_samples']} importance samples. Δ log p̂ = mean of "
-            "log p̂_best(x_n) − log p̂_model(x_n); its se is over the paired differences.\n"
-        )
+        ranked = self.ranked_rows
+        note = ""
+        if ranked:
+            note = (
+                f"\nNats per datapoint over the same {ranked[0]['num_datapoints']} test points, "
+                f"K = {ranked[0]['num_samples']} importance samples. Δ log p̂ = mean of "
+                "log p̂_best(x_n) − log p̂_model(x_n); its se is over the paired differences.\n"
+            )
+        if len(ranked) < len(self.rows):
+            note += f"\n† {NOT_A_BOUND}.\n"
         return "\n".join(lines) + "\n" + note
 
     def to_csv(self) -> str:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({c: r[c] for c in COLUMNS})
+            w.writerow({c: r.get(c, "") for c in CSV_COLUMNS})
         return buf.getvalue()
 
     def write(self, folder: str | os.PathLike, stem: str = "comparison") -> list[Path]:
@@ -135,7 +167,12 @@ def compare(
 
     ``runs_or_models``: a sequence of run folders and/or modules with ``.model``/``.guide``, or
     a mapping name -> run folder, module, or an already computed :class:`Diagnostics` on ``x``.
-    Every model gets the same ``seed``, K and keyword arguments.
+    Every model gets the same ``seed``, K and keyword arguments. A model with a point-mass
+    guide is not ranked: its row is flagged (``is_bound`` False, ``note``) and holds the
+    reconstruction term of :func:`pyro_gen.evaluate.evaluate_elbo`.
+
+    Raises ConfigError (no models, diagnostics on other points) and what
+    :func:`pyro_gen.evaluate.diagnose` raises for a model's data or shapes.
     """
     if isinstance(runs_or_models, Mapping):
         named = dict(runs_or_models)
@@ -146,30 +183,37 @@ def compare(
         raise ConfigError("compare needs at least one model.")
     n = x.shape[0]
     diags: dict[str, Diagnostics] = {}
+    flagged: dict[str, ELBOResult] = {}
     for name, entry in named.items():
         if isinstance(entry, Diagnostics):
             d = entry
         else:
-            d = diagnose(
-                _load(entry),
-                x,
-                num_samples=num_samples,
-                batch_size=batch_size,
-                max_rows=max_rows,
-                seed=seed,
-                **kwargs,
-            )
+            model = _load(entry)
+            try:
+                d = diagnose(
+                    model,
+                    x,
+                    num_samples=num_samples,
+                    batch_size=batch_size,
+                    max_rows=max_rows,
+                    seed=seed,
+                    **kwargs,
+                )
+            except PointMassGuideError:
+                flagged[name] = evaluate_elbo(
+                    model, x, num_particles=1, batch_size=batch_size, seed=seed, **kwargs
+                )
+                continue
         if d.num_datapoints != n:
             raise ConfigError(
                 f"model {name!r} was diagnosed on {d.num_datapoints} datapoints, not the {n} of x."
             )
         diags[name] = d
     order = sorted(diags, key=lambda k: -float(diags[k].log_px.mean()))
-    best = diags[order[0]].log_px
     rows = []
     for rank, name in enumerate(order):
         d, s = diags[name], diags[name].summary()
-        diff = best - d.log_px
+        diff = diags[order[0]].log_px - d.log_px
         rows.append(
             {
                 "rank": rank,
@@ -187,6 +231,24 @@ def compare(
                 "d_log_px_se": float(diff.std() / math.sqrt(n)) if n > 1 else float("nan"),
                 "num_datapoints": n,
                 "num_samples": d.num_samples,
+                "is_bound": True,
+                "note": "",
             }
         )
-    return Comparison(rows, diags)
+    nan = float("nan")
+    for name, r in flagged.items():
+        rows.append(
+            {
+                **{c: nan for c in COLUMNS},
+                "rank": None,
+                "model": name,
+                "reconstruction": float(r.reconstruction.mean()),
+                "active_units": None,
+                "log_px": nan,
+                "num_datapoints": n,
+                "num_samples": None,
+                "is_bound": False,
+                "note": NOT_A_BOUND,
+            }
+        )
+    return Comparison(rows, diags, flagged)

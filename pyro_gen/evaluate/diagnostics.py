@@ -31,7 +31,7 @@ from torch.distributions import kl_divergence
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.log_likelihood import _slice_kwargs, check_guide, importance_chunks
 from pyro_gen.evaluate.terms import DATA_PLATE, TraceSiteError
-from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating
+from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, prepare_and_check
 
 __all__ = [
     "Diagnostics",
@@ -254,17 +254,20 @@ def diagnose(
 
     Takes the same ``model``/``guide``/``module`` forms and keyword arguments as
     :func:`pyro_gen.evaluate.log_likelihood`. Pareto k̂ needs K >= 21 (NaN below).
+
+    ``x`` goes through :func:`pyro_gen.models.prepare_and_check` first; raises what
+    :func:`pyro_gen.evaluate.log_likelihood` raises (DataError, ShapeError, ConfigError,
+    PointMassGuideError for a Delta guide, NonFiniteWeightsError).
     """
     pair = as_pair(model, guide, module)
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
-    if pair.check_data is not None:
-        pair.check_data(x)
     keys = ("log_px", "mean_log_weight", "reconstruction", "kl", "ess")
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in (*keys, "khat", "kl_dim", "mean")}
     kl_names: list[str] = []
     mean_names: list[str] = []
     with evaluating(pair.module, seed):
+        x = prepare_and_check(pair, x, "x", **kwargs)
         check_guide(pair, x, **kwargs)
         for chunk in importance_chunks(
             pair,

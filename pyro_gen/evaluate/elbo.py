@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pyro_gen.evaluate.log_likelihood import check_guide
-from pyro_gen.evaluate.terms import TraceSiteError, elbo_terms
-from pyro_gen.models.pair import as_pair, evaluating
+from pyro_gen.errors import ConfigError
+from pyro_gen.evaluate.log_likelihood import _slice_kwargs, point_mass_sites
+from pyro_gen.evaluate.terms import pointwise_terms
+from pyro_gen.models.pair import as_pair, evaluating, prepare_and_check
 
 __all__ = ["ELBOResult", "evaluate_elbo"]
 
@@ -61,25 +62,55 @@ def evaluate_elbo(
     num_particles: int = 1,
     batch_size: int = 1000,
     seed: int | None = 0,
+    **kwargs,
 ) -> ELBOResult:
     """ELBO, E_q log p(x|z) and KL(q(z|x) ‖ p(z)) (analytic where known) for each row of ``x``.
 
     β does not enter: this is the model's true bound on log p(x) — except for a point-mass guide
-    (a β = 0 autoencoder), where the result says so in ``note`` and ``is_bound`` is False.
-    Data moves to the module's device in chunks of ``batch_size``; ``seed`` fixes the noise.
+    (a β = 0 autoencoder), where the result says so in ``note`` and ``is_bound`` is False: a
+    point mass has no density, its KL to a continuous prior is infinite, so its sites' KL is
+    left out (0) and the 'elbo' is the reconstruction term (minus the other sites' KL).
+    ``x`` (``[N, ...]``) goes through :func:`pyro_gen.models.prepare_and_check` first (cast to
+    the module's dtype; the pair run once on its first rows), then moves to the module's device
+    in chunks of ``batch_size``; ``seed`` fixes the noise. Extra keyword arguments (e.g.
+    ``y=...``) go to model and guide, split with the datapoints where their first axis is N.
+
+    Raises DataError (not a tensor, empty, NaN/Inf with the first index, values the model
+    refuses, dtypes), ShapeError (shapes that do not fit, named by site) and ConfigError.
     """
     pair = as_pair(model, guide, module)
-    if pair.check_data is not None:
-        pair.check_data(x)
-    note = ""
-    try:
-        check_guide(pair, x)
-    except TraceSiteError as e:
-        note = f"not a bound on log p(x): {e} The 'elbo' here is the reconstruction term only."
-    parts = []
+    if int(num_particles) < 1:
+        raise ConfigError(f"num_particles must be >= 1; got {num_particles}.")
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
+    recon, kl = [], []
     with evaluating(pair.module, seed):
-        for start in range(0, x.shape[0], batch_size):
-            xs = x[start : start + batch_size].to(pair.device)
-            parts.append(elbo_terms(pair.model, pair.guide, xs, num_particles=num_particles))
-    cat = {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
-    return ELBOResult(cat["elbo"], cat["reconstruction"], cat["kl"], num_particles, note)
+        x = prepare_and_check(pair, x, "x", **kwargs)
+        sites = point_mass_sites(pair, x, **kwargs)
+        n = x.shape[0]
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            kw = {
+                k: v.to(pair.device) if isinstance(v, torch.Tensor) else v
+                for k, v in _slice_kwargs(kwargs, n, sl).items()
+            }
+            t = pointwise_terms(
+                pair.model, pair.guide, x[sl].to(pair.device), num_particles=num_particles, **kw
+            )
+            site_kl = t.kl
+            if sites:  # leave the point masses' (infinite) KL out
+                site_kl = sum(
+                    (v for s, v in t.kl_per_site.items() if s not in sites),
+                    torch.zeros_like(t.log_lik),
+                )
+            recon.append(t.log_lik.mean(0).cpu())
+            kl.append(site_kl.mean(0).cpu())
+    note = ""
+    if sites:
+        note = (
+            f"not a bound on log p(x): guide site {sites[0]!r} is a point mass (Delta) (a β = 0 "
+            "autoencoder has no density p(x) to estimate). The 'elbo' here is the "
+            "reconstruction term only."
+        )
+    reconstruction, kl_all = torch.cat(recon), torch.cat(kl)
+    return ELBOResult(reconstruction - kl_all, reconstruction, kl_all, num_particles, note)

@@ -29,12 +29,20 @@ from torch import nn
 
 from pyro_gen.errors import ConfigError, NonFiniteError
 from pyro_gen.evaluate.terms import TraceSiteError, pointwise_terms
-from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating
+from pyro_gen.models.pair import (
+    ModelGuidePair,
+    as_pair,
+    evaluating,
+    forked_rng,
+    prepare_and_check,
+)
 
 __all__ = [
     "ImportanceChunk",
     "default_max_rows",
     "check_guide",
+    "point_mass_sites",
+    "PointMassGuideError",
     "importance_chunks",
     "log_likelihood",
     "NonFiniteWeightsError",
@@ -43,6 +51,11 @@ __all__ = [
 
 class NonFiniteWeightsError(NonFiniteError):
     """Importance log-weights that are NaN, +inf, or −inf for every particle of a datapoint."""
+
+
+class PointMassGuideError(TraceSiteError):
+    """A guide with a point-mass (Delta) latent site: no density q(z|x) to importance-sample
+    with (a β = 0 autoencoder); only the reconstruction term can be evaluated."""
 
 
 @dataclass
@@ -79,22 +92,34 @@ def _slice_kwargs(kwargs: dict, n: int, sl: slice) -> dict:
     }
 
 
-def check_guide(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
-    """Trace the guide on ``x[:1]``; a point-mass (Delta) latent site cannot propose for
-    importance sampling, so raise a TraceSiteError that names it."""
+def point_mass_sites(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> list[str]:
+    """The guide's latent sites that are point masses (Delta), from one guide trace on
+    ``x[:1]`` (moved to the module's device) on a forked random stream."""
     kw = {
         k: v.to(pair.device) if isinstance(v, torch.Tensor) else v
         for k, v in _slice_kwargs(kwargs, x.shape[0], slice(0, 1)).items()
     }
-    tr = poutine.trace(pair.guide).get_trace(x[:1].to(pair.device), **kw)
-    for name, site in tr.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
-            continue
-        if isinstance(_base(site["fn"]), pyro.distributions.Delta):
-            raise TraceSiteError(
-                f"guide site {name!r} is a point mass (Delta): importance sampling needs a guide "
-                "that spreads over z (a β = 0 autoencoder has no density p(x) to estimate)."
-            )
+    with forked_rng(pair.device), torch.no_grad():
+        tr = poutine.trace(pair.guide).get_trace(x[:1].to(pair.device), **kw)
+    return [
+        name
+        for name, site in tr.nodes.items()
+        if site["type"] == "sample"
+        and not site_is_subsample(site)
+        and not site["is_observed"]
+        and isinstance(_base(site["fn"]), pyro.distributions.Delta)
+    ]
+
+
+def check_guide(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
+    """Raise a :class:`PointMassGuideError` naming the guide's point-mass (Delta) latent site:
+    it cannot propose for importance sampling."""
+    sites = point_mass_sites(pair, x, **kwargs)
+    if sites:
+        raise PointMassGuideError(
+            f"guide site {sites[0]!r} is a point mass (Delta): importance sampling needs a guide "
+            "that spreads over z (a β = 0 autoencoder has no density p(x) to estimate)."
+        )
 
 
 def default_max_rows(device: torch.device) -> int:
@@ -254,13 +279,18 @@ def log_likelihood(
 
     The estimate is a stochastic lower bound of log p(x) (Jensen) that tightens as K grows; its
     Monte-Carlo error is about sqrt(1/ESS − 1/K) nats (see :func:`pyro_gen.evaluate.diagnose`).
+
+    ``x`` goes through :func:`pyro_gen.models.prepare_and_check` first (cast to the module's
+    dtype; the pair run once on its first rows). Raises DataError (not a tensor, empty, NaN/Inf
+    with the first index, values the model refuses), ShapeError and ConfigError (from
+    :func:`pyro_gen.models.check_pair`), :class:`PointMassGuideError` for a Delta guide and
+    :class:`NonFiniteWeightsError` naming the datapoints whose weights are not finite.
     """
     pair = as_pair(model, guide, module)
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
-    if pair.check_data is not None:
-        pair.check_data(x)
     with evaluating(pair.module, seed):
+        x = prepare_and_check(pair, x, "x", **kwargs)
         check_guide(pair, x, **kwargs)
         chunks = list(
             importance_chunks(

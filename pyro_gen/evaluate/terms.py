@@ -28,12 +28,13 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
+from pyro_gen.errors import PyroGenError
 from pyro_gen.models.pair import DATA_PLATE
 
 __all__ = ["PointwiseTerms", "pointwise_terms", "elbo_terms", "DATA_PLATE", "TraceSiteError"]
 
 
-class TraceSiteError(ValueError):
+class TraceSiteError(PyroGenError, ValueError):
     """A site that per-datapoint evaluation cannot handle; the message names it."""
 
 

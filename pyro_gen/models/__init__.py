@@ -9,7 +9,16 @@ from pyro_gen.models.likelihoods import (
     Likelihood,
     make_likelihood,
 )
-from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair, as_pair, check_pair, evaluating
+from pyro_gen.models.pair import (
+    DATA_PLATE,
+    ModelGuidePair,
+    as_pair,
+    check_pair,
+    evaluating,
+    forked_rng,
+    prepare_and_check,
+    prepare_data,
+)
 from pyro_gen.models.persistence import (
     load_model,
     load_tensors,
@@ -48,6 +57,9 @@ __all__ = [
     "as_pair",
     "check_pair",
     "evaluating",
+    "forked_rng",
+    "prepare_data",
+    "prepare_and_check",
     "save_model",
     "load_model",
     "load_weights",

@@ -74,3 +74,42 @@ def test_compare_refuses_runs_on_different_test_points(runs, tmp_path, capsys):
     (other / "config.json").write_text(json.dumps(config))
     assert main(["compare", str(runs[0]), str(other), "--num-samples", "2", "--limit", "8"]) == 2
     assert "same test points" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory):
+    """A β = 0 run: a point-mass guide, no density q(z|x)."""
+    run = tmp_path_factory.mktemp("ae") / "ae"
+    assert main(["train", *TINY, "--latent-dim", "2", "--beta", "0", "--out", str(run)]) == 0
+    return run
+
+
+def test_evaluate_a_beta_zero_run_reports_reconstruction_only(autoencoder, capsys):
+    run = autoencoder
+    for extra in ([], ["--num-samples", "25"]):
+        assert main(["evaluate", str(run), "--limit", "16", *extra]) == 0
+        out = capsys.readouterr().out
+        assert "reconstruction-only 'ELBO' (not a bound)" in out and "point mass" in out
+        s = json.loads((run / "summary.json").read_text())["evaluate"]
+        assert s["is_bound"] is False and s["elbo"] == s["reconstruction"] and s["kl"] == 0
+        assert s["num_datapoints"] == 16 and "reconstruction term only" in s["note"]
+        assert ("skipped" in s) == bool(extra) and ("skipped" in out) == bool(extra)
+    assert "need a density for q(z|x)" in s["skipped"] and "'z' is a point mass" in s["skipped"]
+    assert not (run / "eval" / "inference_data.nc").exists()
+
+
+def test_compare_flags_a_beta_zero_run_instead_of_crashing(autoencoder, runs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", str(autoencoder), str(runs[0]), "--num-samples", "4", "--limit", "16"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| – | ae † |" in printed and "not ranked (not a bound: point-mass guide): ae" in printed
+    rows = {r["model"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    assert rows["small"]["rank"] == "0" and rows["small"]["is_bound"] == "True"
+    assert rows["ae"]["rank"] == "" and rows["ae"]["is_bound"] == "False"
+    assert rows["ae"]["test_nll"] == "nan" and float(rows["ae"]["reconstruction"]) < 0
+    assert rows["ae"]["note"].startswith("not a bound: point-mass guide")
+    assert (out / "comparison.png").stat().st_size > 0
+    only = tmp_path / "only"  # nothing to rank: the tables, no figure
+    assert main(["compare", str(autoencoder), "--num-samples", "4", "--out", str(only)]) == 0
+    assert (only / "comparison.csv").exists() and not (only / "comparison.png").exists()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 
 import pytest
 import torch
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.evaluate import compare, diagnose
+from pyro_gen.evaluate import compare, diagnose, evaluate_elbo
+from pyro_gen.models import VAE
 from tests.evaluate.conftest import make_linear_gaussian, sample_x
 
 
@@ -59,3 +61,31 @@ def test_precomputed_diagnostics_must_cover_x(two_models):
         compare({"good": d, "bad": bad}, x[:20], num_samples=1)
     c = compare({"good": d, "bad": bad}, x[:10], num_samples=1)
     torch.testing.assert_close(c.diagnostics["good"].log_px, d.log_px)
+
+
+def test_a_point_mass_guide_gets_a_flagged_row_not_a_crash(tmp_path):
+    x = torch.bernoulli(torch.full((30, 6), 0.4), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    ae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,), beta=0.0)
+    c = compare({"ae": ae, "vae": vae}, x, num_samples=5)
+    assert c.names == ["vae", "ae"] and list(c.diagnostics) == ["vae"]
+    ranked, flagged = c.rows
+    assert ranked["rank"] == 0 and ranked["is_bound"] and ranked["d_log_px"] == 0.0
+    assert flagged["rank"] is None and flagged["is_bound"] is False
+    assert flagged["note"].startswith("not a bound: point-mass guide")
+    recon = evaluate_elbo(ae, x, num_particles=1).reconstruction.mean()
+    assert flagged["reconstruction"] == pytest.approx(float(recon))
+    assert c.not_bounds["ae"].is_bound is False
+    for key in ("test_nll", "elbo", "kl", "gap", "d_log_px"):
+        assert math.isnan(flagged[key]), key
+    assert c.ranked_rows == [ranked]
+    md = c.to_markdown()
+    assert "| – | ae † |" in md and "† not a bound: point-mass guide" in md
+    rows = list(csv.DictReader(io.StringIO(c.to_csv())))
+    assert [(r["model"], r["rank"], r["is_bound"]) for r in rows] == [
+        ("vae", "0", "True"),
+        ("ae", "", "False"),
+    ]
+    only_ae = compare({"ae": ae}, x, num_samples=5)  # nothing to rank: still a table
+    assert only_ae.ranked_rows == [] and "† not a bound" in only_ae.to_markdown()

@@ -28,3 +28,15 @@ def test_beta_zero_is_flagged_as_reconstruction_only():
     assert "reconstruction term only" in s["note"] and "'z'" in s["note"]
     assert torch.equal(r.kl, torch.zeros_like(r.kl))
     assert torch.equal(r.elbo, r.reconstruction)
+
+
+def test_beta_zero_reconstruction_is_log_p_x_given_the_code():
+    """A point mass at g(x): the 'ELBO' is log p(x | z = g(x)) exactly, whatever the prior."""
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,), beta=0.0)
+    x = _data()
+    with torch.no_grad():
+        loc, _ = vae.encode(x)
+        expected = vae.likelihood(vae.decoder(loc)).log_prob(x)
+    r = evaluate_elbo(vae, x, num_particles=2, batch_size=7)
+    torch.testing.assert_close(r.reconstruction, expected)
+    torch.testing.assert_close(r.elbo, expected)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyro_gen.errors import ConfigError
+from pyro_gen.errors import ConfigError, DataError, ShapeError
 from pyro_gen.evaluate import NonFiniteWeightsError, diagnose, evaluate_elbo, log_likelihood
 from pyro_gen.evaluate.terms import TraceSiteError
 from pyro_gen.models import VAE
@@ -75,18 +75,43 @@ def test_k_below_one_is_refused(lg, K):
 
 def test_a_model_without_the_data_plate_is_named(lg):
     make, x = lg
-    m = make(plate="batch")
-    with pytest.raises(TraceSiteError, match=r"site 'z' is not inside pyro.plate\('data'\)"):
+    m = make(plate="batch")  # check_pair names the observed site before any sampling
+    with pytest.raises(ShapeError, match=r"observed site 'x' is not inside pyro.plate\('data'\)"):
         log_likelihood(m, x, num_samples=2)
 
 
-def test_non_finite_weights_name_the_datapoints(lg):
-    make, x = lg
-    x = x.clone()
-    x[2, 1] = float("nan")
-    x[5, 0] = float("inf")
-    with pytest.raises(NonFiniteWeightsError, match=r"2 datapoint\(s\), indices \[2, 5\]"):
-        log_likelihood(make(guide="meanfield"), x, num_samples=4, batch_size=3)
+def test_a_latent_outside_the_data_plate_is_named():
+    class GlobalMean(nn.Module):
+        def model(self, x):
+            mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+        def guide(self, x):
+            pyro.sample("mu", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(TraceSiteError, match=r"site 'mu' is not inside pyro.plate\('data'\)"):
+        log_likelihood(GlobalMean(), torch.zeros(4), num_samples=2)
+
+
+class LogGuide(nn.Module):
+    """q(z | x) = N(log x, 1): finite data below 0 give NaN log-weights (past the checked rows)."""
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.log(), 1.0))
+
+
+def test_non_finite_weights_name_the_datapoints():
+    x = torch.ones(14)
+    x[9], x[12] = -1.0, -2.0  # beyond the first 8 rows that check_pair runs on
+    with pytest.raises(NonFiniteWeightsError, match=r"2 datapoint\(s\), indices \[9, 12\]"):
+        log_likelihood(LogGuide(), x, num_samples=4, batch_size=3)
 
 
 def test_zero_weights_for_every_particle_are_reported():
@@ -98,7 +123,11 @@ def test_zero_weights_for_every_particle_are_reported():
         def guide(self, x):
             pass
 
-    with pytest.raises(NonFiniteWeightsError, match=r"indices \[1\]"):
+    x = torch.full((12,), 0.5)
+    x[9] = 1.5  # outside the support, past the rows check_pair sees
+    with pytest.raises(NonFiniteWeightsError, match=r"indices \[9\]"):
+        log_likelihood(Uniform(), x, num_samples=3)
+    with pytest.raises(DataError, match=r"site 'x' .* support Interval"):  # in the checked rows
         log_likelihood(Uniform(), torch.tensor([0.5, 1.5, 0.2]), num_samples=3)
 
 
