@@ -166,7 +166,12 @@ def prepare_data(pair: ModelGuidePair, x, what: str = "data") -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         hint = " Convert it with torch.as_tensor(...)." if hasattr(x, "__array__") else ""
         raise DataError(f"{what} must be a torch.Tensor; got {type(x).__name__}.{hint}")
-    if x.dim() == 0 or x.shape[0] == 0 or x.numel() == 0:
+    if x.dim() == 0:
+        raise DataError(
+            f"{what} is a 0-dim tensor; pass datapoints along the first axis, [N, ...] "
+            "(one datapoint: x.unsqueeze(0))."
+        )
+    if x.shape[0] == 0 or x.numel() == 0:
         raise DataError(f"{what} is empty (shape {list(x.shape)}); pass at least one datapoint.")
     if x.is_complex():
         raise DataError(f"{what} is complex ({x.dtype}); pyro_gen models take real data.")
@@ -245,7 +250,7 @@ _PARAMETER = re.compile(
 _SITE = re.compile(r"at site '([^']*)'|at site (\S+) dim")
 
 
-def _support_error(e: BaseException, site: str | None, value, fn) -> DataError:
+def _support_error(e: BaseException, site: str | None, value, fn, observed: bool) -> DataError:
     m = _SUPPORT.search(str(e))
     support, family = (m.group(1), m.group(2)) if m else ("?", type(fn).__name__)
     detail = ""
@@ -264,6 +269,13 @@ def _support_error(e: BaseException, site: str | None, value, fn) -> DataError:
                 )
         except Exception:  # a support without an elementwise check: the names suffice
             detail = ""
+    if not observed:
+        return DataError(
+            f"the guide's draws for latent site {site!r} are outside the support {support} of "
+            f"the model's {family} distribution there.{detail} Give the guide a distribution "
+            "with the same support (e.g. LogNormal or a TransformedDistribution for a "
+            "positive latent)."
+        )
     hint = (
         " Binarize the data (e.g. (x > 0.5).float()) or use a likelihood for grey values "
         "(ContinuousBernoulli, Normal)."
@@ -271,25 +283,49 @@ def _support_error(e: BaseException, site: str | None, value, fn) -> DataError:
         else " Transform the data into the support or choose a distribution whose support "
         "holds them."
     )
-    where = f"observed site {site!r}" if site else "a sample site"
+    where = f"observed site {site!r}" if site else "an observed site"
     return DataError(
         f"the values at {where} are outside the support {support} of its {family} "
         f"distribution.{detail}{hint}"
     )
 
 
-def _dtype_error(e: BaseException, role: str, x, pair: ModelGuidePair) -> DataError:
-    data = _name(x.dtype) if isinstance(x, torch.Tensor) else type(x).__name__
+def _dtype_error(e: BaseException, role: str, x, pair: ModelGuidePair, kwargs: dict) -> DataError:
+    inputs = {"x": x, **kwargs}
+    given = ", ".join(
+        f"{k} {_name(v.dtype)}" for k, v in inputs.items() if isinstance(v, torch.Tensor)
+    )
+    want = _name(pair.dtype)
+    odd = [  # floating inputs (and x) in another dtype; integer labels are left alone
+        k
+        for k, v in inputs.items()
+        if isinstance(v, torch.Tensor)
+        and (v.is_floating_point() or k == "x")
+        and v.dtype != pair.dtype
+    ]
+    fix = (
+        f"cast {', '.join(odd)} to {want} (pyro_gen.models.prepare_data(pair, x) does for x)"
+        if odd
+        else "look for a tensor the program creates in another dtype (e.g. torch.tensor(...) "
+        "without dtype=, or float64 numpy values)"
+    )
     return DataError(
-        f"a dtype mismatch while running the {role}: {_message(e)}. The data x are {data} and "
-        f"the module's parameters {_name(pair.dtype)}: cast the data to {_name(pair.dtype)} "
-        f"(pyro_gen.models.prepare_data(pair, x) does) or the module with "
-        f"module.to(torch.{data})."
+        f"a dtype mismatch while running the {role}: {_message(e)}. The inputs are {given}; "
+        f"the module's parameters are {want}: {fix}, or cast the module with module.to(...)."
     )
 
 
 def _classify(
-    e: BaseException, role: str, site: str | None, pair, x, traces: dict, value=None, fn=None
+    e: BaseException,
+    role: str,
+    site: str | None,
+    pair,
+    x,
+    kwargs: dict,
+    traces: dict,
+    value=None,
+    fn=None,
+    observed: bool = True,
 ) -> PyroGenError:
     """The pyro_gen error of a failure of guide or model (``role``) inside check_pair."""
     text = str(e)
@@ -303,9 +339,9 @@ def _classify(
             "and use a point-mass (Delta) guide (pyro_gen.models.beta_scale masks for you)."
         )
     if "within the support" in text:
-        return _support_error(e, site, value, fn)
+        return _support_error(e, site, value, fn, observed)
     if _DTYPE_ERROR.search(_message(e)):
-        return _dtype_error(e, role, x, pair)
+        return _dtype_error(e, role, x, pair, kwargs)
     if m := _PARAMETER.search(_message(e)):
         where = f"site {site!r}" if site else f"a site of the {role}"
         return DataError(
@@ -408,7 +444,7 @@ def check_pair(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
                 if isinstance(e, PyroGenError):
                     raise
                 traces[role] = handler.msngr.trace  # the sites up to the failure
-                raise _classify(e, role, None, pair, x, traces) from e
+                raise _classify(e, role, None, pair, x, kwargs, traces) from e
         model_tr = traces["model"]
         observed = [
             n
@@ -437,5 +473,14 @@ def check_pair(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
                     site["fn"].log_prob(site["value"])
                 except (ValueError, RuntimeError, IndexError) as e:
                     raise _classify(
-                        e, role, name, pair, x, traces, site["value"], site["fn"]
+                        e,
+                        role,
+                        name,
+                        pair,
+                        x,
+                        kwargs,
+                        traces,
+                        site["value"],
+                        site["fn"],
+                        site["is_observed"],
                     ) from e

@@ -3,6 +3,7 @@ scored right, with the error class of the cause and a message that names site an
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -125,11 +126,46 @@ def test_values_outside_the_support_are_a_short_data_error():
     assert "tensor(" not in msg and "found invalid values" not in msg and len(msg) < 400
 
 
+def test_guide_draws_outside_the_priors_support_name_the_latent_site():
+    class PositiveLatent(nn.Module):
+        def model(self, x):
+            with pyro.plate("data", x.shape[0]):
+                s = pyro.sample("s", dist.Gamma(2.0, 1.0))
+                pyro.sample(
+                    "x", dist.Normal(s.unsqueeze(-1).expand(x.shape), 1.0).to_event(1), obs=x
+                )
+
+        def guide(self, x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("s", dist.Normal(-5.0 + x.new_zeros(x.shape[0]), 0.1))
+
+    with pytest.raises(DataError, match=r"guide's draws for latent site 's' .* GreaterThan"):
+        check_pair(as_pair(PositiveLatent().model, PositiveLatent().guide, nn.ReLU()), vectors())
+
+
 def test_a_dtype_mismatch_is_a_data_error_naming_both_dtypes():
     with pytest.raises(DataError) as info:
         check_pair(as_pair(VectorModel()), vectors().double())
     msg = str(info.value)
-    assert "float64" in msg and "float32" in msg and "prepare_data" in msg
+    assert "inputs are x float64; the module's parameters are float32" in msg
+    assert "cast x to float32" in msg and "prepare_data" in msg
+
+
+def test_a_dtype_mismatch_in_an_attribute_names_the_attribute():
+    class Labelled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+
+        def model(self, x, y):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("y", dist.Normal(y @ self.w, 1.0), obs=x[:, 0])
+
+        def guide(self, x, y):
+            pass
+
+    with pytest.raises(DataError, match=r"inputs are x float32, y float64.*cast y to float32"):
+        check_pair(as_pair(Labelled()), vectors(), y=torch.ones(8, 2, dtype=torch.float64))
 
 
 def test_nan_in_the_batch_is_a_data_error_naming_the_index():
@@ -169,10 +205,12 @@ def test_non_tensors_are_refused_naming_their_type(x, name):
         prepare_data(as_pair(VectorModel()), x)
 
 
-@pytest.mark.parametrize("x", [torch.zeros(0, 6), torch.zeros(4, 0), torch.tensor(1.0)])
+@pytest.mark.parametrize("x", [torch.zeros(0, 6), torch.zeros(4, 0)])
 def test_empty_data_are_refused(x):
-    with pytest.raises(DataError, match=r"test data is empty \(shape"):
+    with pytest.raises(DataError, match=re.escape(f"test data is empty (shape {list(x.shape)})")):
         prepare_data(as_pair(VectorModel()), x, "test data")
+    with pytest.raises(DataError, match=r"0-dim tensor.*unsqueeze\(0\)"):
+        prepare_data(as_pair(VectorModel()), torch.tensor(1.0))
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
