@@ -496,6 +496,12 @@ API_CASES = [
         "to_event",
     ),
     Case(
+        "custom pair: observation broadcasts (logits [N, 8, 8], data [N, 1, 8, 8])",
+        lambda t: fit_one_step(flat_logits_model, no_event_guide),
+        ShapeError,
+        r"observed site 'x'.*\[8, 1, 8, 8\].*\[8, 8, 8, 8\]",
+    ),
+    Case(
         "log_likelihood: custom pair, no to_event",
         lambda t: evaluate_custom(log_likelihood, no_event_model, no_event_guide, binary()),
         ShapeError,
