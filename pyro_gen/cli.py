@@ -98,6 +98,22 @@ def _int_list(text: str) -> list[int]:
         ) from None
 
 
+def _duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``10m``, ``1.5h`` or ``2d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = str(text).strip().lower()
+    scale = units.get(t[-1:], None)
+    try:
+        value = float(t[:-1] if scale else t) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 600, 90s, 10m or 1.5h; got {text!r}"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a duration must be > 0; got {text!r}")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -171,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="passes over the training data (default 30)")
     g.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
+    g.add_argument(
+        "--max-time",
+        type=_duration,
+        help="wall-clock budget (600, 90s, 10m, 1.5h): training stops there with a checkpoint; "
+        "counted over resumes",
+    )
     g.add_argument("--batch-size", type=int, help="minibatch size (default 128)")
     g.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="torch optimiser (default adam)")
@@ -309,6 +331,11 @@ def _read_settings_file(path: Path) -> dict:
                 + did_you_mean(dest, DEFAULTS)
                 + " Settings use the names of the 'pyro-gen train' options."
             )
+        if dest == "max_time" and isinstance(value, str):
+            try:
+                value = _duration(value)
+            except argparse.ArgumentTypeError as e:
+                raise ConfigError(f"max_time in {path}: {e}") from None
         settings[dest] = value
     return settings
 
@@ -437,6 +464,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 128 + int(trainer.stop_signal or 2)
 
+    if trainer.stopped_by == "max_time":
+        print(
+            f"pyro-gen: the --max-time budget ({train_cfg['max_time']:g} s) ran out at step "
+            f"{trainer.state.step}; checkpoint written. Continue with a larger budget: "
+            f"pyro-gen train --out {run} --resume --max-time ..."
+        )
     model.to("cpu").eval()
     figures = run / "figures"
     plots.save_figure(

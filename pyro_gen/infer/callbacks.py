@@ -193,6 +193,8 @@ class History(Callback):
         trainer.progress_postfix(loss=f"{mean:.3f}", beta=f"{trainer.step.beta:.3g}")
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        if self.count:  # stopped inside an epoch (a signal, max_time): the steps since the row
+            self.log(trainer)
         self.write(trainer)
 
     @staticmethod

@@ -45,16 +45,17 @@ capture. That is why the trainer captures only model classes that declare ``capt
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 
 import torch
 from torch import nn
 
 from pyro_gen.infer.graph_passes import flat_arguments, simplify
 
-__all__ = ["CapturedLoss"]
+__all__ = ["CapturedLoss", "buffers_kept"]
 
 
 def _autocast_state() -> tuple:
@@ -231,6 +232,17 @@ class _BufferState:
 
     def same_as_now(self) -> bool:
         return all(_same(v, b) for b, v in zip(self.buffers, self.saved))
+
+
+@contextlib.contextmanager
+def buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Run a check of the program without moving the module's buffers (running statistics,
+    counters): they are put back afterwards, so checks never change what training does."""
+    state = _BufferState(module)
+    try:
+        yield
+    finally:
+        state.restore()
 
 
 def _first_line(e: Exception) -> str:

@@ -91,9 +91,9 @@ from pyro_gen.infer.checkpoint import (
     resume_checkpoint,
     write_checkpoint,
 )
-from pyro_gen.infer.objectives import make_elbo
 from pyro_gen.infer.schedules import BetaSchedule
-from pyro_gen.infer.trainer import FUSED_OPTIMIZERS, OPTIMIZERS, TrainConfig
+from pyro_gen.infer.step import SVIStep, make_optimizer
+from pyro_gen.infer.trainer import TrainConfig
 from pyro_gen.io import atomic_open, check_writable
 from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair
 from pyro_gen.models.persistence import save_model
@@ -136,11 +136,14 @@ def state_digest(module: nn.Module) -> str:
 
 
 class ELBOLoss(nn.Module):
-    """The negative ELBO per datapoint of a model/guide pair, as an ``nn.Module``.
+    """The negative β-ELBO per datapoint of a model/guide pair, as an ``nn.Module``: the
+    objective of :class:`~pyro_gen.infer.step.SVIStep` (the same checks, β on the latents, the
+    N/B scale of the ``"data"`` plate where the program has global latents, named batches).
 
     Its parameters are those of the pair's module (the ``net`` submodule), so a torch optimiser,
     DDP or Lightning see them; ``forward(x, **observed)`` runs Pyro with
-    ``module_local_params=True`` (no global param store) and validation off.
+    ``module_local_params=True`` (no global param store) and validation off. ``beta`` is set by
+    the β schedule; ``num_data`` (N, default: the batch's size) by :func:`fit_lightning`.
     """
 
     def __init__(
@@ -161,12 +164,17 @@ class ELBOLoss(nn.Module):
             )
         self.net = pair.module
         object.__setattr__(self, "pair", pair)  # not a submodule: net already is
-        self.elbo = make_elbo(elbo, num_particles)
+        object.__setattr__(self, "step", SVIStep(pair, elbo=elbo, num_particles=num_particles))
+        self.beta = 1.0
+        self.num_data: int | None = None
 
     def forward(self, x: torch.Tensor, **observed) -> torch.Tensor:
+        batch = {"x": x, **observed}
         with pyro.settings.context(module_local_params=True), pyro.validation_enabled(False):
-            loss = self.elbo.differentiable_loss(self.pair.model, self.pair.guide, x, **observed)
-        return loss / x.shape[0]
+            if self.step.loss is None:  # the objective is built (and checked) on first use
+                self.step.init(batch, num_data=self.num_data or x.shape[0], total_steps=1)
+            self.step.beta = self.beta
+            return self.step.objective(*batch.values())
 
 
 @dataclass
@@ -243,21 +251,17 @@ def _make_class(pl) -> type:
         # -- optimisation ------------------------------------------------------------------
         def configure_optimizers(self):
             c = self.config
-            params = [p for p in self.loss_fn.parameters() if p.requires_grad]
-            kwargs: dict[str, Any] = {"lr": c.lr}
-            if c.weight_decay:
-                kwargs["weight_decay"] = c.weight_decay
-            if c.fused:
-                if c.optimizer not in FUSED_OPTIMIZERS:
-                    raise ConfigError(f"fused=True needs one of {list(FUSED_OPTIMIZERS)}.")
-                kwargs["fused"] = True
-            optimizer = OPTIMIZERS[c.optimizer](params, **kwargs)
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            if c.lr_schedule == "cosine":
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-            elif c.lr_schedule == "exponential":
-                sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=c.lr_gamma)
-            else:
+            optimizer, sched = make_optimizer(
+                [p for p in self.loss_fn.parameters() if p.requires_grad],
+                optimizer=c.optimizer,
+                lr=c.lr,
+                weight_decay=c.weight_decay,
+                fused=c.fused,
+                lr_schedule=c.lr_schedule,
+                lr_gamma=c.lr_gamma,
+                total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+            )
+            if sched is None:
                 return optimizer
             return {
                 "optimizer": optimizer,
@@ -280,17 +284,12 @@ def _make_class(pl) -> type:
             pyro.set_rng_seed((c.seed + self.global_rank + 1_000_003 * self.global_step) % 2**32)
             self._t0 = time.perf_counter()
 
-        def on_train_end(self) -> None:
-            if hasattr(self.pair.module, "beta"):
-                self.pair.module.beta = self.beta_target
-
         def training_step(self, batch, batch_idx: int) -> torch.Tensor:
             x = batch[0] if isinstance(batch, (list, tuple)) else batch
             if self.dynamic_binarization:
                 x = torch.bernoulli(x)
-            beta = self._betas(self.global_step) if self._betas is not None else 1.0
-            if hasattr(self.pair.module, "beta"):
-                self.pair.module.beta = beta
+            # β is the objective's argument (the model is never written to)
+            self.loss_fn.beta = self._betas(self.global_step) if self._betas is not None else 1.0
             loss = self.loss_fn(x)
             self._window.append(loss.detach())
             return loss
@@ -666,6 +665,7 @@ def fit_lightning(
         )
     pyro.set_rng_seed(cfg.seed)
     lit = svi_module(pair, config=cfg)
+    lit.loss_fn.num_data = train.shape[0]  # the full-data ELBO where there are global latents
     lit.dynamic_binarization = dynamic_binarization
     owner = next(iter(pair.module.parameters()), None)
     probe = train[: min(8, cfg.batch_size)].to(owner.device if owner is not None else "cpu")

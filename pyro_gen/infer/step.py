@@ -41,7 +41,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.terms import _plate_nesting
-from pyro_gen.infer.capture import CapturedLoss
+from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.handlers import ScaleData, ScaleLatents
 from pyro_gen.infer.objectives import ENUM_ELBOS, make_elbo
 from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair
@@ -177,7 +177,11 @@ class SVIStep:
         self.data_scale = self._num_data / b if globals_ else 1.0
         nesting = None
         if self.elbo_name in ENUM_ELBOS:
-            with torch.random.fork_rng(devices=_rng_devices(x)), torch.no_grad():
+            with (
+                torch.random.fork_rng(devices=_rng_devices(x)),
+                buffers_kept(self.pair.module),
+                torch.no_grad(),
+            ):
                 nesting = _plate_nesting(self.pair.model, self.pair.guide, x[:1], kw)
         self.elbo = make_elbo(
             self.elbo_name, self.num_particles, max_plate_nesting=nesting, exact_value=False
@@ -203,6 +207,7 @@ class SVIStep:
         small = {k: v[:n] if _per_datapoint(v, x) else v for k, v in kw.items()}
         with (
             torch.random.fork_rng(devices=_rng_devices(x)),
+            buffers_kept(self.pair.module),
             torch.no_grad(),
             pyro.settings.context(module_local_params=True),
             pyro.validation_enabled(False),

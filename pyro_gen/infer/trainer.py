@@ -41,12 +41,12 @@ from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteEr
 from pyro_gen.evaluate.log_likelihood import check_guide
 from pyro_gen.evaluate.terms import TraceSiteError, elbo_terms
 from pyro_gen.infer import callbacks as cb
-from pyro_gen.infer.capture import CapturedLoss
+from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.checkpoint import latest_checkpoint, resume_checkpoint, write_checkpoint
 from pyro_gen.infer.objectives import ELBOS
 from pyro_gen.infer.step import FUSED_OPTIMIZERS, LR_SCHEDULES, OPTIMIZERS, SVIStep
 from pyro_gen.io import check_writable
-from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair
+from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair, prepare_data
 from pyro_gen.models.persistence import save_model
 
 __all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "LR_SCHEDULES", "FUSED_OPTIMIZERS"]
@@ -324,24 +324,17 @@ class Trainer:
         return out
 
     def _prepare_x(self, x: torch.Tensor, what: str) -> torch.Tensor:
-        from pyro_gen.models import pair as contract
-
-        prepare = getattr(contract, "prepare_data", None)
-        if prepare is not None:  # the one check every entry point shares
-            if self.config.validate:
-                probe = torch.bernoulli(x.clamp(0, 1)) if self._dynamic else x
-                checked = prepare(self.pair, probe, what=f"{what} data")
-                return checked if not self._dynamic else x.to(checked.dtype)
-            return x if x.is_floating_point() else x.float()
-        if not x.is_floating_point():
-            x = x.float()
-        if self.config.validate:
-            check = self.pair.check_data
-            if check is not None:
-                check(x) if not self._dynamic else check(torch.bernoulli(x.clamp(0, 1)))
-            elif not torch.isfinite(x).all():
-                raise DataError(f"{what} data holds NaN or Inf values.")
-        return x
+        """The observations: cast to the model's dtype and checked by the one check every entry
+        point shares (:func:`pyro_gen.models.prepare_data`); with dynamic binarization the
+        check sees one binarised draw (on a forked random stream)."""
+        if not self.config.validate:
+            return x if x.dtype == self.pair.dtype else x.to(self.pair.dtype)
+        if not self._dynamic:
+            return prepare_data(self.pair, x, what=f"{what} data")
+        x = x if x.is_floating_point() else x.to(self.pair.dtype)
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            checked = prepare_data(self.pair, torch.bernoulli(x.clamp(0, 1)), what=f"{what} data")
+        return x.to(checked.dtype)
 
     def _permutation(self, n: int, epoch: int) -> torch.Tensor:
         """The epoch's data order: a function of (seed, epoch), so a resumed run needs no state."""
@@ -513,10 +506,12 @@ class Trainer:
             capture=self._capture_wanted(),
         )
         first = self._batch(0, self._permutation(n, 0))
-        with torch.random.fork_rng(devices=self._rng_devices()):  # checks draw no training noise
+        # the checks draw no training noise and move no buffer
+        with torch.random.fork_rng(devices=self._rng_devices()):
             if c.validate:
-                x, kw = first["x"][:8], {k: v[:8] for k, v in first.items() if k != "x"}
-                check_pair(self.pair, x, **kw)
+                with buffers_kept(self.module):
+                    x, kw = first["x"][:8], {k: v[:8] for k, v in first.items() if k != "x"}
+                    check_pair(self.pair, x, **kw)
             with pyro.validation_enabled(False):
                 self.step.init(first, num_data=n, total_steps=self.total_steps)
         self.callbacks = self._default_callbacks(valid) + self.extra_callbacks

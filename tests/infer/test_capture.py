@@ -249,3 +249,79 @@ def test_a_program_that_keeps_changing_stops_being_captured():
         for n in (2, 2, 3, 3, 2, 2, 3, 3, 2, 2):  # each new shape evicts the one graph kept
             loss(torch.ones(n, 3))
     assert loss.stats["captures"] == 4 and loss.disabled
+
+
+# -- captured steps never change what a step does -------------------------------------------------
+class NormedVAE(VAE):
+    """A VAE whose guide normalises its input with BatchNorm1d (running statistics, a counter)."""
+
+    capturable = True
+
+    def __init__(self) -> None:
+        super().__init__(data_shape=(12,), latent_dim=3, hidden=(16,))
+        self.norm = torch.nn.BatchNorm1d(12)
+
+    def guide(self, x):
+        return super().guide(self.norm(x))
+
+
+def _train_normed(capture: str) -> tuple[NormedVAE, Trainer]:
+    torch.manual_seed(0)
+    net = NormedVAE()
+    trainer = Trainer(
+        net,
+        batch_size=16,
+        max_steps=10,
+        log_every=1,
+        capture=capture,
+        progress=False,
+        validate=False,
+    )
+    trainer.fit(data(160))
+    return net, trainer
+
+
+def test_buffers_advance_exactly_once_per_step_with_capture():
+    eager, _ = _train_normed("off")
+    captured, trainer = _train_normed("on")
+    assert trainer.loss.stats["replays"] >= 7 and trainer.loss.disabled is None
+    assert int(eager.norm.num_batches_tracked) == 10
+    assert int(captured.norm.num_batches_tracked) == 10  # not 12: capture runs the program 3x
+    for key, value in eager.state_dict().items():
+        assert torch.equal(value, captured.state_dict()[key]), key
+
+
+def test_capture_is_opt_in_per_model_class():
+    class Plain(VAE):  # a subclass that does not declare itself capturable
+        capturable = False
+
+    torch.manual_seed(0)
+    trainer = Trainer(
+        Plain(data_shape=(12,), latent_dim=3, hidden=(16,)),
+        batch_size=16,
+        max_steps=4,
+        progress=False,
+    )
+    trainer.fit(data(64))
+    assert trainer.loss.disabled == "capture is off" and trainer.loss.stats["replays"] == 0
+
+
+def test_a_python_counter_outside_the_key_makes_capture_give_up_with_the_eager_value():
+    weight = torch.nn.Parameter(torch.tensor(2.0))
+    module = torch.nn.Module()
+    module.weight = weight
+    calls = {"n": 0}
+
+    def loss_fn(x):
+        calls["n"] += 1
+        return (x * weight).sum() * calls["n"]  # the counter is baked into a capture
+
+    captured = CapturedLoss(loss_fn, module)
+    x = torch.ones(3)
+    assert float(captured(x)) == 6.0  # eager: n = 1
+    with pytest.warns(UserWarning, match="does not reproduce the eager loss"):
+        value = captured(x)  # the capture: trace (n = 2), eager check (n = 3), replay (n = 2)
+    assert captured.disabled is not None and "does not reproduce" in captured.disabled
+    assert float(value) == 18.0  # the eager check's value, not the replay's 12
+    value.backward()
+    assert float(weight.grad) == 9.0  # and its gradient

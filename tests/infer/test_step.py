@@ -1,0 +1,206 @@
+"""SVIStep and the loop around it: named batches, objectives by name, the full-data ELBO, the
+contract's refusals, the wall-clock budget."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import config_enumerate
+from pyro.nn import PyroModule, PyroParam
+from torch import nn
+
+from pyro_gen.errors import ConfigError, DataError
+from pyro_gen.infer import Trainer
+from pyro_gen.infer.step import SVIStep
+from pyro_gen.models import VAE, as_pair
+
+
+# -- fault 3: a global latent with minibatches ----------------------------------------------------
+class GlobalMean(PyroModule):
+    """x_n ~ N(μ, 1), μ ~ N(0, 10²); q(μ) = N(m, s²): one global latent, outside the plate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = nn.Parameter(torch.tensor(0.0))
+        self.s = PyroParam(torch.tensor(1.0), constraint=dist.constraints.positive)
+
+    def model(self, x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def guide(self, x):
+        pyro.sample("mu", dist.Normal(self.m, self.s))
+
+
+def test_global_latent_objective_is_stationary_at_the_full_data_posterior():
+    """Over an epoch of minibatches (B = 50 of N = 2000), the objective's expected gradient is
+    zero at the exact posterior q = N(Σx/(N + 1/100), 1/(N + 1/100)), sd 0.0224, and pushes
+    down at sd 1/√B = 0.14, the posterior of one batch (where an unscaled likelihood sits)."""
+    n, b = 2000, 50
+    x = torch.randn(n, generator=torch.Generator().manual_seed(0)) + 3.0
+    exact_sd = 1 / math.sqrt(n + 1 / 100)
+    exact_mean = float(x.sum()) / (n + 1 / 100)
+    net = GlobalMean()
+    step = SVIStep(as_pair(net), elbo="meanfield", num_particles=200)
+    step.init({"x": x[:b]}, num_data=n, total_steps=1)
+    assert step.data_scale == n / b
+
+    def epoch_gradient(sd: float) -> float:
+        """d loss / d log sd, averaged over the epoch's batches (loss: nats per datapoint)."""
+        with torch.no_grad():
+            net.m.fill_(exact_mean)
+            net.s = torch.tensor(sd)
+        grads = []
+        with pyro.settings.context(module_local_params=True):
+            for i in range(0, n, b):
+                loss = step.objective(x[i : i + b])
+                grads.append(torch.autograd.grad(loss, net.s_unconstrained)[0])
+        return float(torch.stack(grads).mean())
+
+    pyro.set_rng_seed(0)
+    # d/d log s of the full-data objective per datapoint: s² − (1 − s²/100)/N
+    batch_sd = 1 / math.sqrt(b)
+    want = batch_sd**2 - (1 - batch_sd**2 / 100) / n
+    assert epoch_gradient(batch_sd) == pytest.approx(want, rel=0.05)
+    assert abs(epoch_gradient(exact_sd)) < 0.02 * want
+
+
+def test_local_latents_only_keep_the_batch_mean_loss():
+    """No global latent: the loss is −ELBO per datapoint of the batch, no N/B factor."""
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((40, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    step = SVIStep(as_pair(vae))
+    step.init({"x": x[:10]}, num_data=40, total_steps=1)
+    assert step.data_scale == 1.0
+    with pyro.settings.context(module_local_params=True):
+        pyro.set_rng_seed(0)
+        loss = step.objective(x[:10])
+        pyro.set_rng_seed(0)
+        direct = pyro.infer.Trace_ELBO().differentiable_loss(vae.model, vae.guide, x[:10]) / 10
+    assert float(loss) == pytest.approx(float(direct), rel=1e-6)
+
+
+# -- fault 1: enumeration marks -------------------------------------------------------------------
+class TwoMeans(PyroModule):
+    """y ~ Cat(½, ½), x | y ~ N(loc_y, 1); q(y) = Cat(softmax(logits)), marked for enumeration."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([0.3, -0.2]))
+        self.locs = nn.Parameter(torch.tensor([-1.0, 2.0]))
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(logits=x.new_zeros(2)))
+            pyro.sample("x", dist.Normal(self.locs[y], 1.0), obs=x)
+
+    @config_enumerate
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Categorical(logits=self.logits.expand(x.shape[0], 2)))
+
+
+def test_an_enumeration_mark_without_elbo_enum_is_refused_with_the_fix():
+    x = torch.randn(32)
+    with pytest.raises(ConfigError, match=r"site 'y' is marked for enumeration.*elbo='enum'"):
+        Trainer(TwoMeans(), batch_size=8, max_steps=2, progress=False).fit(x)
+
+
+def test_elbo_enum_sums_the_label_out_exactly():
+    net, x = TwoMeans(), torch.tensor([-1.5, 0.2, 2.5, 1.0])
+    step = SVIStep(as_pair(net), elbo="enum")
+    step.init({"x": x}, num_data=4, total_steps=1)
+    with pyro.settings.context(module_local_params=True):
+        loss = float(step.objective(x))
+        again = float(step.objective(x))
+    with torch.no_grad():
+        q = torch.softmax(net.logits, 0)
+        log_joint = math.log(0.5) + dist.Normal(net.locs[:, None], 1.0).log_prob(x)  # [2, N]
+        elbo = (q[:, None] * (log_joint - q.log()[:, None])).sum(0)  # exact: no sampling
+    assert loss == again  # an exact sum draws no noise
+    assert loss == pytest.approx(float(-elbo.mean()), rel=1e-6)
+    history = Trainer(net, batch_size=4, max_steps=3, elbo="enum", progress=False).fit(x)
+    assert len(history) == 3 and all(math.isfinite(r["loss"]) for r in history)
+
+
+# -- fault 2: a parameter in Pyro's global param store --------------------------------------------
+class GlobalParam(PyroModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.tensor(0.0))
+
+    def model(self, x):
+        shift = pyro.param("shift", torch.tensor(0.5))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(self.loc + shift, 1.0), obs=x)
+
+    def guide(self, x):
+        pass
+
+
+def test_a_global_pyro_param_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=r"pyro.param\('shift'\).*nn.Parameter"):
+        Trainer(GlobalParam(), batch_size=8, max_steps=2, progress=False).fit(torch.randn(16))
+
+
+# -- named batches --------------------------------------------------------------------------------
+class Shifted(PyroModule):
+    """x_n ~ N(loc + y_n, 1): y is an observed attribute passed by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.tensor(0.0))
+
+    def model(self, x, y):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(self.loc + y, 1.0), obs=x)
+
+    def guide(self, x, y):
+        pass
+
+
+def test_named_batches_reach_model_and_guide_by_name():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(256, generator=g) * 5
+    x = y + 1.5 + 0.1 * torch.randn(256, generator=g)
+    net = Shifted()
+    Trainer(net, batch_size=32, epochs=30, lr=0.05, progress=False).fit({"x": x, "y": y})
+    assert float(net.loc) == pytest.approx(1.5, abs=0.05)  # only right if y was used row by row
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"x": torch.randn(8), "y": torch.randn(7)}, "same length"),
+        ({"y": torch.randn(8)}, "no entry 'x'"),
+        ({"x": torch.randn(8), "y": [1.0] * 8}, "'y' must be a torch.Tensor"),
+        ({"x": torch.randn(8), "y": torch.tensor([0.0] * 7 + [math.nan])}, "'y' holds NaN"),
+    ],
+)
+def test_bad_named_batches_are_refused(data, match):
+    with pytest.raises(DataError, match=match):
+        Trainer(Shifted(), batch_size=4, max_steps=1, progress=False).fit(data)
+
+
+# -- the wall-clock budget ------------------------------------------------------------------------
+def test_max_time_stops_with_a_checkpoint(tmp_path):
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((64, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    trainer = Trainer(
+        vae, batch_size=8, max_steps=10**7, max_time=0.5, progress=False, run_dir=tmp_path / "r"
+    )
+    trainer.fit(x)
+    assert trainer.stopped_by == "max_time"
+    assert 0 < trainer.state.step < 10**7
+    assert 0.5 <= trainer.state.elapsed < 5.0
+    assert (tmp_path / "r" / "checkpoints" / f"step-{trainer.state.step:09d}").is_dir()
+
+
+def test_max_time_must_be_positive():
+    with pytest.raises(ConfigError, match="max_time"):
+        Trainer(VAE(data_shape=(6,), latent_dim=2, hidden=(8,)), max_time=0)
