@@ -47,11 +47,13 @@ from pyro_gen.infer.objectives import ELBOS
 from pyro_gen.infer.step import FUSED_OPTIMIZERS, LR_SCHEDULES, OPTIMIZERS, SVIStep
 from pyro_gen.io import check_writable
 from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair, prepare_data
-from pyro_gen.models.persistence import save_model
+from pyro_gen.models.persistence import read_config, save_model
 
 __all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "LR_SCHEDULES", "FUSED_OPTIMIZERS"]
 
 CAPTURE_MODES = ("auto", "on", "off")
+# settings a resume must share with the run it continues (data order, objective, optimiser state)
+RESUME_FIXED = ("seed", "batch_size", "elbo", "num_particles", "optimizer", "beta_schedule")
 
 
 @dataclass
@@ -591,11 +593,36 @@ class Trainer:
         return path
 
     def _restore(self) -> None:
+        self._check_same_run()
         _, weights, state = resume_checkpoint(self.run_dir, stacklevel=4)
         self.module.load_state_dict(weights)
         self.step.load_state_dict(state)
         self.state = _State(**state["trainer"])
         self._set_rng_state(state["rng"])
+
+    def _check_same_run(self) -> None:
+        """A resume continues the run it finds: the settings that decide the data order, the
+        objective and the optimiser's state must be the saved ones (else a silently different
+        run); budgets (epochs, max_steps, max_time) and the rest may change."""
+        try:
+            saved = read_config(self.run_dir).get("train") or {}
+        except Exception:  # an older run folder without a train section: nothing to compare
+            return
+        mine = dataclasses.asdict(self.config)
+        differ = {
+            k: (saved[k], mine[k])
+            for k in RESUME_FIXED
+            if k in saved and k in mine and saved[k] != mine[k]
+        }
+        if differ:
+            what = ", ".join(
+                f"{k}={new!r} (the run has {old!r})" for k, (old, new) in differ.items()
+            )
+            raise ConfigError(
+                f"resume of {self.run_dir} with other settings: {what}. A resumed run continues "
+                "with the saved data order, objective and optimiser: pass the run's settings "
+                "(pyro-gen train --resume reads them from config.json), or start a new run."
+            )
 
     # -- the non-finite guard ------------------------------------------------------------------
     def raise_non_finite(self, headline: str, what: str) -> None:
