@@ -36,6 +36,7 @@ from pyro_gen.infer import (
     TrainConfig,
     Trainer,
 )
+from pyro_gen.infer.trainer import parse_duration
 from pyro_gen.io import read_json, write_json
 from pyro_gen.models import LIKELIHOODS, MODELS, get_model_class
 from pyro_gen.models.persistence import load_model, read_config
@@ -100,18 +101,10 @@ def _int_list(text: str) -> list[int]:
 
 def _duration(text: str) -> float:
     """Seconds from ``90``, ``90s``, ``10m``, ``1.5h`` or ``2d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    t = str(text).strip().lower()
-    scale = units.get(t[-1:], None)
     try:
-        value = float(t[:-1] if scale else t) * (scale or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration such as 600, 90s, 10m or 1.5h; got {text!r}"
-        ) from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"a duration must be > 0; got {text!r}")
-    return value
+        return parse_duration(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -197,7 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="torch optimiser (default adam)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="learning-rate schedule")
-    g.add_argument("--elbo", choices=sorted(ELBOS), help="SVI objective (default trace)")
+    g.add_argument(
+        "--elbo",
+        choices=sorted(ELBOS),
+        help="SVI objective (default trace): trace = Trace_ELBO (Monte-Carlo KL); meanfield = "
+        "analytic KL where it exists; enum = TraceEnum_ELBO, sums out sites marked with "
+        "config_enumerate; jit, jit_meanfield, jit_enum = the same compiled with Pyro's JIT "
+        "(fixed shapes, constant β)",
+    )
     g.add_argument("--num-particles", type=int, help="ELBO particles per datapoint (default 1)")
     g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="β per step (default constant)")
     g.add_argument("--warmup-steps", type=int, help="steps of the linear β warm-up (default 1000)")

@@ -10,8 +10,10 @@ The loop (:class:`~pyro_gen.infer.Trainer`) owns order, epochs and the budget; i
     on_epoch_end(trainer)                  validation, early stopping, checkpoint
     on_fit_end(trainer)                    the final checkpoint and history
 
-A callback stops training by setting ``trainer.should_stop = True``. Callbacks keep what a
-resume needs in ``trainer.state`` (saved in every checkpoint), so a resumed run continues exactly.
+A callback stops training by setting ``trainer.should_stop = True``: the loop stops after
+the current step (``trainer.stopped_by`` is then ``"callback"`` unless the callback set it).
+Callbacks keep what a resume needs in ``trainer.state`` (saved in every checkpoint), so a
+resumed run continues exactly.
 
 >>> import torch
 >>> from pyro_gen.infer import Trainer
@@ -257,7 +259,7 @@ class Validation(Callback):
         else:
             s.bad_epochs += 1
         if self.patience is not None and s.bad_epochs >= self.patience:
-            trainer.should_stop = True
+            trainer.should_stop, trainer.stopped_by = True, "early_stopping"
 
 
 class Checkpointing(Callback):

@@ -212,10 +212,13 @@ class SVIStep:
             pyro.settings.context(module_local_params=True),
             pyro.validation_enabled(False),
         ):
-            guide_tr = poutine.trace(self.pair.guide).get_trace(x[:n], **small)
-            model_tr = poutine.trace(poutine.replay(self.pair.model, trace=guide_tr)).get_trace(
-                x[:n], **small
-            )
+            try:
+                guide_tr = poutine.trace(self.pair.guide).get_trace(x[:n], **small)
+                model_tr = poutine.trace(poutine.replay(self.pair.model, trace=guide_tr)).get_trace(
+                    x[:n], **small
+                )
+            except TypeError as e:
+                raise argument_error(self._names, e) from e
         own = {id(p) for p in self.pair.module.parameters()}
         store = pyro.get_param_store()
         has_global = False
@@ -315,6 +318,17 @@ class SVIStep:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+
+
+def argument_error(names, e: TypeError) -> Exception:
+    """A ConfigError naming the batch's entries when model or guide refused one (else ``e``)."""
+    if "argument" not in str(e):
+        return e
+    rest = ", ".join(f"{k}=..." for k in names if k != "x")
+    return ConfigError(
+        f"the batch's entries {list(names)} are passed to model and guide as model(x, {rest}); "
+        f"{e}. Give the batch exactly the arguments model and guide take."
+    )
 
 
 def _null():

@@ -24,6 +24,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +45,25 @@ from pyro_gen.infer import callbacks as cb
 from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.checkpoint import latest_checkpoint, resume_checkpoint, write_checkpoint
 from pyro_gen.infer.objectives import ELBOS
-from pyro_gen.infer.step import FUSED_OPTIMIZERS, LR_SCHEDULES, OPTIMIZERS, SVIStep
+from pyro_gen.infer.step import (
+    FUSED_OPTIMIZERS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SVIStep,
+    argument_error,
+)
 from pyro_gen.io import check_writable
 from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair, prepare_data
 from pyro_gen.models.persistence import read_config, save_model
 
-__all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "LR_SCHEDULES", "FUSED_OPTIMIZERS"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "parse_duration",
+    "OPTIMIZERS",
+    "LR_SCHEDULES",
+    "FUSED_OPTIMIZERS",
+]
 
 CAPTURE_MODES = ("auto", "on", "off")
 # settings a resume must share with the run it continues (data order, objective, optimiser state)
@@ -103,6 +117,8 @@ class TrainConfig:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_time, str):  # "90s", "10m", "1.5h" as on the CLI
+            self.max_time = parse_duration(self.max_time)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             want = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
@@ -188,6 +204,45 @@ class _StopRequest:
 Batch = Mapping[str, torch.Tensor]
 
 
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number or ``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"``, ``"2d"``; ValueError
+    (a ConfigError) when it is none of these or not > 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        text = str(value).strip().lower()
+        scale = units.get(text[-1:])
+        try:
+            seconds = float(text[:-1] if scale else text) * (scale or 1)
+        except ValueError:
+            raise ConfigError(
+                f"expected a duration such as 600, '90s', '10m' or '1.5h'; got {value!r}."
+            ) from None
+    if not seconds > 0:
+        raise ConfigError(f"a duration must be > 0 seconds; got {value!r}.")
+    return seconds
+
+
+def _check_callbacks(callbacks) -> list:
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, cb.Callback) or not isinstance(callbacks, (list, tuple)):
+        raise ConfigError(
+            f"callbacks must be a list of pyro_gen.infer.callbacks.Callback; got "
+            f"{type(callbacks).__name__} (wrap a single one: callbacks=[it])."
+        )
+    hooks = ("on_fit_start", "on_step_start", "on_update", "on_step_end", "on_epoch_end")
+    for c in callbacks:
+        missing = [h for h in hooks + ("on_fit_end",) if not callable(getattr(c, h, None))]
+        if missing:
+            raise ConfigError(
+                f"callback {c!r} lacks {missing}; subclass pyro_gen.infer.callbacks.Callback "
+                "(its hooks do nothing until overridden)."
+            )
+    return list(callbacks)
+
+
 class Trainer:
     """The training loop: named minibatches, an :class:`SVIStep`, callbacks.
 
@@ -248,7 +303,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = resume
         self.sections = dict(sections or {})
-        self.extra_callbacks = list(callbacks or [])
+        self.extra_callbacks = _check_callbacks(callbacks)
         if resume and self.run_dir is None:
             raise ConfigError("resume=True needs the run_dir of the run to continue.")
         self.device = resolve_device(self.config.device)
@@ -304,7 +359,12 @@ class Trainer:
                     f"{what} data entry {name!r} must be a torch.Tensor; got "
                     f"{type(value).__name__}."
                 )
-            if value.dim() == 0 or value.shape[0] == 0:
+            if value.dim() == 0:
+                raise DataError(
+                    f"{what} data entry {name!r} is a scalar: entries need a datapoint axis "
+                    "first (one value per datapoint); pass a constant as a model argument."
+                )
+            if value.shape[0] == 0:
                 raise DataError(f"{what} data entry {name!r} is empty (shape {list(value.shape)}).")
             if n is None:
                 n = value.shape[0]
@@ -316,6 +376,13 @@ class Trainer:
             if name == "x":
                 value = self._prepare_x(value, what)
             elif value.is_floating_point() and self.config.validate:
+                if value.dtype != self.pair.dtype:
+                    warnings.warn(
+                        f"casting {what} data entry {name!r} from {value.dtype} to the model's "
+                        f"{self.pair.dtype}.",
+                        stacklevel=4,
+                    )
+                    value = value.to(self.pair.dtype)
                 if not torch.isfinite(value).all():
                     bad = (~torch.isfinite(value)).nonzero()[0].tolist()
                     raise DataError(
@@ -422,12 +489,15 @@ class Trainer:
             s.step += 1
             for c in self.callbacks:
                 c.on_step_end(self, metrics)
+            if self.should_stop:  # a callback asked: stop after this step
+                self.stopped_by = self.stopped_by or "callback"
+                return False
         self.settle()
         s.epoch += 1
         for c in self.callbacks:
             c.on_epoch_end(self)
         if self.should_stop:
-            self.stopped_by = self.stopped_by or "early_stopping"
+            self.stopped_by = self.stopped_by or "callback"
             return False
         return True
 
@@ -513,7 +583,10 @@ class Trainer:
             if c.validate:
                 with buffers_kept(self.module):
                     x, kw = first["x"][:8], {k: v[:8] for k, v in first.items() if k != "x"}
-                    check_pair(self.pair, x, **kw)
+                    try:
+                        check_pair(self.pair, x, **kw)
+                    except TypeError as e:
+                        raise argument_error(first, e) from e
             with pyro.validation_enabled(False):
                 self.step.init(first, num_data=n, total_steps=self.total_steps)
         self.callbacks = self._default_callbacks(valid) + self.extra_callbacks

@@ -204,3 +204,52 @@ def test_max_time_stops_with_a_checkpoint(tmp_path):
 def test_max_time_must_be_positive():
     with pytest.raises(ConfigError, match="max_time"):
         Trainer(VAE(data_shape=(6,), latent_dim=2, hidden=(8,)), max_time=0)
+
+
+# -- what a new user tried -------------------------------------------------------------------------
+def test_a_callback_stops_training_after_the_current_step():
+    from pyro_gen.infer.callbacks import Callback
+
+    class StopAtThree(Callback):
+        def on_step_end(self, trainer, metrics):
+            if trainer.state.step == 3:
+                trainer.should_stop = True
+
+    x = torch.bernoulli(torch.full((200, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    trainer = Trainer(vae, batch_size=10, epochs=5, progress=False, callbacks=[StopAtThree()])
+    trainer.fit(x)
+    assert trainer.state.step == 3 and trainer.stopped_by == "callback"
+
+
+@pytest.mark.parametrize("callbacks", [object(), [object()]])
+def test_callbacks_are_checked_when_the_trainer_is_built(callbacks):
+    with pytest.raises(ConfigError, match="Callback"):
+        Trainer(VAE(data_shape=(6,), latent_dim=2, hidden=(8,)), callbacks=callbacks)
+
+
+def test_max_time_takes_the_clis_durations():
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    assert Trainer(vae, max_time="1.5m").config.max_time == 90.0
+    with pytest.raises(ConfigError, match="duration"):
+        Trainer(vae, max_time="soon")
+
+
+def test_batch_entries_the_program_does_not_take_are_named():
+    x, y = torch.randn(16), torch.randn(16)
+    with pytest.raises(ConfigError, match=r"entries \['x', 'y', 'junk'\]"):
+        Trainer(Shifted(), batch_size=4, max_steps=1, progress=False).fit(
+            {"x": x, "y": y, "junk": torch.zeros(16)}
+        )
+    with pytest.raises(DataError, match="scalar"):
+        Trainer(Shifted(), batch_size=4, max_steps=1, progress=False).fit(
+            {"x": x, "y": torch.tensor(1.0)}
+        )
+
+
+def test_float64_named_entries_are_cast_with_the_data():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(64, generator=g, dtype=torch.float64)
+    x = y + 1.0
+    with pytest.warns(UserWarning, match="'y' from torch.float64"):
+        Trainer(Shifted(), batch_size=16, max_steps=2, progress=False).fit({"x": x, "y": y})
