@@ -24,6 +24,7 @@ from pyro_gen.evaluate import (
 )
 from pyro_gen.evaluate.diagnostics import PSIS_MIN_SAMPLES, import_arviz
 from pyro_gen.evaluate.log_likelihood import NonFiniteWeightsError, importance_chunks
+from pyro_gen.evaluate.terms import TraceSiteError
 from pyro_gen.models.pair import as_pair
 
 
@@ -335,3 +336,117 @@ def test_zero_weights_name_the_datapoints():
     msg = str(info.value)
     assert "2 datapoint(s), indices [9, 12]" in msg and "rows from 12 on" in msg
     assert "every particle has weight 0" in msg
+
+
+# -- pointwise_terms: keywords, particle paths, and the site named in each error ----------------
+def test_pointwise_terms_split_keywords_with_the_datapoints():
+    # n x K = 33 rows > max_rows = 4: one datapoint per call, its own y (a tensor keyword with
+    # N rows); a 0-dim tensor and None pass through unsplit
+    g = torch.Generator().manual_seed(7)
+    x = 3 * torch.randn(11, generator=g, dtype=torch.float64)
+    y = torch.randn(11, generator=g, dtype=torch.float64)
+    m = _Conjugate()
+    scale = torch.tensor(1.0, dtype=torch.float64)
+    for vectorize in (True, False):
+        t = pointwise_terms(
+            m.model, m.guide, x, num_particles=3, max_rows=4, vectorize=vectorize,
+            y=y, b=None, scale=scale,
+        )  # fmt: skip
+        exact = _Conjugate.exact(x, y)
+        torch.testing.assert_close(t.log_weight, exact.expand(3, 11), rtol=0, atol=1e-9)
+    assert pointwise_terms(m.model, m.guide, x, y=y).log_weight.shape == (1, 11)  # K = 1
+    with pytest.raises(ValueError, match="num_particles must be >= 1; got 0"):
+        pointwise_terms(m.model, m.guide, x, num_particles=0, y=y)
+
+
+@pytest.mark.parametrize("K", [2, 5])
+def test_particles_are_vectorized_unless_asked_not_to(K):
+    # vectorize=True (the default): the guide sees the N datapoints once, the K particles on an
+    # outer plate; vectorize=False: the datapoints repeated K times
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(6, generator=g, dtype=torch.float64)
+    y = torch.zeros(6, dtype=torch.float64)
+    m, rows = _Conjugate(), []
+
+    def guide(x, **kw):
+        rows.append(x.shape[0])
+        m.guide(x, **kw)
+
+    pointwise_terms(m.model, guide, x, num_particles=K, y=y)
+    assert set(rows) <= {1, 6} and rows[-1] == 6  # (one datapoint: how many plates it uses)
+    rows.clear()
+    pointwise_terms(m.model, guide, x, num_particles=K, y=y, vectorize=False)
+    assert rows == [K * 6]
+
+
+def test_errors_name_the_site_and_whether_it_is_in_the_model_or_the_guide():
+    def model(x, w_in_plate=True):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        if not w_in_plate:
+            pyro.sample("w", dist.Normal(0.0, 1.0))  # a model-only latent outside the plate
+
+    def guide(x, w_in_plate=True):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+    def guide_outside(x, w_in_plate=True):
+        pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0).to_event(1))
+
+    def guide_extra(x, w_in_plate=True):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+            pyro.sample("u", dist.Normal(torch.zeros_like(x), 1.0))
+
+    def model_z_outside(x, w_in_plate=True):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0).to_event(1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    x = torch.zeros(4)
+    for vectorize in (True, False):
+        cases = [
+            (model, guide_outside, {}, r"^guide site 'z' is not inside pyro.plate\('data'\)"),
+            (model_z_outside, guide, {}, r"^model site 'z' is not inside pyro.plate\('data'\)"),
+            (model, guide, {"w_in_plate": False}, r"^model site 'w' is not inside"),
+            (model, guide_extra, {}, r"^guide site 'u' has no counterpart in the model"),
+        ]
+        for mdl, gd, kw, msg in cases:
+            with pytest.raises(TraceSiteError, match=msg):
+                pointwise_terms(mdl, gd, x, num_particles=3, vectorize=vectorize, **kw)
+
+
+def test_enumerated_sites_are_named_with_their_program():
+    def model(x, enum_in="guide"):
+        with pyro.plate("data", x.shape[0]):
+            infer = {"enumerate": "parallel"} if enum_in == "model" else {}
+            c = pyro.sample("c", dist.Bernoulli(0.5 * torch.ones_like(x)), infer=infer)
+            pyro.sample("x", dist.Normal(c, 1.0), obs=x)
+
+    def guide(x, enum_in="guide"):
+        if enum_in == "guide":
+            with pyro.plate("data", x.shape[0]):
+                p = 0.5 * torch.ones_like(x)
+                pyro.sample("c", dist.Bernoulli(p), infer={"enumerate": "parallel"})
+
+    x = torch.zeros(3)
+    with pytest.raises(TraceSiteError, match=r"^guide site 'c' is enumerated"):
+        pointwise_terms(model, guide, x, num_particles=2, vectorize=False)
+    with pytest.raises(TraceSiteError, match=r"^model site 'c' is enumerated"):
+        pointwise_terms(model, guide, x, num_particles=2, vectorize=False, enum_in="model")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RuntimeError,
+    reason="terms._collect starts its [K, N] tables with torch.zeros(k, n) on the CPU: it "
+    "takes the device from the guide trace's first node, which is '_INPUT' (no 'value'), so "
+    "data on another device fails at `log_q + lq` (on CUDA as here on 'meta', its stand-in)",
+)
+def test_pointwise_terms_keep_the_tables_on_the_data_device():
+    m = _Conjugate().to("meta")
+    x = torch.zeros(3, device="meta", dtype=torch.float64)
+    with pyro.validation_enabled(False):
+        t = pointwise_terms(m.model, m.guide, x, num_particles=2, y=torch.zeros_like(x))
+    assert t.log_weight.device.type == "meta" and t.log_weight.shape == (2, 3)
