@@ -31,7 +31,7 @@ from torch.distributions import kl_divergence
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.log_likelihood import _slice_kwargs, check_guide, importance_chunks
 from pyro_gen.evaluate.terms import DATA_PLATE, TraceSiteError
-from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, prepare_and_check
+from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, forked_rng, prepare_and_check
 
 __all__ = [
     "Diagnostics",
@@ -288,7 +288,8 @@ def diagnose(
                 k: v.to(xs.device) if isinstance(v, torch.Tensor) else v
                 for k, v in _slice_kwargs(kwargs, x.shape[0], sl).items()
             }
-            info = _latent_structure(pair, xs, kw)
+            with forked_rng(xs.device):  # the importance draws' stream stays log_likelihood's
+                info = _latent_structure(pair, xs, kw)
             kl_parts, mean_parts, kl_names, mean_names = [], [], [], []
             for name, si in info.items():
                 if si.kl is not None:

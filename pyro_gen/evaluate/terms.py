@@ -112,8 +112,19 @@ def _repeat(value, n: int, k: int):
 
 def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> PointwiseTerms:
     """Sum each site's (masked, unscaled) log-density into ``[k, n]`` tables."""
-    zeros = next(iter(guide_tr.nodes.values()), {}).get("value")
-    zeros = torch.zeros(k, n) if not isinstance(zeros, torch.Tensor) else zeros.new_zeros(k, n)
+    # the tables live where the program's tensors do (the first sample site's value)
+    like = next(
+        (
+            site["value"]
+            for tr in (model_tr, guide_tr)
+            for site in tr.nodes.values()
+            if site["type"] == "sample"
+            and isinstance(site.get("value"), torch.Tensor)
+            and not site_is_subsample(site)
+        ),
+        None,
+    )
+    zeros = torch.zeros(k, n) if like is None else like.new_zeros(k, n, dtype=like.dtype)
     log_lik, log_prior, log_q, kl = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
     kl_per_site: dict[str, torch.Tensor] = {}
     for name, site in guide_tr.nodes.items():

@@ -222,12 +222,6 @@ def test_log_likelihood_and_diagnose_agree_when_the_particles_are_chunked(lg):
     assert not torch.equal(a, log_likelihood(m, x, num_samples=16, seed=5))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="diagnose traces the guide for KL/means between chunks of datapoints on the main "
-    "random stream, so from the second chunk on its draws (and log_px) differ from "
-    "log_likelihood's with the same seed",
-)
 def test_log_likelihood_and_diagnose_agree_over_chunks_of_datapoints(lg):
     make, x = lg
     m = make(guide="meanfield", widen=1.3)
@@ -437,13 +431,6 @@ def test_enumerated_sites_are_named_with_their_program():
         pointwise_terms(model, guide, x, num_particles=2, vectorize=False, enum_in="model")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="terms._collect starts its [K, N] tables with torch.zeros(k, n) on the CPU: it "
-    "takes the device from the guide trace's first node, which is '_INPUT' (no 'value'), so "
-    "data on another device fails at `log_q + lq` (on CUDA as here on 'meta', its stand-in)",
-)
 def test_pointwise_terms_keep_the_tables_on_the_data_device():
     m = _Conjugate().to("meta")
     x = torch.zeros(3, device="meta", dtype=torch.float64)
