@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import hashlib
 import math
 import os
@@ -695,6 +696,9 @@ def fit_lightning(
         "accelerator": accelerator,
         "max_epochs": cfg.epochs if cfg.max_steps is None else -1,
         "max_steps": cfg.max_steps if cfg.max_steps is not None else -1,
+        # the wall-clock budget: Lightning's Timer (its elapsed time is in every checkpoint, so
+        # the budget counts over resumes, as on one process)
+        "max_time": datetime.timedelta(seconds=cfg.max_time) if cfg.max_time else None,
         "logger": False,
         "enable_checkpointing": False,
         "enable_model_summary": False,

@@ -427,3 +427,41 @@ def test_ddp_two_cpu_processes_resume(tmp_path: Path):
     assert history_steps(run) == [2, 4, 6, 8]
     assert state_digest(load_model(run)) == ranks[0]["final"]
     assert adam_steps(newest(run)[1]) == {8.0}
+
+
+def test_max_time_stops_lightning_with_a_checkpoint(tmp_path):
+    """The wall-clock budget on the Lightning path too: stops early, the last step checkpointed."""
+    x = torch.bernoulli(torch.full((4000, 12), 0.3), generator=torch.Generator().manual_seed(0))
+    run = tmp_path / "run"
+    result = fit_lightning(
+        VAE(data_shape=(12,), latent_dim=2, hidden=(8,)),
+        x,
+        devices=1,
+        accelerator="cpu",
+        epochs=1000,
+        batch_size=8,
+        max_time=1.0,
+        progress=False,
+        run_dir=run,
+    )
+    assert 0 < result.steps < 1000 * 500
+    assert list_checkpoints(run)[-1].name == f"step-{result.steps:09d}"
+
+
+def test_elbo_loss_weights_the_latents_by_beta():
+    """Lightning's loss is the step's β-ELBO: β moves it by (β − 1)·(log q − log p)."""
+    import pyro
+
+    vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((5, 4), 0.5), generator=torch.Generator().manual_seed(0))
+    loss_fn = ELBOLoss(vae, elbo="meanfield")
+    values = {}
+    for beta in (1.0, 3.0):
+        loss_fn.beta = beta
+        pyro.set_rng_seed(0)
+        values[beta] = float(loss_fn(x))
+    pyro.set_rng_seed(0)
+    with torch.no_grad(), pyro.settings.context(module_local_params=True):
+        loc, scale = vae.encoder(x)
+        kl = (0.5 * (scale**2 + loc**2 - 1) - scale.log()).sum() / 5
+    assert values[3.0] - values[1.0] == pytest.approx(2 * float(kl), rel=1e-4)
