@@ -1,0 +1,312 @@
+"""What the ``pyro-gen`` verbs share: argument types, the data options and data specs, ``--import``
+of a user's modules, opening and writing run folders."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from pyro_gen.data import DATASETS, Dataset, load_dataset
+from pyro_gen.device import resolve_device
+from pyro_gen.errors import ConfigError, did_you_mean
+from pyro_gen.infer.trainer import parse_duration
+from pyro_gen.io import read_json, write_json
+from pyro_gen.models import MODELS, get_model_class
+from pyro_gen.models.persistence import load_model, read_config
+
+__all__ = [
+    "DATA_ARGS",
+    "add_data_arguments",
+    "add_import_argument",
+    "data_options",
+    "data_spec",
+    "duration",
+    "import_modules",
+    "int_list",
+    "json_value",
+    "key_value",
+    "load_data",
+    "model_class",
+    "open_run",
+    "require_method",
+    "run_data_spec",
+    "subset",
+    "update_summary",
+]
+
+DATA_ARGS = ("data", "data_dir", "num_train", "num_valid", "num_test", "image_size", "binarize")
+IMPORT_HELP = (
+    "import MODULE first (a dotted module name importable from the current folder or "
+    "sys.path, or a path to a .py file), so that its @register_model classes are known "
+    "(repeatable)"
+)
+
+
+# -- argument types ------------------------------------------------------------------------------
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``10m``, ``1.5h`` or ``2d``."""
+    try:
+        return parse_duration(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def json_value(text: str) -> Any:
+    """A JSON value (``3``, ``[1, 2]``, ``"tanh"``), or the text itself when it is no JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), json_value(value)
+
+
+# -- shared options ------------------------------------------------------------------------------
+def add_import_argument(parser: argparse.ArgumentParser | Any, **kwargs) -> None:
+    kwargs.setdefault("dest", "imports")
+    parser.add_argument("--import", action="append", metavar="MODULE", help=IMPORT_HELP, **kwargs)
+
+
+def add_data_arguments(group: Any, data_help: str) -> None:
+    """The data options of ``train``; the verbs that read data take them to override a run's."""
+    group.add_argument("--data", choices=DATASETS, help=data_help)
+    group.add_argument("--data-dir", help="folder with the data files (or set PYRO_GEN_DATA_DIR)")
+    group.add_argument("--num-train", type=int, help="shapes: training images (default 20000)")
+    group.add_argument("--num-valid", type=int, help="shapes: validation images (default 2000)")
+    group.add_argument("--num-test", type=int, help="shapes: test images (default 2000)")
+    group.add_argument("--image-size", type=int, help="shapes: image side in pixels (default 32)")
+    group.add_argument(
+        "--binarize", choices=("dynamic", "static", "none"), help="mnist (IDX): binarization"
+    )
+
+
+# -- data ----------------------------------------------------------------------------------------
+def data_options(s: dict) -> dict:
+    name = s["data"]
+    opts: dict[str, Any] = {}
+    if name == "shapes":
+        for key, arg in (
+            ("num_train", "num_train"),
+            ("num_valid", "num_valid"),
+            ("num_test", "num_test"),
+            ("size", "image_size"),
+        ):
+            if s.get(arg) is not None:
+                opts[key] = s[arg]
+        opts["seed"] = s["seed"]
+    elif name == "mnist":
+        if s.get("binarize"):
+            opts["binarize"] = None if s["binarize"] == "none" else s["binarize"]
+        opts["seed"] = s["seed"]
+    else:
+        for arg in ("num_train", "num_valid", "num_test", "image_size", "binarize"):
+            if s.get(arg) is not None:
+                raise ConfigError(
+                    f"--{arg.replace('_', '-')} applies to other data sets, not {name!r}."
+                )
+    return opts
+
+
+def data_spec(s: dict) -> dict:
+    """The ``data`` section of config.json from the data settings (and ``seed``) in ``s``."""
+    return {"name": s["data"], "data_dir": s.get("data_dir"), "options": data_options(s)}
+
+
+def load_data(spec: dict) -> Dataset:
+    return load_dataset(spec["name"], data_dir=spec.get("data_dir"), **spec.get("options", {}))
+
+
+def run_data_spec(run: Path, config: dict, args: argparse.Namespace) -> dict:
+    """The data of a run: its config's ``data`` section, or the one the data options give.
+
+    ``--data NAME`` replaces the run's spec (shapes and mnist are drawn from ``--seed``, as by
+    ``train``); the other data options alone change the run's spec.
+    """
+    given = {k: getattr(args, k, None) for k in DATA_ARGS}
+    if given["data"] is not None:
+        return data_spec({**given, "seed": args.seed})
+    spec = config.get("data")
+    if not spec:
+        raise ConfigError(
+            f"{run} has no data spec: its config.json has no 'data' section (the run was written "
+            "from the Python API, e.g. Trainer(model, run_dir=...).fit(x)), and "
+            f"'pyro-gen {args.verb}' needs data. Give it with --data NAME and that data set's "
+            "options, as for 'pyro-gen train': e.g. --data shapes --image-size 28, or "
+            "--data mnist --data-dir DIR."
+        )
+    if not any(v is not None for k, v in given.items() if k != "data"):
+        return spec
+    options = dict(spec.get("options") or {})
+    extra = {k: v for k, v in given.items() if v is not None and k != "data_dir"}
+    options.update(
+        data_options({**extra, "data": spec["name"], "seed": options.get("seed", args.seed)})
+    )
+    data_dir = given["data_dir"] if given["data_dir"] is not None else spec.get("data_dir")
+    return {**spec, "data_dir": data_dir, "options": options}
+
+
+def subset(x: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
+    """A seeded random subset of ``limit`` rows, in their original order (test sets may be
+    sorted by class, so the first rows are no sample)."""
+    if limit is None or limit >= x.shape[0]:
+        return x
+    if limit < 1:
+        raise ConfigError(f"--limit must be >= 1; got {limit}.")
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(x.shape[0], generator=g)[:limit].sort().values]
+
+
+# -- --import ------------------------------------------------------------------------------------
+def _is_path(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or os.sep in name
+
+
+def _import_file(path: Path) -> ModuleType:
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve() == path:
+            return module
+    name = path.stem if path.stem.isidentifier() else "pyro_gen_user_module"
+    if name in sys.modules:
+        name = f"pyro_gen_user_{abs(hash(str(path))):x}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _import_dotted(name: str) -> ModuleType:
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:  # as `python -m`: the current folder first
+        sys.path.insert(0, cwd)
+    try:
+        importlib.invalidate_caches()
+        return importlib.import_module(name)
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def import_module(name: str) -> str:
+    """Import a user's module (dotted name or .py path); the name a run records for it (a
+    file's absolute path). Import failures are ConfigErrors that name the module."""
+    try:
+        if _is_path(name):
+            path = Path(name).expanduser().resolve()
+            if not path.is_file():
+                raise ConfigError(f"cannot import {name!r}: there is no file {path}.")
+            _import_file(path)
+            return str(path)
+        _import_dotted(name)
+        return name
+    except (ImportError, SyntaxError, OSError) as e:
+        raise ConfigError(
+            f"cannot import module {name!r} ({type(e).__name__}: {e}). --import takes a dotted "
+            "module name importable from the current folder or sys.path (PYTHONPATH), or the "
+            "path of a .py file."
+        ) from None
+
+
+def import_modules(names: list[str] | None) -> list[str]:
+    """Import every module of ``--import`` in order; their recorded names, without repeats."""
+    done: list[str] = []
+    for name in names or []:
+        recorded = import_module(name)
+        if recorded not in done:
+            done.append(recorded)
+    return done
+
+
+def model_class(name: str) -> type:
+    """The registered class ``name``; the error suggests ``--import`` for a user's model."""
+    try:
+        return get_model_class(name)
+    except ConfigError as e:
+        raise ConfigError(
+            f"{e} If model {name!r} is defined in your own module, load it with --import MODULE "
+            "(a dotted module name or a path to a .py file)."
+        ) from None
+
+
+def ensure_run_model(run: Path, config: dict) -> None:
+    """Import the modules a run records (``imports`` in config.json), so its model is known."""
+    name = (config.get("model") or {}).get("name")
+    failed: list[tuple[str, ConfigError]] = []
+    for module in config.get("imports") or []:
+        try:
+            import_module(module)
+        except ConfigError as e:
+            failed.append((module, e))
+    if not name or name in MODELS:
+        for module, e in failed:  # the model came from elsewhere (--import): say, and go on
+            print(f"pyro-gen: note: {run} records --import {module}, skipped: {e}", file=sys.stderr)
+        return
+    if failed:
+        module, e = failed[0]
+        raise ConfigError(
+            f"{run} holds model {name!r} from module {module!r} (the 'imports' of its "
+            f"config.json), which cannot be imported here: {e} Run from the folder that holds "
+            f"it, add its folder to PYTHONPATH, or give it with --import MODULE (e.g. --import "
+            f"path/to/{Path(module).stem.split('.')[-1]}.py)."
+        )
+    raise ConfigError(
+        f"{run} holds model {name!r}, which is not registered (registered: {sorted(MODELS)})."
+        + did_you_mean(name, MODELS)
+        + " Import the module that defines it with --import MODULE (a dotted module name or a "
+        "path to a .py file)."
+    )
+
+
+# -- run folders ---------------------------------------------------------------------------------
+def open_run(run: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The run's model (in eval mode, on ``device``) and its config.json."""
+    config = read_config(run)
+    ensure_run_model(Path(run), config)
+    model = load_model(run, device=resolve_device(device))
+    return model.eval(), config
+
+
+def require_method(model: torch.nn.Module, method: str, verb: str) -> None:
+    if not callable(getattr(model, method, None)):
+        raise ConfigError(
+            f"{type(model).__name__} has no {method}() method, so 'pyro-gen {verb}' cannot use "
+            f"it; give the model class a {method}() method (as pyro_gen.models.VAE has)."
+        )
+
+
+def update_summary(run: Path, verb: str, values: dict) -> None:
+    path = run / "summary.json"
+    summary = read_json(path, "summary") if path.exists() else {}
+    summary[verb] = values
+    write_json(path, summary)

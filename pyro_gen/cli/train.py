@@ -1,0 +1,584 @@
+"""``pyro-gen train``: build a registered model from flags, train it, write the run folder.
+
+The model options come from the registered class's constructor: every named argument
+``some_arg`` is a flag ``--some-arg`` (ints, floats, strings, booleans, comma-separated integer
+lists; anything else as JSON), ``data_shape`` comes from the data, and ``--model-arg KEY=VALUE``
+sets any argument by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+
+from pyro_gen.cli.common import (
+    DATA_ARGS,
+    add_data_arguments,
+    add_import_argument,
+    data_spec,
+    duration,
+    ensure_run_model,
+    import_modules,
+    int_list,
+    json_value,
+    key_value,
+    load_data,
+    model_class,
+    update_summary,
+)
+from pyro_gen.data import Dataset
+from pyro_gen.device import resolve_device
+from pyro_gen.errors import ConfigError, did_you_mean
+from pyro_gen.evaluate import evaluate_elbo
+from pyro_gen.infer import (
+    BETA_SCHEDULES,
+    CAPTURE_MODES,
+    ELBOS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    TrainConfig,
+    Trainer,
+)
+from pyro_gen.io import read_json
+from pyro_gen.models import LIKELIHOODS, MODELS, VAE
+from pyro_gen.models.persistence import load_model, read_config
+from pyro_gen.models.vae import NETWORKS
+
+__all__ = ["add_parser", "cmd_train", "model_parameters"]
+
+TRAIN_ARGS = tuple(TrainConfig.__dataclass_fields__)
+DISTRIBUTED_ARGS = ("devices", "num_nodes", "strategy", "accelerator")
+# Settings of `train` other than the model's constructor arguments, with their defaults. The
+# config file uses the same names (dashes or underscores).
+DEFAULTS: dict[str, Any] = {
+    "model": "vae",
+    "imports": [],
+    "data": "shapes",
+    **{k: None for k in DATA_ARGS if k != "data"},
+    "model_arg": [],
+    **{k: v.default for k, v in TrainConfig.__dataclass_fields__.items()},
+    "epochs": 30,
+    "lr": 2e-3,
+    "out": None,
+    "resume": False,
+    "log_every": 20,
+    **{k: None for k in DISTRIBUTED_ARGS},
+}
+# Constructor arguments filled from the data, never flags.
+FROM_DATA = ("data_shape",)
+# Where the CLI's default differs from the constructor's.
+CLI_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"vae": {"latent_dim": 10}}
+# Descriptions of the usual constructor arguments, for any model that takes them.
+MODEL_HELP = {
+    "latent_dim": "size of z",
+    "likelihood": "p(x|z)",
+    "network": "encoder/decoder kind",
+    "hidden": "MLP widths, e.g. 512,256",
+    "channels": "conv channels, e.g. 32,64,64",
+    "beta": "KL weight: 0 autoencoder, <1, 1 VAE, >1",
+    "scale": "σ of a Gaussian likelihood",
+    "learn_scale": "learn σ per pixel (Gaussian)",
+    "activation": "activation of the hidden layers",
+}
+# Choices of the VAE family's arguments (argparse checks them).
+VAE_CHOICES = {"likelihood": sorted(LIKELIHOODS), "network": list(NETWORKS)}
+
+
+def model_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The named constructor arguments of ``cls`` (without ``self``, ``*args``, ``**kwargs``)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return {
+        p.name: p
+        for p in params
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+
+
+def _takes_any_keyword(cls: type) -> bool:
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in inspect.signature(cls.__init__).parameters.values()
+    )
+
+
+def _kind(param: inspect.Parameter) -> str:
+    """bool, int, float, str, int_list or json, from the annotation or else the default."""
+    ann = param.annotation
+    if ann is not inspect.Parameter.empty:
+        text = ann if isinstance(ann, str) else getattr(ann, "__name__", repr(ann))
+        text = text.replace("typing.", "").replace("collections.abc.", "").strip()
+        if text in ("bool", "int", "float", "str"):
+            return text
+        if re.fullmatch(r"(Sequence|list|List|tuple|Tuple)\[int(, \.\.\.)?\]", text):
+            return "int_list"
+    d = param.default
+    if isinstance(d, bool):
+        return "bool"
+    if isinstance(d, (int, float, str)):
+        return type(d).__name__
+    if isinstance(d, (list, tuple)) and d and all(type(v) is int for v in d):
+        return "int_list"
+    return "json"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_model_arguments(g: Any, name: str) -> None:
+    """One flag per named constructor argument of the model registered as ``name``."""
+    cls = MODELS.get(name)
+    if cls is None:  # unknown: cmd_train says so (main refuses it before parsing)
+        return
+    cli_defaults = CLI_MODEL_DEFAULTS.get(name, {})
+    for key, param in model_parameters(cls).items():
+        if key in FROM_DATA:
+            continue
+        flag = "--" + key.replace("_", "-")
+        kind = _kind(param)
+        default = cli_defaults.get(key, param.default)
+        text = MODEL_HELP.get(key, f"{cls.__name__} argument {key!r}")
+        if default is inspect.Parameter.empty:
+            text += " (required)"
+        elif kind == "bool":
+            text += " (default on)" if default else ""
+        elif default is not None and kind != "json":
+            text += f" (default {_show(default)})"
+        kwargs: dict[str, Any] = {"help": text}
+        if kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str, "int_list": int_list}.get(
+                kind, json_value
+            )
+            if kind == "json":
+                kwargs["metavar"] = "JSON"
+            if key in VAE_CHOICES and issubclass(cls, VAE):
+                kwargs["choices"] = VAE_CHOICES[key]
+        g.add_argument(flag, **kwargs)
+
+
+def add_parser(verbs: Any, model: str | None = None) -> argparse.ArgumentParser:
+    """The ``train`` verb; its model options are those of ``model`` (default: vae)."""
+    t = verbs.add_parser(
+        "train",
+        help="train a model and write a run folder",
+        description="Train a model with SVI and write config.json, weights, checkpoints, "
+        "history.csv, figures and summary.json to the run folder (--out). The model options "
+        "are the registered model's constructor arguments: 'pyro-gen train --model NAME --help' "
+        "lists those of NAME.",
+        argument_default=argparse.SUPPRESS,  # unset options stay absent: files and defaults fill
+    )
+    g = t.add_argument_group("run")
+    g.add_argument("--config", type=Path, help="JSON (or TOML) file of settings; flags override it")
+    g.add_argument(
+        "--out", type=Path, help="run folder (default: runs/MODEL-DATA, numbered if taken)"
+    )
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    g.add_argument("--device", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+    g.add_argument("--seed", type=int, help="seed of every random number (default 0)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_import_argument(g)
+    add_data_arguments(
+        t.add_argument_group("data"), "data set (default: shapes, generated, no download)"
+    )
+    g = t.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        help=f"registered model name (known: {', '.join(sorted(MODELS))}; more with --import)",
+    )
+    add_model_arguments(g, model or DEFAULTS["model"])
+    g.add_argument(
+        "--model-arg",
+        type=key_value,
+        action="append",
+        help="any constructor argument of the model as KEY=JSON_VALUE (repeatable)",
+    )
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="passes over the training data (default 30)")
+    g.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
+    g.add_argument(
+        "--max-time",
+        type=duration,
+        help="wall-clock budget (600, 90s, 10m, 1.5h): training stops there with a checkpoint; "
+        "counted over resumes",
+    )
+    g.add_argument("--batch-size", type=int, help="minibatch size (default 128)")
+    g.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
+    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="torch optimiser (default adam)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="learning-rate schedule")
+    g.add_argument(
+        "--elbo",
+        choices=sorted(ELBOS),
+        help="SVI objective (default trace): trace = Trace_ELBO (Monte-Carlo KL); meanfield = "
+        "analytic KL where it exists; enum = TraceEnum_ELBO, sums out sites marked with "
+        "config_enumerate; jit, jit_meanfield, jit_enum = the same compiled with Pyro's JIT "
+        "(fixed shapes, constant β)",
+    )
+    g.add_argument("--num-particles", type=int, help="ELBO particles per datapoint (default 1)")
+    g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="β per step (default constant)")
+    g.add_argument("--warmup-steps", type=int, help="steps of the linear β warm-up (default 1000)")
+    g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this value")
+    g.add_argument(
+        "--early-stopping", type=int, help="stop after N epochs without a better validation ELBO"
+    )
+    g.add_argument(
+        "--checkpoint-every", type=int, help="steps between checkpoints (default: each epoch)"
+    )
+    g.add_argument(
+        "--max-bad-batches", type=int, help="skip up to N non-finite batches before stopping"
+    )
+    g.add_argument(
+        "--fused", action="store_true", help="fused optimiser kernel (adam/adamw/sgd; faster)"
+    )
+    g.add_argument(
+        "--capture",
+        choices=CAPTURE_MODES,
+        help="replay each step's loss from a captured graph of its tensor operations: the same "
+        "numbers without Pyro's Python per step (auto, the default: pyro_gen's models; off)",
+    )
+    g = t.add_argument_group(
+        "distributed (PyTorch Lightning, optional: pip install 'pyro-gen[lightning]')",
+        "Any of these trains with Lightning DDP instead of the single-process trainer. "
+        "--batch-size is per process. Multi-node: run the same command on every node with "
+        "MASTER_ADDR, MASTER_PORT and NODE_RANK set (or under SLURM / torchrun).",
+    )
+    g.add_argument("--devices", help="processes (GPUs, or CPU processes) per node, or 'auto'")
+    g.add_argument("--num-nodes", type=int, help="machines taking part (default 1)")
+    g.add_argument("--strategy", help="Lightning strategy (default ddp)")
+    g.add_argument(
+        "--accelerator", help="Lightning accelerator: auto, cpu, gpu (default from --device)"
+    )
+    return t
+
+
+# -- settings ------------------------------------------------------------------------------------
+def read_settings_file(path: Path) -> dict:
+    """The raw settings of a JSON (or TOML) file, keys with underscores, ``import`` -> imports."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist.")
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            raise ConfigError("TOML config files need Python >= 3.11; use JSON.") from None
+        values = tomllib.loads(path.read_text())
+    else:
+        values = read_json(path, "config file")
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings.")
+    out = {}
+    for key, value in values.items():
+        dest = key.replace("-", "_")
+        dest = "imports" if dest == "import" else dest
+        if dest == "imports" and isinstance(value, str):
+            value = [value]
+        out[dest] = value
+    return out
+
+
+def _check_settings_file(path: Path, values: dict, params: dict) -> dict:
+    known = [*DEFAULTS, *(k for k in params if k not in FROM_DATA)]
+    settings = {}
+    for dest, value in values.items():
+        if dest not in known or dest in ("config", "resume"):
+            raise ConfigError(
+                f"unknown setting {dest!r} in {path}."
+                + did_you_mean(dest, known)
+                + " Settings use the names of the 'pyro-gen train' options."
+            )
+        if dest == "max_time" and isinstance(value, str):
+            try:
+                value = duration(value)
+            except argparse.ArgumentTypeError as e:
+                raise ConfigError(f"max_time in {path}: {e}") from None
+        if dest == "model_arg" and isinstance(value, dict):
+            value = list(value.items())
+        settings[dest] = value
+    return settings
+
+
+def _settings(args: argparse.Namespace) -> tuple[dict, set[str]]:
+    given = {k: v for k, v in vars(args).items() if k not in ("verb", "config")}
+    config = getattr(args, "config", None)
+    raw = read_settings_file(config) if config else {}
+    imports = import_modules([*raw.get("imports", []), *given.get("imports", [])])
+    name = given.get("model", raw.get("model", DEFAULTS["model"]))
+    if given.get("resume"):  # the model is the run's
+        params = model_parameters(MODELS[name]) if name in MODELS else {}
+    else:
+        params = model_parameters(model_class(name))
+    from_file = _check_settings_file(config, raw, params) if config else {}
+    s = {**DEFAULTS, **CLI_MODEL_DEFAULTS.get(name, {}), **from_file, **given}
+    s["imports"] = imports
+    return s, set(given) | set(from_file)
+
+
+def _model_kwargs(s: dict, ds: Dataset, given: set[str]) -> dict:
+    name = s["model"]
+    cls = model_class(name)
+    params = model_parameters(cls)
+    kwargs: dict[str, Any] = {}
+    if "data_shape" in params:
+        kwargs["data_shape"] = list(ds.image_shape)
+    for key in params:
+        if key in s and key not in FROM_DATA:
+            kwargs[key] = s[key]
+    for key, value in s.get("model_arg") or []:
+        if key not in params and not _takes_any_keyword(cls):
+            names = ", ".join(params) or "none"
+            raise ConfigError(
+                f"model {name!r} has no argument {key!r} (--model-arg {key}=...); its arguments "
+                f"are: {names}." + did_you_mean(key, params)
+            )
+        kwargs[key] = value
+    missing = [
+        k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs
+    ]
+    if missing:
+        flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+        raise ConfigError(f"model {name!r} needs {flags} (it has no default).")
+    return kwargs
+
+
+def _new_run_dir(s: dict) -> Path:
+    if s.get("out"):
+        return Path(s["out"])
+    base = Path("runs") / f"{s['model']}-{s['data']}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def _figures(model, s: dict, test, figures: Path, title: str | None) -> list[str]:
+    """Samples and reconstructions for models that have sample()/reconstruct(); the names
+    written. A model without either gets a one-line note."""
+    from pyro_gen import plots
+
+    written = []
+    if callable(getattr(model, "sample", None)):
+        plots.save_figure(
+            plots.image_grid(
+                model.sample(64, seed=s["seed"], mean=True), title="samples E[x|z], z ~ p(z)"
+            ),
+            figures / "samples.png",
+        )
+        written.append("figures/samples.png")
+    else:
+        print(f"pyro-gen: note: {type(model).__name__} has no sample() method; no samples.png")
+    if test is None:
+        return written
+    if callable(getattr(model, "reconstruct", None)):
+        plots.save_figure(
+            plots.reconstruction_figure(test, model.reconstruct(test)),
+            figures / "reconstructions.png",
+        )
+        written.append("figures/reconstructions.png")
+    else:
+        print(
+            f"pyro-gen: note: {type(model).__name__} has no reconstruct() method; "
+            "no reconstructions.png"
+        )
+    return written
+
+
+# -- the verb ------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from pyro_gen import plots
+
+    s, given = _settings(args)
+    imports = s["imports"]
+    if s["resume"]:
+        if not s.get("out"):
+            raise ConfigError("--resume needs --out RUN, the run folder to continue.")
+        run = Path(s["out"])
+        config = read_config(run)
+        _check_resume_engine(s, run, config)
+        ensure_run_model(run, config)
+        imports = list(dict.fromkeys([*(config.get("imports") or []), *imports]))
+        spec = config["data"]
+        train_cfg = {**config["train"], **{k: s[k] for k in given if k in TRAIN_ARGS}}
+        model = load_model(run)
+        ds = load_data(spec)
+    else:
+        spec = data_spec(s)
+        ds = load_data(spec)
+        cls = model_class(s["model"])
+        pyro.set_rng_seed(s["seed"])  # the initial weights too come from --seed
+        model = cls(**_model_kwargs(s, ds, given))
+        run = _new_run_dir(s)
+        if run.exists() and any(run.iterdir()):
+            raise ConfigError(
+                f"{run} already exists and is not empty; use --resume or another --out."
+            )
+        train_cfg = {k: s[k] for k in TRAIN_ARGS}
+    sections: dict[str, Any] = {"data": spec}
+    if imports:
+        sections["imports"] = imports
+    if any(s.get(k) is not None for k in DISTRIBUTED_ARGS):
+        return _train_distributed(s, model, ds, sections, run, train_cfg)
+    device = resolve_device(train_cfg.get("device", "auto"))
+    print(
+        f"pyro-gen: training {type(model).__name__} on {ds.name} "
+        f"({len(ds.split('train'))} images {list(ds.image_shape)}) on {device}; run folder {run}"
+    )
+    trainer = Trainer(model, run_dir=run, resume=s["resume"], sections=sections, **train_cfg)
+    start = time.perf_counter()
+    history = trainer.fit(
+        ds.split("train"), ds.splits.get("valid"), dynamic_binarization=ds.dynamic_binarization
+    )
+    wall = time.perf_counter() - start
+    if trainer.interrupted:
+        print(
+            f"pyro-gen: interrupted at step {trainer.state.step}; checkpoint written. "
+            f"Continue with: pyro-gen train --out {run} --resume"
+        )
+        return 128 + int(trainer.stop_signal or 2)
+
+    if trainer.stopped_by == "max_time":
+        print(
+            f"pyro-gen: the --max-time budget ({train_cfg['max_time']:g} s) ran out at step "
+            f"{trainer.state.step}; checkpoint written. Continue with a larger budget: "
+            f"pyro-gen train --out {run} --resume --max-time ..."
+        )
+    model.to("cpu").eval()
+    figures = run / "figures"
+    plots.save_figure(
+        plots.training_curves(history, title=run.name), figures / "training_curves.png"
+    )
+    test = ds.splits.get("test", ds.split("train"))[:20]
+    written = ["figures/training_curves.png", *_figures(model, s, test, figures, run.name)]
+    result = {
+        "steps": trainer.state.step,
+        "epochs": trainer.state.epoch,
+        "wall_seconds": round(wall, 2),
+        "steps_per_second": round(trainer.steps_per_second, 2),
+        "final_train_loss": next((r["loss"] for r in reversed(history) if r["loss"] != ""), None),
+        "best_valid_elbo": trainer.state.best_valid
+        if trainer.state.best_valid > -float("inf")
+        else None,
+        "device": str(device),
+    }
+    split = "test" if "test" in ds.splits else "train"
+    ev = evaluate_elbo(model, ds.split(split), seed=s["seed"]).summary()
+    result[f"{split}_elbo"] = ev
+    update_summary(run, "train", result)
+    rate = result["steps_per_second"]
+    print(
+        f"pyro-gen: {result['steps']} steps in {wall:.1f} s ({rate} steps/s); {split} ELBO "
+        f"{ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
+    )
+    if "note" in ev:
+        print(f"pyro-gen: note: {ev['note']}")
+    print(
+        f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, summary.json, "
+        f"{', '.join(written)})"
+    )
+    return 0
+
+
+def _check_resume_engine(s: dict, run: Path, config: dict) -> None:
+    """A run continues on the trainer that started it: the single-process Trainer and
+    Lightning keep different training state in their checkpoints."""
+    spec = config.get("distributed") or {}
+    lightning = spec.get("engine") == "lightning"
+    distributed = any(s.get(k) is not None for k in DISTRIBUTED_ARGS)
+    if lightning and not distributed:
+        flags = f"--devices {spec.get('devices', 1)}"
+        if spec.get("num_nodes", 1) != 1:
+            flags += f" --num-nodes {spec['num_nodes']}"
+        raise ConfigError(
+            f"{run} was trained with Lightning (world size {spec.get('world_size', '?')}); "
+            f"resume it the same way: pyro-gen train --out {run} --resume {flags} (add "
+            "--accelerator/--strategy as before)."
+        )
+    if distributed and not lightning:
+        raise ConfigError(
+            f"{run} was trained by the single-process trainer; resume it without --devices, "
+            "--num-nodes, --strategy and --accelerator."
+        )
+
+
+def _train_distributed(
+    s: dict, model, ds: Dataset, sections: dict, run: Path, train_cfg: dict
+) -> int:
+    """``train`` on PyTorch Lightning (DDP); every rank runs this, the global rank 0 writes."""
+    from pyro_gen import plots
+
+    try:
+        from pyro_gen.infer.lightning import fit_lightning
+    except ImportError as e:  # pragma: no cover - the module itself imports lightning lazily
+        raise ConfigError(str(e)) from None
+    devices = s.get("devices") or 1
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    device = str(train_cfg.get("device", "auto"))
+    accelerator = s.get("accelerator") or (
+        "auto" if device == "auto" else "gpu" if device.startswith("cuda") else device
+    )
+    try:
+        result = fit_lightning(
+            model,
+            ds.split("train"),
+            ds.splits.get("valid"),
+            devices=devices,
+            num_nodes=s.get("num_nodes") or 1,
+            strategy=s.get("strategy") or "ddp",
+            accelerator=accelerator,
+            run_dir=run,
+            resume=bool(s["resume"]),
+            dynamic_binarization=ds.dynamic_binarization,
+            sections=sections,
+            **train_cfg,
+        )
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+    if result.interrupted:
+        if result.is_global_zero:
+            flags = " ".join(
+                f"--{k.replace('_', '-')} {s[k]}" for k in DISTRIBUTED_ARGS if s.get(k) is not None
+            )
+            print(
+                f"pyro-gen: interrupted (SIGTERM) at step {result.steps}; checkpoint written. "
+                f"Continue with: pyro-gen train --out {run} --resume {flags}"
+            )
+        return 128 + int(signal.SIGTERM)
+    if not result.is_global_zero:
+        return 0
+    model.to("cpu").eval()
+    figures = run / "figures"
+    if result.history:
+        plots.save_figure(
+            plots.training_curves(result.history, title=run.name), figures / "training_curves.png"
+        )
+    _figures(model, s, None, figures, run.name)
+    split = "test" if "test" in ds.splits else "train"
+    ev = evaluate_elbo(model, ds.split(split), seed=s["seed"]).summary()
+    summary = {
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "wall_seconds": round(result.wall_seconds, 2),
+        "world_size": result.world_size,
+        "replicas_identical": result.replicas_identical,
+        f"{split}_elbo": ev,
+    }
+    update_summary(run, "train", summary)
+    print(
+        f"pyro-gen: {result.steps} steps on {result.world_size} processes in "
+        f"{result.wall_seconds:.1f} s (replicas identical: {result.replicas_identical}); "
+        f"{split} ELBO {ev['elbo']:.2f} nats; wrote {run}/"
+    )
+    return 0
