@@ -165,19 +165,25 @@ class NonFiniteGuard(Callback):
 
 
 class History(Callback):
-    """A row every ``log_every`` steps and at each epoch's end: the mean of the step's metrics
-    since the last row, β, lr, elapsed seconds; ``history.csv`` in the run folder."""
+    """A row every ``log_every`` steps and at each epoch's end: the mean of each of the step's
+    metrics since the last row (``loss``, and any other a step reports, e.g. a critic's loss:
+    each becomes a column), β, lr, elapsed seconds; ``history.csv`` in the run folder."""
+
+    INTERNAL = ("probe", "skipped")  # what a step reports for the guard, not for the history
 
     def __init__(self, log_every: int) -> None:
         self.log_every = log_every
-        self.window: torch.Tensor | None = None
+        self.window: dict[str, torch.Tensor] = {}
         self.count = 0
 
     def on_step_end(self, trainer: Trainer, metrics: dict) -> None:
         if metrics.get("skipped"):
             return
-        loss = metrics["loss"]
-        self.window = loss.clone() if self.window is None else self.window + loss
+        for name, value in metrics.items():
+            if name in self.INTERNAL:
+                continue
+            total = self.window.get(name)
+            self.window[name] = value.clone() if total is None else total + value
         self.count += 1
         s = trainer.state
         if s.step % self.log_every == 0 or s.step == trainer.total_steps:
@@ -189,10 +195,11 @@ class History(Callback):
             self.log(trainer)
 
     def log(self, trainer: Trainer) -> None:
-        mean = float(self.window) / self.count
-        self.window, self.count = None, 0
-        trainer.state.history.append(trainer.row(loss=mean))
-        trainer.progress_postfix(loss=f"{mean:.3f}", beta=f"{trainer.step.beta:.3g}")
+        means = {name: float(total) / self.count for name, total in self.window.items()}
+        self.window, self.count = {}, 0
+        loss = means.pop("loss")
+        trainer.state.history.append({**trainer.row(loss=loss), **means})
+        trainer.progress_postfix(loss=f"{loss:.3f}", beta=f"{trainer.step.beta:.3g}")
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.count:  # stopped inside an epoch (a signal, max_time): the steps since the row
@@ -203,8 +210,11 @@ class History(Callback):
     def write(trainer: Trainer) -> None:
         if trainer.run_dir is None:
             return
+        columns = list(HISTORY_COLUMNS)
+        for row in trainer.state.history:  # a step's own metrics, in the order first seen
+            columns += [k for k in row if k not in columns]
         with atomic_open(trainer.run_dir / "history.csv") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(trainer.state.history)
 
@@ -246,14 +256,24 @@ class Validation(Callback):
     def __init__(self, valid: torch.Tensor | dict, patience: int | None) -> None:
         self.valid = valid
         self.patience = patience
+        self.warned = False
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         s = trainer.state
         value = trainer.evaluate(self.valid)
+        # a point-mass guide gives no bound: the value is the reconstruction term, said so
+        column = "valid_reconstruction" if trainer.point_mass else "valid_elbo"
+        if trainer.point_mass and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"validation: {trainer.point_mass} The history records the reconstruction term "
+                "as 'valid_reconstruction'; 'valid_elbo' stays empty.",
+                stacklevel=4,
+            )
         if s.history and s.history[-1]["step"] == s.step:
-            s.history[-1]["valid_elbo"] = value
+            s.history[-1][column] = value
         else:
-            s.history.append({**trainer.row(loss=""), "valid_elbo": value})
+            s.history.append({**trainer.row(loss=""), column: value})
         if value > s.best_valid:
             s.best_valid, s.bad_epochs = value, 0
         else:

@@ -256,6 +256,9 @@ class Trainer:
         sections: extra sections for the run's ``config.json`` (e.g. ``{"data": {...}}``).
         callbacks: extra :class:`~pyro_gen.infer.callbacks.Callback` s, run after the built-in
             ones (β schedule, non-finite guard, history, progress, validation, checkpoints).
+        step_class: the step the loop drives (an :class:`SVIStep` subclass, built with the
+            config's objective and optimiser settings); its extra metrics become history
+            columns.
 
     ``fit(train)`` takes a tensor ``[N, *data_shape]`` (the batch ``{"x": ...}``) or a mapping
     of equal-length tensors passed to model and guide by name (``{"x": X, "y": Y}`` runs
@@ -294,6 +297,7 @@ class Trainer:
         resume: bool = False,
         sections: dict | None = None,
         callbacks: list[cb.Callback] | None = None,
+        step_class: type[SVIStep] = SVIStep,
         **overrides,
     ) -> None:
         base = dataclasses.asdict(config) if config is not None else {}
@@ -304,6 +308,7 @@ class Trainer:
         self.resume = resume
         self.sections = dict(sections or {})
         self.extra_callbacks = _check_callbacks(callbacks)
+        self.step_class = step_class
         if resume and self.run_dir is None:
             raise ConfigError("resume=True needs the run_dir of the run to continue.")
         self.device = resolve_device(self.config.device)
@@ -564,7 +569,7 @@ class Trainer:
         defer = getattr(self, "_defer_checks", None)  # None: decided by the device (tests set it)
         defer = self.device.type != "cpu" if defer is None else defer
         self._check_every_step = not defer or c.max_bad_batches > 0
-        self.step = SVIStep(
+        self.step = self.step_class(
             self.pair,
             elbo=c.elbo,
             num_particles=c.num_particles,
@@ -742,7 +747,8 @@ class Trainer:
     def evaluate(self, data: torch.Tensor | Batch) -> float:
         """Mean ELBO per datapoint on ``data`` (β = 1, the model's true bound, nats), with a fixed
         seed so that epochs are compared on the same noise; the training RNG stream is untouched.
-        For a point-mass guide (β = 0) it is the reconstruction term: see ``point_mass``."""
+        For a point-mass guide (β = 0) it is the reconstruction term E log p(x|z) (no bound):
+        see ``point_mass``."""
         c = self.config
         batch = data if isinstance(data, Mapping) else {"x": data}
         x, kw = batch["x"], {k: v for k, v in batch.items() if k != "x"}
@@ -764,7 +770,7 @@ class Trainer:
                         x[i : i + 1024],
                         num_particles=c.valid_particles,
                         **{k: v[i : i + 1024] for k, v in kw.items()},
-                    )["elbo"]
+                    )["reconstruction" if self._point_mass else "elbo"]
                     for i in range(0, x.shape[0], 1024)
                 ]
             )

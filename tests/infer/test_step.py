@@ -253,3 +253,54 @@ def test_float64_named_entries_are_cast_with_the_data():
     x = y + 1.0
     with pytest.warns(UserWarning, match="'y' from torch.float64"):
         Trainer(Shifted(), batch_size=16, max_steps=2, progress=False).fit({"x": x, "y": y})
+
+
+def test_a_point_mass_guide_validates_the_reconstruction_not_an_elbo(tmp_path):
+    from pyro_gen.evaluate import evaluate_elbo
+
+    x = torch.bernoulli(torch.full((64, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,), beta=0.0)
+    trainer = Trainer(vae, batch_size=16, epochs=1, progress=False, run_dir=tmp_path / "r")
+    with pytest.warns(UserWarning, match="valid_reconstruction"):
+        history = trainer.fit(x, x[:32])
+    row = history[-1]
+    assert row["valid_elbo"] == "" and "valid_reconstruction" in row
+    want = evaluate_elbo(vae, x[:32], seed=trainer.config.seed + 1).reconstruction.mean()
+    assert row["valid_reconstruction"] == pytest.approx(float(want), rel=1e-5)
+    header = (tmp_path / "r" / "history.csv").read_text().splitlines()[0].split(",")
+    assert header[-1] == "valid_reconstruction"
+
+
+def test_a_steps_extra_metrics_become_history_columns(tmp_path):
+    from pyro_gen.infer.callbacks import Callback
+
+    class WithGradNorm(SVIStep):
+        def update(self, batch, *, check=True):
+            metrics = super().update(batch, check=check)
+            metrics["grad_norm"] = torch.tensor(self.grad_norm())
+            return metrics
+
+    x = torch.bernoulli(torch.full((64, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    seen = []
+
+    class Spy(Callback):
+        def on_update(self, trainer, metrics):
+            seen.append(float(metrics["grad_norm"]))
+
+    trainer = Trainer(
+        vae,
+        batch_size=16,
+        max_steps=4,
+        log_every=2,
+        progress=False,
+        callbacks=[Spy()],
+        step_class=WithGradNorm,
+        run_dir=tmp_path / "r",
+    )
+    history = trainer.fit(x)
+    header = (tmp_path / "r" / "history.csv").read_text().splitlines()[0]
+    assert header.endswith(",grad_norm")
+    assert [r["grad_norm"] for r in history] == pytest.approx(
+        [(seen[0] + seen[1]) / 2, (seen[2] + seen[3]) / 2]
+    )
