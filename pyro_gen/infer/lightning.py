@@ -254,13 +254,8 @@ def _make_class(pl) -> type:
             c = self.config
             optimizer, sched = make_optimizer(
                 [p for p in self.loss_fn.parameters() if p.requires_grad],
-                optimizer=c.optimizer,
-                lr=c.lr,
-                weight_decay=c.weight_decay,
-                fused=c.fused,
-                lr_schedule=c.lr_schedule,
-                lr_gamma=c.lr_gamma,
                 total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+                **c.optimizer_settings(),
             )
             if sched is None:
                 return optimizer

@@ -103,6 +103,11 @@ class TrainConfig:
     validate: bool = True
     progress: bool = True
 
+    def optimizer_settings(self) -> dict:
+        """The arguments of :func:`~pyro_gen.infer.step.make_optimizer` (and ``SVIStep``)."""
+        names = ("optimizer", "lr", "weight_decay", "fused", "lr_schedule", "lr_gamma")
+        return {name: getattr(self, name) for name in names}
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict; unknown keys and ill-typed values give a ConfigError."""
@@ -573,14 +578,9 @@ class Trainer:
             self.pair,
             elbo=c.elbo,
             num_particles=c.num_particles,
-            optimizer=c.optimizer,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            fused=c.fused,
-            lr_schedule=c.lr_schedule,
-            lr_gamma=c.lr_gamma,
             clip_norm=c.clip_norm,
             capture=self._capture_wanted(),
+            **c.optimizer_settings(),
         )
         first = self._batch(0, self._permutation(n, 0))
         # the checks draw no training noise and move no buffer
