@@ -467,9 +467,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         "wall_seconds": round(wall, 2),
         "steps_per_second": round(trainer.steps_per_second, 2),
         "final_train_loss": next((r["loss"] for r in reversed(history) if r["loss"] != ""), None),
-        "best_valid_elbo": trainer.state.best_valid
-        if trainer.state.best_valid > -float("inf")
-        else None,
+        # a point-mass guide (β = 0) has no ELBO: its validation value is the reconstruction
+        ("best_valid_reconstruction" if trainer.point_mass else "best_valid_elbo"): (
+            trainer.state.best_valid if trainer.state.best_valid > -float("inf") else None
+        ),
+        "steps_this_session": trainer.steps_this_fit,
         "device": str(device),
     }
     split = "test" if "test" in ds.splits else "train"
@@ -477,8 +479,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     result[f"{split}_elbo"] = ev
     update_summary(run, "train", result)
     rate = result["steps_per_second"]
+    steps = f"{result['steps']} steps"
+    if trainer.steps_this_fit != result["steps"]:  # a resumed run
+        steps += f" ({trainer.steps_this_fit} in this session)"
     print(
-        f"pyro-gen: {result['steps']} steps in {wall:.1f} s ({rate} steps/s); {split} ELBO "
+        f"pyro-gen: {steps} in {wall:.1f} s ({rate} steps/s); {split} ELBO "
         f"{ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
     )
     if "note" in ev:

@@ -323,7 +323,8 @@ class Trainer:
         self.stop_signal: int | None = None  # SIGINT/SIGTERM that stopped fit(), if any
         self.stopped_by: str | None = None  # "max_time", "early_stopping", a signal, or None
         self.should_stop = False
-        self.steps_per_second = float("nan")
+        self.steps_per_second = float("nan")  # of the last fit() call
+        self.steps_this_fit = 0  # steps the last fit() call took (a resumed run: since resume)
         self.step: SVIStep | None = None
         self.callbacks: list[cb.Callback] = []
         self.total_steps = 0
@@ -465,7 +466,7 @@ class Trainer:
                     c.on_fit_end(self)
         finally:
             progress.close()
-        done = s.step - steps_at_start
+        done = self.steps_this_fit = s.step - steps_at_start
         self.steps_per_second = done / max(1e-9, time.perf_counter() - t_at_start)
         return s.history
 
