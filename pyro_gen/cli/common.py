@@ -146,15 +146,25 @@ def run_data_spec(run: Path, config: dict, args: argparse.Namespace) -> dict:
     ``train``); the other data options alone change the run's spec.
     """
     given = {k: getattr(args, k, None) for k in DATA_ARGS}
-    if given["data"] is not None:
-        return data_spec({**given, "seed": args.seed})
     spec = config.get("data")
+    if given["data"] is not None:
+        new = data_spec({**given, "seed": args.seed})
+        if not spec:  # nothing to check against: say so once
+            print(
+                f"pyro-gen: note: {run} records no training data, so pyro-gen cannot check that "
+                f"the {getattr(args, 'split', 'test')} split of {new['name']} {new['options']} "
+                "is disjoint from the data it was trained on.",
+                file=sys.stderr,
+            )
+            return new
+        return _same_data(run, spec, new)
     if not spec:
         raise ConfigError(
             f"{run} has no data spec: its config.json has no 'data' section (the run was written "
             "from the Python API, e.g. Trainer(model, run_dir=...).fit(x)), and "
-            f"'pyro-gen {args.verb}' needs data. Give it with --data NAME and that data set's "
-            "options, as for 'pyro-gen train': e.g. --data shapes --image-size 28, or "
+            f"'pyro-gen {args.verb}' needs data. Give it with --data NAME and the options the "
+            "model was trained with, as for 'pyro-gen train': e.g. --data shapes (with its "
+            "--image-size, --num-train, --num-valid, --num-test and --seed), or "
             "--data mnist --data-dir DIR."
         )
     if not any(v is not None for k, v in given.items() if k != "data"):
@@ -165,7 +175,23 @@ def run_data_spec(run: Path, config: dict, args: argparse.Namespace) -> dict:
         data_options({**extra, "data": spec["name"], "seed": options.get("seed", args.seed)})
     )
     data_dir = given["data_dir"] if given["data_dir"] is not None else spec.get("data_dir")
-    return {**spec, "data_dir": data_dir, "options": options}
+    return _same_data(run, spec, {**spec, "data_dir": data_dir, "options": options})
+
+
+def _same_data(run: Path, trained: dict, new: dict) -> dict:
+    """``new`` if it names the data ``run`` was trained on (only the folder may differ, for a
+    moved run); otherwise a ConfigError: other options cut other splits from the same stream
+    (shapes), so a "test" split could hold training images and score the run on them."""
+    keys = ("name", "options")
+    if all(trained.get(k) == new.get(k) for k in keys):
+        return new
+    raise ConfigError(
+        f"the data options give other data than {run} was trained on: it was trained on "
+        f"{trained['name']} {trained.get('options')}, these give {new['name']} "
+        f"{new.get('options')}. Its splits could overlap the training data, and the numbers "
+        "would be wrong. Leave the data options out to evaluate on the run's own data "
+        "(--data-dir alone may change, for a run whose data moved)."
+    )
 
 
 def subset(x: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:

@@ -410,6 +410,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         ensure_run_model(run, config)
         imports = list(dict.fromkeys([*(config.get("imports") or []), *imports]))
         spec = config["data"]
+        ignored = sorted(
+            k for k in given if k not in TRAIN_ARGS and k not in RESUME_ARGS and s[k] is not None
+        )
+        if ignored:  # the model and the data are the run's: such flags would do nothing
+            flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+            raise ConfigError(
+                f"--resume continues {run} with its own model and data; {flags} would be "
+                "ignored. Leave them out, or start a new run with another --out."
+            )
         train_cfg = {**config["train"], **{k: s[k] for k in given if k in TRAIN_ARGS}}
         model = load_model(run)
         ds = load_data(spec)
@@ -421,6 +430,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = cls(**_model_kwargs(s, ds, given))
         run = _new_run_dir(s)
         if run.exists() and any(run.iterdir()):
+            if not (run / "checkpoints").is_dir():
+                raise ConfigError(
+                    f"{run} already exists and holds no checkpoint (a run that stopped before "
+                    "its first checkpoint, or another folder): there is nothing to resume. "
+                    "Remove it or choose another --out."
+                )
             raise ConfigError(
                 f"{run} already exists and is not empty; use --resume or another --out."
             )
@@ -493,6 +508,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{', '.join(written)})"
     )
     return 0
+
+
+# flags that make sense on a resume besides the training settings
+RESUME_ARGS = (
+    "resume",
+    "out",
+    "import",
+    "imports",
+    "config",
+    "seed",
+    "device",
+    "progress",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "accelerator",
+    "verb",
+)
 
 
 def _check_resume_engine(s: dict, run: Path, config: dict) -> None:

@@ -67,7 +67,18 @@ __all__ = [
 
 CAPTURE_MODES = ("auto", "on", "off")
 # settings a resume must share with the run it continues (data order, objective, optimiser state)
-RESUME_FIXED = ("seed", "batch_size", "elbo", "num_particles", "optimizer", "beta_schedule")
+# (lr and weight decay too: the optimiser's saved state restores them, a new value would be lost)
+RESUME_FIXED = (
+    "seed",
+    "batch_size",
+    "elbo",
+    "num_particles",
+    "optimizer",
+    "beta_schedule",
+    "lr",
+    "weight_decay",
+    "lr_schedule",
+)
 
 
 @dataclass
@@ -595,6 +606,14 @@ class Trainer:
                         raise argument_error(first, e) from e
             with pyro.validation_enabled(False):
                 self.step.init(first, num_data=n, total_steps=self.total_steps)
+        if valid is not None and self.step.data_scale != 1.0:
+            warnings.warn(
+                "no validation ELBO: the program has latent sites outside the 'data' plate "
+                "(global latents), and the per-datapoint ELBO needs every latent under it; "
+                "training uses the full-data ELBO all the same.",
+                stacklevel=3,
+            )
+            valid = None
         self.callbacks = self._default_callbacks(valid) + self.extra_callbacks
         if self.run_dir is not None:
             if self.resume and latest_checkpoint(self.run_dir) is None:

@@ -22,7 +22,7 @@ from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
-from pyro_gen.nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from pyro_gen.nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 __all__ = ["VAE", "NETWORKS"]
 
@@ -77,6 +77,11 @@ class VAE(GenerativeModel):
         if int(latent_dim) < 1:
             raise ConfigError(f"latent_dim must be >= 1; got {latent_dim}.")
         self.latent_dim = int(latent_dim)
+        if activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}."
+                + did_you_mean(str(activation), ACTIVATIONS)
+            )
         self.beta = beta
         if network == "mlp":
             hidden = tuple(int(h) for h in hidden)

@@ -223,3 +223,29 @@ def test_model_flags_follow_the_models_signature(user_dir, capsys):
     out = capsys.readouterr().out
     assert "--width-scale" in out and "--tag" in out and "--likelihood" not in out
     forget_user_module()
+
+
+def test_data_options_that_would_cut_other_splits_are_refused(user_run, monkeypatch, capsys):
+    """Shapes are one stream cut into train | valid | test: other sizes would make the "test"
+    split hold training images, and score the run on them."""
+    monkeypatch.chdir(user_run.parent)  # where the user's module is importable
+    argv = ["evaluate", str(user_run), "--limit", "8"]
+    assert main([*argv, "--num-train", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "other data than" in err and "overlap the training data" in err
+    assert main([*argv, "--data", "shapes", "--num-train", "100"]) == 2
+    assert main(argv) == 0  # the run's own data
+
+
+def test_resume_refuses_model_and_data_flags_it_would_ignore(user_run, monkeypatch, capsys):
+    monkeypatch.chdir(user_run.parent)
+    assert main(["train", "--out", str(user_run), "--resume", "--num-train", "100"]) == 2
+    assert "--num-train would be ignored" in capsys.readouterr().err
+
+
+def test_a_folder_without_checkpoints_is_not_called_resumable(tmp_path, capsys):
+    run = tmp_path / "half"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert main(["train", *TINY, "--out", str(run)]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err

@@ -304,3 +304,31 @@ def test_a_steps_extra_metrics_become_history_columns(tmp_path):
     assert [r["grad_norm"] for r in history] == pytest.approx(
         [(seen[0] + seen[1]) / 2, (seen[2] + seen[3]) / 2]
     )
+
+
+def test_a_global_latent_program_trains_without_a_validation_elbo():
+    x = torch.randn(64) + 3.0
+    with pytest.warns(UserWarning, match="no validation ELBO"):
+        history = Trainer(GlobalMean(), batch_size=16, epochs=1, progress=False).fit(x, x[:16])
+    assert all(r["valid_elbo"] == "" for r in history)
+
+
+def test_resume_refuses_a_new_learning_rate(tmp_path):
+    x = torch.bernoulli(torch.full((64, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    Trainer(vae, batch_size=16, max_steps=2, progress=False, run_dir=tmp_path / "r").fit(x)
+    with pytest.raises(ConfigError, match=r"lr=0.1 \(the run has 0.001\)"):
+        Trainer(
+            vae,
+            batch_size=16,
+            max_steps=4,
+            lr=0.1,
+            progress=False,
+            run_dir=tmp_path / "r",
+            resume=True,
+        ).fit(x)
+
+
+def test_an_unknown_activation_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown activation 'gelu'.*relu"):
+        VAE(data_shape=(6,), latent_dim=2, hidden=(8,), activation="gelu")
