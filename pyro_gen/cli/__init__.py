@@ -38,7 +38,7 @@ def _run_verb(
     verbs: Any, name: str, help: str, description: str, data: bool = False
 ) -> argparse.ArgumentParser:
     """A verb on one run folder; ``data``: it reads data (the run's, or the data options')."""
-    p = verbs.add_parser(name, help=help, description=description)
+    p = verbs.add_parser(name, help=help, description=description, allow_abbrev=False)
     p.add_argument("run", type=Path, help="run folder written by 'pyro-gen train'")
     p.add_argument("--device", default="cpu", help="device to run on (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -57,6 +57,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     vae), which must be registered (``main`` imports ``--import`` modules first)."""
     parser = argparse.ArgumentParser(
         prog="pyro-gen",
+        allow_abbrev=False,
         description="Deep generative models as Pyro model/guide pairs: train, sample, "
         "reconstruct, evaluate. Every verb works on a run folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

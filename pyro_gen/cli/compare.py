@@ -25,6 +25,7 @@ __all__ = ["add_parser", "cmd_compare"]
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "compare",
+        allow_abbrev=False,  # --beta must not silently mean --beta-schedule
         help="compare runs on the same test points",
         description="Rank runs by importance-sampled log p(x) on the same test points, with "
         "paired differences; writes comparison.md, comparison.csv and comparison.png.",

@@ -121,6 +121,13 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
         f"{r['latent_dims']}; k̂ > {r['khat_threshold']} for {100 * r['khat_share_unreliable']:.1f}%"
         f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"
     )
+    if r["khat_share_unreliable"] > 0.1:
+        print(
+            f"pyro-gen: caution: k̂ > {r['khat_threshold']} for "
+            f"{100 * r['khat_share_unreliable']:.0f}% of the datapoints: the importance-sampled "
+            "log p(x) and gap are unreliable there (Vehtari et al., PSIS); more --num-samples "
+            "or a guide closer to the posterior would be needed. The ELBO is still a bound."
+        )
     print(
         f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc, "
         f"{figures}/kl_per_dimension.png, khat.png, log_px_vs_elbo.png"

@@ -35,7 +35,7 @@ from pyro_gen.cli.common import (
 )
 from pyro_gen.data import Dataset
 from pyro_gen.device import resolve_device
-from pyro_gen.errors import ConfigError, did_you_mean
+from pyro_gen.errors import ConfigError, PyroGenError, did_you_mean
 from pyro_gen.evaluate import evaluate_elbo
 from pyro_gen.infer import (
     BETA_SCHEDULES,
@@ -171,6 +171,7 @@ def add_parser(verbs: Any, model: str | None = None) -> argparse.ArgumentParser:
     """The ``train`` verb; its model options are those of ``model`` (default: vae)."""
     t = verbs.add_parser(
         "train",
+        allow_abbrev=False,  # --beta must not silently mean --beta-schedule
         help="train a model and write a run folder",
         description="Train a model with SVI and write config.json, weights, checkpoints, "
         "history.csv, figures and summary.json to the run folder (--out). The model options "
@@ -427,7 +428,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds = load_data(spec)
         cls = model_class(s["model"])
         pyro.set_rng_seed(s["seed"])  # the initial weights too come from --seed
-        model = cls(**_model_kwargs(s, ds, given))
+        kwargs = _model_kwargs(s, ds, given)
+        try:
+            model = cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, PyroGenError):
+                raise
+            raise ConfigError(
+                f"model {s['model']!r} could not be built from {kwargs}: {type(e).__name__}: {e}. "
+                f"Check the values and types of its options (pyro-gen train --model "
+                f"{s['model']} --help lists them)."
+            ) from e
         run = _new_run_dir(s)
         if run.exists() and any(run.iterdir()):
             if not (run / "checkpoints").is_dir():
@@ -497,8 +508,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = f"{result['steps']} steps"
     if trainer.steps_this_fit != result["steps"]:  # a resumed run
         steps += f" ({trainer.steps_this_fit} in this session)"
+    what = "ELBO" if "note" not in ev else "reconstruction-only 'ELBO' (not a bound)"
     print(
-        f"pyro-gen: {steps} in {wall:.1f} s ({rate} steps/s); {split} ELBO "
+        f"pyro-gen: {steps} in {wall:.1f} s ({rate} steps/s); {split} {what} "
         f"{ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
     )
     if "note" in ev:

@@ -249,3 +249,17 @@ def test_a_folder_without_checkpoints_is_not_called_resumable(tmp_path, capsys):
     (run / "config.json").write_text("{}")
     assert main(["train", *TINY, "--out", str(run)]) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_options_are_not_abbreviated_and_bad_values_are_config_errors(tmp_path, capsys):
+    # "--bet" must not silently mean --beta or --beta-schedule
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *TINY, "--bet", "0", "--out", str(tmp_path / "a")])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --bet" in capsys.readouterr().err
+    assert (
+        main(["train", *TINY, "--model-arg", "latent_dim=abc", "--out", str(tmp_path / "b")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "could not be built" in err and "'latent_dim': 'abc'" in err
+    assert not (tmp_path / "b").exists()  # nothing written
