@@ -32,6 +32,7 @@ right and refuses it with the fix:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Mapping
 
 import pyro
@@ -222,6 +223,19 @@ class SVIStep:
         own = {id(p) for p in self.pair.module.parameters()}
         store = pyro.get_param_store()
         has_global = False
+        marked = [
+            name
+            for tr in (guide_tr, model_tr)
+            for name, site in tr.nodes.items()
+            if site["type"] == "sample" and site["infer"].get("enumerate")
+        ]
+        if self.elbo_name in ENUM_ELBOS and not marked:
+            warnings.warn(
+                f"elbo={self.elbo_name!r}, but no sample site is marked for enumeration "
+                "(config_enumerate or infer={'enumerate': 'parallel'}): nothing is summed out, "
+                "and the objective is the plain ELBO.",
+                stacklevel=4,
+            )
         for role, tr in (("guide", guide_tr), ("model", model_tr)):
             for name, site in tr.nodes.items():
                 if site["type"] == "param":

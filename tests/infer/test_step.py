@@ -332,3 +332,10 @@ def test_resume_refuses_a_new_learning_rate(tmp_path):
 def test_an_unknown_activation_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown activation 'gelu'.*relu"):
         VAE(data_shape=(6,), latent_dim=2, hidden=(8,), activation="gelu")
+
+
+def test_elbo_enum_without_marks_says_nothing_is_enumerated():
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((32, 6), 0.4), generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning, match="no sample site is marked for enumeration"):
+        Trainer(vae, batch_size=16, max_steps=1, elbo="enum", progress=False).fit(x)
