@@ -92,13 +92,22 @@ VAE_CHOICES = {"likelihood": sorted(LIKELIHOODS), "network": list(NETWORKS)}
 
 
 def model_parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """The named constructor arguments of ``cls`` (without ``self``, ``*args``, ``**kwargs``)."""
+    """The named constructor arguments of ``cls`` (without ``self``, ``*args``, ``**kwargs``);
+    a constructor that forwards ``**kwargs`` (``super().__init__(**kw)``) also takes its base
+    class's named arguments, which follow its own."""
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    return {
+    named = {
         p.name: p
         for p in params
         if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     }
+    if _takes_any_keyword(cls):
+        base = next((b for b in cls.__mro__[1:] if "__init__" in vars(b)), None)
+        generic = ("builtins", "pyro.nn.module", "torch.nn.modules.module")
+        if base is not None and base.__module__ not in generic:
+            for name, p in model_parameters(base).items():
+                named.setdefault(name, p)
+    return named
 
 
 def _takes_any_keyword(cls: type) -> bool:

@@ -263,3 +263,23 @@ def test_options_are_not_abbreviated_and_bad_values_are_config_errors(tmp_path, 
     err = capsys.readouterr().err
     assert "could not be built" in err and "'latent_dim': 'abc'" in err
     assert not (tmp_path / "b").exists()  # nothing written
+
+
+def test_a_subclass_forwarding_kwargs_keeps_its_base_class_flags(tmp_path, capsys):
+    source = tmp_path / "kw_models.py"
+    source.write_text(
+        "from pyro_gen.models import VAE, register_model\n\n\n"
+        '@register_model("cli_test_kw_vae")\n'
+        "class KwVAE(VAE):\n"
+        "    def __init__(self, extra: float = 1.0, **kw):\n"
+        "        super().__init__(**kw)\n"
+        "        self.extra = extra\n"
+    )
+    run = tmp_path / "run"
+    argv = ["train", "--import", str(source), "--model", "cli_test_kw_vae"]
+    try:
+        assert main([*argv, "--extra", "2.5", "--beta", "2", *TINY, "--out", str(run)]) == 0
+    finally:
+        MODELS.pop("cli_test_kw_vae", None)
+    config = read_config(run)["model"]
+    assert config["args"]["extra"] == 2.5 and config["args"]["beta"] == 2.0
