@@ -41,11 +41,11 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.evaluate.terms import _plate_nesting
+from pyro_gen.evaluate.terms import plate_nesting
 from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.handlers import ScaleData, ScaleLatents
 from pyro_gen.infer.objectives import ENUM_ELBOS, make_elbo
-from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair
+from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair, forked_rng
 
 __all__ = ["SVIStep", "OPTIMIZERS", "LR_SCHEDULES", "FUSED_OPTIMIZERS", "make_optimizer"]
 
@@ -179,11 +179,11 @@ class SVIStep:
         nesting = None
         if self.elbo_name in ENUM_ELBOS:
             with (
-                torch.random.fork_rng(devices=_rng_devices(x)),
+                forked_rng(x.device),
                 buffers_kept(self.pair.module),
                 torch.no_grad(),
             ):
-                nesting = _plate_nesting(self.pair.model, self.pair.guide, x[:1], kw)
+                nesting = plate_nesting(self.pair.model, self.pair.guide, x[:1], kw)
         self.elbo = make_elbo(
             self.elbo_name, self.num_particles, max_plate_nesting=nesting, exact_value=False
         )
@@ -207,7 +207,7 @@ class SVIStep:
         n = min(8, x.shape[0])
         small = {k: v[:n] if _per_datapoint(v, x) else v for k, v in kw.items()}
         with (
-            torch.random.fork_rng(devices=_rng_devices(x)),
+            forked_rng(x.device),
             buffers_kept(self.pair.module),
             torch.no_grad(),
             pyro.settings.context(module_local_params=True),
@@ -356,7 +356,3 @@ def _split(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
 
 def _per_datapoint(v, x: torch.Tensor) -> bool:
     return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == x.shape[0]
-
-
-def _rng_devices(x: torch.Tensor) -> list:
-    return [x.device] if x.device.type == "cuda" else []

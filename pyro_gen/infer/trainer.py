@@ -39,8 +39,7 @@ from torch import nn
 from pyro_gen.data import Dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteError, did_you_mean
-from pyro_gen.evaluate.log_likelihood import check_guide
-from pyro_gen.evaluate.terms import TraceSiteError, elbo_terms
+from pyro_gen.evaluate.elbo import evaluate_elbo
 from pyro_gen.infer import callbacks as cb
 from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.checkpoint import latest_checkpoint, resume_checkpoint, write_checkpoint
@@ -53,7 +52,7 @@ from pyro_gen.infer.step import (
     argument_error,
 )
 from pyro_gen.io import check_writable
-from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair, prepare_data
+from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair, forked_rng, prepare_data
 from pyro_gen.models.persistence import read_config, save_model
 
 __all__ = [
@@ -340,7 +339,7 @@ class Trainer:
         self.callbacks: list[cb.Callback] = []
         self.total_steps = 0
         self.batch: dict | None = None
-        self._point_mass: str | None = None
+        self._point_mass = ""  # why the last validation value is no bound ("": it is one)
 
     @property
     def history(self) -> list[dict]:
@@ -350,9 +349,6 @@ class Trainer:
     def loss(self) -> CapturedLoss | None:
         """The last fit's loss: ``.stats`` (eager calls, captures, replays), ``.disabled``."""
         return self.step.loss if self.step is not None else None
-
-    def _rng_devices(self) -> list:
-        return [self.device] if self.device.type == "cuda" else []
 
     # -- data ----------------------------------------------------------------------------------
     def _prepare_data(self, data, what: str) -> dict | None:
@@ -423,7 +419,7 @@ class Trainer:
         if not self._dynamic:
             return prepare_data(self.pair, x, what=f"{what} data")
         x = x if x.is_floating_point() else x.to(self.pair.dtype)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with forked_rng(x.device):
             checked = prepare_data(self.pair, torch.bernoulli(x.clamp(0, 1)), what=f"{what} data")
         return x.to(checked.dtype)
 
@@ -457,7 +453,6 @@ class Trainer:
         s = self.state
         steps_at_start, t_at_start = s.step, time.perf_counter()
         jit = self.config.elbo.startswith("jit")
-        progress = next(c for c in self.callbacks if isinstance(c, cb.ProgressBar))
         try:
             with (
                 _StopRequest() as stop,
@@ -476,7 +471,7 @@ class Trainer:
                 for c in self.callbacks:
                     c.on_fit_end(self)
         finally:
-            progress.close()
+            self._progress.close()
         done = self.steps_this_fit = s.step - steps_at_start
         self.steps_per_second = done / max(1e-9, time.perf_counter() - t_at_start)
         return s.history
@@ -525,9 +520,7 @@ class Trainer:
 
     def settle(self) -> None:
         """Look at the deferred non-finite check (a host sync; a no-op on CPU)."""
-        for c in self.callbacks:
-            if isinstance(c, cb.NonFiniteGuard):
-                c.settle(self)
+        self._guard.settle(self)
 
     def row(self, loss) -> dict:
         """A history row at the current step (``loss``: the mean since the last row, or "")."""
@@ -543,9 +536,8 @@ class Trainer:
         }
 
     def progress_postfix(self, **values) -> None:
-        for c in self.callbacks:
-            if isinstance(c, cb.ProgressBar) and c.bar is not None:
-                c.bar.set_postfix(**values)
+        if self._progress.bar is not None:
+            self._progress.bar.set_postfix(**values)
 
     def _capture_wanted(self) -> bool:
         """``capture="auto"``: only model classes that declare ``capturable = True`` (their
@@ -596,7 +588,7 @@ class Trainer:
         )
         first = self._batch(0, self._permutation(n, 0))
         # the checks draw no training noise and move no buffer
-        with torch.random.fork_rng(devices=self._rng_devices()):
+        with forked_rng(self.device):
             if c.validate:
                 with buffers_kept(self.module):
                     x, kw = first["x"][:8], {k: v[:8] for k, v in first.items() if k != "x"}
@@ -637,6 +629,8 @@ class Trainer:
 
     def _default_callbacks(self, valid: dict | None) -> list[cb.Callback]:
         c = self.config
+        self._guard = cb.NonFiniteGuard(c.max_bad_batches, self._check_every_step)
+        self._progress = cb.ProgressBar(c.progress)
         callbacks: list[cb.Callback] = [
             cb.BetaScheduler(
                 dict(
@@ -647,9 +641,9 @@ class Trainer:
                     ratio=c.beta_ratio,
                 )
             ),
-            cb.NonFiniteGuard(c.max_bad_batches, self._check_every_step),
+            self._guard,
             cb.History(c.log_every),
-            cb.ProgressBar(c.progress),
+            self._progress,
         ]
         if valid is not None:
             callbacks.append(cb.Validation(valid, c.early_stopping))
@@ -727,9 +721,7 @@ class Trainer:
         """Raise NonFiniteError naming the non-finite sites of the current batch."""
         where = self._diagnose(self.batch)
         kept = latest_checkpoint(self.run_dir) if self.run_dir else None
-        for c in self.callbacks:
-            if isinstance(c, cb.ProgressBar):
-                c.close()
+        self._progress.close()
         raise NonFiniteError(
             f"{headline} (epoch {self.state.epoch}): {what}; {where}. "
             + (f"The last good checkpoint is {kept}. " if kept else "")
@@ -765,39 +757,27 @@ class Trainer:
     # -- validation ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, data: torch.Tensor | Batch) -> float:
-        """Mean ELBO per datapoint on ``data`` (β = 1, the model's true bound, nats), with a fixed
-        seed so that epochs are compared on the same noise; the training RNG stream is untouched.
-        For a point-mass guide (β = 0) it is the reconstruction term E log p(x|z) (no bound):
-        see ``point_mass``."""
-        c = self.config
+        """Mean ELBO per datapoint on ``data`` (β = 1, the model's true bound, nats) by
+        :func:`~pyro_gen.evaluate.evaluate_elbo`, with a fixed seed so that epochs are compared
+        on the same noise; the training RNG stream is untouched. For a point-mass guide (β = 0)
+        it is the reconstruction term E log p(x|z) (no bound): see ``point_mass``."""
         batch = data if isinstance(data, Mapping) else {"x": data}
-        x, kw = batch["x"], {k: v for k, v in batch.items() if k != "x"}
-        was_training = self.module.training
-        self.module.eval()
-        with torch.random.fork_rng(devices=self._rng_devices()), pyro.validation_enabled(False):
-            torch.manual_seed(c.seed + 1)
-            if self._point_mass is None:
-                try:
-                    check_guide(self.pair, x[:1], **{k: v[:1] for k, v in kw.items()})
-                    self._point_mass = ""
-                except TraceSiteError as e:
-                    self._point_mass = str(e)
-            elbo = torch.cat(
-                [
-                    elbo_terms(
-                        self.pair.model,
-                        self.pair.guide,
-                        x[i : i + 1024],
-                        num_particles=c.valid_particles,
-                        **{k: v[i : i + 1024] for k, v in kw.items()},
-                    )["reconstruction" if self._point_mass else "elbo"]
-                    for i in range(0, x.shape[0], 1024)
-                ]
+        kw = {k: v for k, v in batch.items() if k != "x"}
+        with forked_rng(self.device):
+            torch.manual_seed(self.config.seed + 1)
+            result = evaluate_elbo(
+                self.pair,
+                batch["x"],
+                num_particles=self.config.valid_particles,
+                batch_size=1024,
+                seed=None,
+                **kw,
             )
-        self.module.train(was_training)
-        return float(elbo.mean())
+        self._point_mass = result.note
+        values = result.elbo if result.is_bound else result.reconstruction
+        return float(values.mean())
 
     @property
     def point_mass(self) -> str:
         """Why the validation "ELBO" is no bound ("" when it is one): a point-mass guide."""
-        return self._point_mass or ""
+        return self._point_mass
