@@ -31,14 +31,7 @@ from torch.distributions import kl_divergence
 from pyro_gen.errors import PyroGenError
 from pyro_gen.models.pair import DATA_PLATE
 
-__all__ = [
-    "PointwiseTerms",
-    "pointwise_terms",
-    "elbo_terms",
-    "plate_nesting",
-    "DATA_PLATE",
-    "TraceSiteError",
-]
+__all__ = ["PointwiseTerms", "pointwise_terms", "elbo_terms", "DATA_PLATE", "TraceSiteError"]
 
 
 class TraceSiteError(PyroGenError, ValueError):
@@ -186,7 +179,7 @@ class _NotVectorizable(Exception):
     pass
 
 
-def plate_nesting(model, guide, x, kwargs) -> int:
+def _plate_nesting(model, guide, x, kwargs) -> int:
     """How many batch dims the program's plates use (traced on one datapoint)."""
     n = x.shape[0]
     kw = {
@@ -251,7 +244,7 @@ def pointwise_terms(
     nesting = None
     if vectorize and num_particles > 1:
         try:
-            nesting = plate_nesting(model, guide, x, kwargs)
+            nesting = _plate_nesting(model, guide, x, kwargs)
         except Exception:  # the replicated path below reports the program's own errors
             nesting = None
     per_chunk = max(1, max_rows // num_particles)

@@ -41,7 +41,6 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.evaluate.terms import plate_nesting
 from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.handlers import ScaleData, ScaleLatents
 from pyro_gen.infer.objectives import ENUM_ELBOS, make_elbo
@@ -173,17 +172,10 @@ class SVIStep:
         self._names = tuple(batch)
         self._num_data = int(num_data)
         x, kw = _split(batch)
-        globals_ = self._inspect(x, kw)
-        b = x.shape[0]
-        self.data_scale = self._num_data / b if globals_ else 1.0
-        nesting = None
-        if self.elbo_name in ENUM_ELBOS:
-            with (
-                forked_rng(x.device),
-                buffers_kept(self.pair.module),
-                torch.no_grad(),
-            ):
-                nesting = plate_nesting(self.pair.model, self.pair.guide, x[:1], kw)
+        globals_, nesting = self._inspect(x, kw)
+        self.data_scale = self._num_data / x.shape[0] if globals_ else 1.0
+        if self.elbo_name not in ENUM_ELBOS:
+            nesting = None  # only enumeration needs it
         self.elbo = make_elbo(
             self.elbo_name, self.num_particles, max_plate_nesting=nesting, exact_value=False
         )
@@ -201,9 +193,10 @@ class SVIStep:
             enabled=self.capture and not jit and self.elbo_name not in ENUM_ELBOS,
         )
 
-    def _inspect(self, x: torch.Tensor, kw: dict) -> bool:
+    def _inspect(self, x: torch.Tensor, kw: dict) -> tuple[bool, int]:
         """Trace guide and model once; refuse enumeration marks the objective would ignore and
-        global ``pyro.param`` s; True when a latent site lies outside the ``"data"`` plate."""
+        global ``pyro.param`` s. Returns (a latent site lies outside the ``"data"`` plate, how
+        many batch dims the program's plates use)."""
         n = min(8, x.shape[0])
         small = {k: v[:n] if _per_datapoint(v, x) else v for k, v in kw.items()}
         with (
@@ -222,20 +215,7 @@ class SVIStep:
                 raise argument_error(self._names, e) from e
         own = {id(p) for p in self.pair.module.parameters()}
         store = pyro.get_param_store()
-        has_global = False
-        marked = [
-            name
-            for tr in (guide_tr, model_tr)
-            for name, site in tr.nodes.items()
-            if site["type"] == "sample" and site["infer"].get("enumerate")
-        ]
-        if self.elbo_name in ENUM_ELBOS and not marked:
-            warnings.warn(
-                f"elbo={self.elbo_name!r}, but no sample site is marked for enumeration "
-                "(config_enumerate or infer={'enumerate': 'parallel'}): nothing is summed out, "
-                "and the objective is the plain ELBO.",
-                stacklevel=4,
-            )
+        has_global, marked, nesting = False, False, 0
         for role, tr in (("guide", guide_tr), ("model", model_tr)):
             for name, site in tr.nodes.items():
                 if site["type"] == "param":
@@ -251,6 +231,9 @@ class SVIStep:
                     continue
                 if site["type"] != "sample" or site_is_subsample(site):
                     continue
+                dims = [-f.dim for f in site["cond_indep_stack"] if f.dim is not None]
+                nesting = max([nesting, *dims])
+                marked |= bool(site["infer"].get("enumerate"))
                 if site["infer"].get("enumerate") and self.elbo_name not in ENUM_ELBOS:
                     raise ConfigError(
                         f"the {role}'s site {name!r} is marked for enumeration "
@@ -261,7 +244,14 @@ class SVIStep:
                 if not site["is_observed"]:
                     frames = [f.name for f in site["cond_indep_stack"]]
                     has_global |= DATA_PLATE not in frames
-        return has_global
+        if self.elbo_name in ENUM_ELBOS and not marked:
+            warnings.warn(
+                f"elbo={self.elbo_name!r}, but no sample site is marked for enumeration "
+                "(config_enumerate or infer={'enumerate': 'parallel'}): nothing is summed out, "
+                "and the objective is the plain ELBO.",
+                stacklevel=4,
+            )
+        return has_global, nesting
 
     def _wrapped(self, jit: bool) -> tuple[Callable, Callable]:
         """Model and guide under β and the data-plate scale (read at call time); under JIT
