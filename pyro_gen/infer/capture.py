@@ -151,8 +151,7 @@ class CapturedLoss:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         tensors = self._tensors()
-        buffers = _BufferState(self.module)
-        restore = _rng_restorer(batch[0].device)
+        start = _Snapshot(self.module, batch[0].device)  # random state and buffers
         if self.stats["captures"] >= 4 * self.max_graphs:
             return self._give_up(
                 f"the program changed {self.stats['captures']} times; a capture costs more "
@@ -166,8 +165,7 @@ class CapturedLoss:
             simplify(graph, [*tensors, *batch])
             flat_arguments(graph)  # graph(*tensors, *batch): no pytree flattening per call
         except Exception as e:  # anything the tracer cannot follow
-            restore()
-            buffers.restore()
+            start.restore()
             if "_local_scalar_dense" in str(e) or "data-dependent" in str(e):
                 return self._give_up("the program reads a tensor value on the host", batch)
             return self._give_up(f"capture failed: {type(e).__name__}: {_first_line(e)}", batch)
@@ -182,8 +180,7 @@ class CapturedLoss:
             if n.op == "get_attr" and getattr(getattr(graph, n.target, None), "requires_grad", 0)
         ]
         if stray:
-            restore()
-            buffers.restore()
+            start.restore()
             return self._give_up(
                 "the program uses tensors that need gradients outside the module's parameters "
                 "(e.g. pyro.param in the global param store)",
@@ -192,22 +189,18 @@ class CapturedLoss:
         # the check: eager and replayed, from the same random state and buffers, must agree on
         # the loss, the gradients and the buffers they leave behind
         needs_grad = [t for t in tensors if t.requires_grad]
-        restore()
-        buffers.restore()
+        start.restore()
         eager = self.loss_fn(*batch)
         eager_grads = _grads(eager, needs_grad, keep=True)
-        after_eager = _BufferState(self.module)
-        rng_after_eager = _rng_restorer(batch[0].device)
-        restore()
-        buffers.restore()
+        after_eager = _Snapshot(self.module, batch[0].device)
+        start.restore()
         replayed = graph(*tensors, *batch)
-        same = _same(eager, replayed) and after_eager.same_as_now()
+        same = _same(eager, replayed) and after_eager.buffers.same_as_now()
         same = same and all(
             _same(a, b) for a, b in zip(eager_grads, _grads(replayed, needs_grad, keep=True))
         )
         if not same:  # keep what the eager run did: its loss, buffers and random state
             after_eager.restore()
-            rng_after_eager()
             return self._give_up(
                 "the captured graph does not reproduce the eager loss", batch, eager=eager
             )
@@ -232,6 +225,19 @@ class _BufferState:
 
     def same_as_now(self) -> bool:
         return all(_same(v, b) for b, v in zip(self.buffers, self.saved))
+
+
+class _Snapshot:
+    """The global random state (CPU and the batch's GPU) and the module's buffers, to put back
+    before each of a capture's runs of the program."""
+
+    def __init__(self, module: nn.Module, device: torch.device) -> None:
+        self.rng = _rng_restorer(device)
+        self.buffers = _BufferState(module)
+
+    def restore(self) -> None:
+        self.rng()
+        self.buffers.restore()
 
 
 @contextlib.contextmanager
