@@ -85,6 +85,7 @@ from torch import nn
 
 from pyro_gen.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from pyro_gen.evaluate.terms import elbo_terms
+from pyro_gen.infer.callbacks import HISTORY_COLUMNS
 from pyro_gen.infer.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -110,7 +111,6 @@ __all__ = [
 ]
 
 LIGHTNING_EXTRA = "pip install 'pyro-gen[lightning]'  (or: pip install lightning)"
-HISTORY_COLUMNS = ["step", "epoch", "loss", "valid_elbo", "beta", "lr", "elapsed"]
 
 
 def require_lightning():
