@@ -16,6 +16,7 @@ from pyro_gen.evaluate.diagnostics import (
     pareto_khat,
 )
 from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
+from pyro_gen.evaluate.judge import JUDGE_KINDS, Judge, load_judge, train_judge
 from pyro_gen.evaluate.log_likelihood import (
     NonFiniteWeightsError,
     PointMassGuideError,
@@ -44,4 +45,8 @@ __all__ = [
     "elbo_terms",
     "PointwiseTerms",
     "TraceSiteError",
+    "Judge",
+    "JUDGE_KINDS",
+    "train_judge",
+    "load_judge",
 ]

@@ -1,5 +1,6 @@
 """Plain torch networks (no Pyro here): encoders, decoders, heads."""
 
+from pyro_gen.nn.classifier import CLASSIFIER_NETWORKS, Classifier
 from pyro_gen.nn.conv import ConvDecoder, ConvEncoder
 from pyro_gen.nn.heads import GaussianHead, numel
 from pyro_gen.nn.mlp import ACTIVATIONS, MLP, MLPDecoder, MLPEncoder
@@ -13,4 +14,6 @@ __all__ = [
     "ConvDecoder",
     "GaussianHead",
     "numel",
+    "Classifier",
+    "CLASSIFIER_NETWORKS",
 ]
