@@ -208,7 +208,7 @@ class History(Callback):
 
     @staticmethod
     def write(trainer: Trainer) -> None:
-        if trainer.run_dir is None:
+        if trainer.run_dir is None or not trainer.world.is_global_zero:
             return
         columns = list(HISTORY_COLUMNS)
         for row in trainer.state.history:  # a step's own metrics, in the order first seen

@@ -164,6 +164,8 @@ class SVIStep:
         self.loss: CapturedLoss | None = None
         self._names: tuple[str, ...] = ("x",)
         self._num_data = 0
+        # data parallelism: the mean over processes of a flat buffer (set by the loop)
+        self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # -- set-up --------------------------------------------------------------------------------
     def init(self, batch: Mapping[str, torch.Tensor], *, num_data: int, total_steps: int) -> None:
@@ -285,6 +287,8 @@ class SVIStep:
         loss = self.loss(*(batch[k] for k in self._names))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.reduce is not None:
+            loss = self._average_over_processes(loss)
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
             if self.clip_norm is not None
@@ -300,6 +304,20 @@ class SVIStep:
         if self.scheduler is not None:
             self.scheduler.step()
         return metrics
+
+    def _average_over_processes(self, loss: torch.Tensor) -> torch.Tensor:
+        """Loss and gradients averaged over the processes in one collective (data-parallel SGD:
+        the gradient of the mean loss over every process's batch). A parameter without a
+        gradient on this process counts as a zero gradient."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        head = loss.detach().reshape(1).to(grads[0].dtype)
+        flat = torch.cat([head] + [g.reshape(-1) for g in grads])
+        flat = self.reduce(flat)
+        offset = 1
+        for p, g in zip(self.params, grads):
+            p.grad = flat[offset : offset + g.numel()].view_as(p)
+            offset += g.numel()
+        return flat[0]
 
     def grad_norm(self) -> float:
         """The gradients' global norm (for error messages; syncs)."""

@@ -43,6 +43,7 @@ from pyro_gen.evaluate.elbo import evaluate_elbo
 from pyro_gen.infer import callbacks as cb
 from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.checkpoint import latest_checkpoint, resume_checkpoint, write_checkpoint
+from pyro_gen.infer.distributed import Collective, SingleProcess
 from pyro_gen.infer.objectives import ELBOS
 from pyro_gen.infer.step import (
     FUSED_OPTIMIZERS,
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 CAPTURE_MODES = ("auto", "on", "off")
+_RANK_SEED = 1_000_003  # process r of a data-parallel run seeds its noise with seed + r * this
 # settings a resume must share with the run it continues (data order, objective, optimiser state)
 # (lr and weight decay too: the optimiser's saved state restores them, a new value would be lost)
 RESUME_FIXED = (
@@ -274,6 +276,12 @@ class Trainer:
         step_class: the step the loop drives (an :class:`SVIStep` subclass, built with the
             config's objective and optimiser settings); its extra metrics become history
             columns.
+        collective: the processes of a data-parallel run
+            (:class:`~pyro_gen.infer.distributed.ProcessGroup`; default one process). Each
+            process trains on its shard of every epoch's order with ``batch_size`` datapoints a
+            step; loss and gradients are averaged over processes in one collective per step;
+            the global rank 0 writes the run folder.
+            :func:`~pyro_gen.infer.lightning.fit_lightning` starts the processes and passes it.
 
     ``fit(train)`` takes a tensor ``[N, *data_shape]`` (the batch ``{"x": ...}``) or a mapping
     of equal-length tensors passed to model and guide by name (``{"x": X, "y": Y}`` runs
@@ -313,6 +321,7 @@ class Trainer:
         sections: dict | None = None,
         callbacks: list[cb.Callback] | None = None,
         step_class: type[SVIStep] = SVIStep,
+        collective: Collective | None = None,
         **overrides,
     ) -> None:
         base = dataclasses.asdict(config) if config is not None else {}
@@ -324,6 +333,7 @@ class Trainer:
         self.sections = dict(sections or {})
         self.extra_callbacks = _check_callbacks(callbacks)
         self.step_class = step_class
+        self.world = collective if collective is not None else SingleProcess()
         if resume and self.run_dir is None:
             raise ConfigError("resume=True needs the run_dir of the run to continue.")
         self.device = resolve_device(self.config.device)
@@ -426,7 +436,11 @@ class Trainer:
     def _permutation(self, n: int, epoch: int) -> torch.Tensor:
         """The epoch's data order: a function of (seed, epoch), so a resumed run needs no state."""
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=g).to(self.device)
+        perm = torch.randperm(n, generator=g)
+        world = self.world
+        if world.world_size > 1:  # this process's shard: every world_size-th datapoint
+            perm = perm[world.rank : (n // world.world_size) * world.world_size : world.world_size]
+        return perm.to(self.device)
 
     def _batch(self, i: int, perm: torch.Tensor) -> dict:
         b = self.config.batch_size
@@ -480,14 +494,28 @@ class Trainer:
         c, s = self.config, self.state
         if s.step >= self.total_steps:
             return True
+        timed_out = c.max_time is not None and time.perf_counter() - self._t0 >= c.max_time
+        if self.world.world_size > 1:  # the processes stop at the same step, or none does
+            if not self.world.any(timed_out or stop.signal is not None, self.device):
+                return False
+            if stop.signal is None and not timed_out:
+                self.stopped_by = "another process (a signal or max_time there)"
+                self.interrupted = True
+                return True
         if stop.signal is not None:
             self.interrupted, self.stop_signal = True, stop.signal
             self.stopped_by = signal.Signals(stop.signal).name
             return True
-        if c.max_time is not None and time.perf_counter() - self._t0 >= c.max_time:
+        if timed_out:
             self.stopped_by = "max_time"
             return True
         return False
+
+    def _stop_requested(self) -> bool:
+        """A callback asked to stop (on any process: all stop at the same step)."""
+        if self.world.world_size > 1:
+            return self.world.any(self.should_stop, self.device)
+        return self.should_stop
 
     def _epoch(self, stop: _StopRequest) -> bool:
         """The rest of the current epoch; False when training must stop (the budget is spent
@@ -501,19 +529,21 @@ class Trainer:
                 c.on_step_start(self)
             self.batch = self._batch(i, perm)
             metrics = self.step.update(self.batch, check=self._check_every_step)
+            if self._sync_buffers:  # running statistics: rank 0's, as DDP's broadcast_buffers
+                self.world.broadcast_module(self.module, buffers_only=True)
             for c in self.callbacks:
                 c.on_update(self, metrics)
             s.step += 1
             for c in self.callbacks:
                 c.on_step_end(self, metrics)
-            if self.should_stop:  # a callback asked: stop after this step
+            if self._stop_requested():  # a callback asked: stop after this step
                 self.stopped_by = self.stopped_by or "callback"
                 return False
         self.settle()
         s.epoch += 1
         for c in self.callbacks:
             c.on_epoch_end(self)
-        if self.should_stop:
+        if self._stop_requested():
             self.stopped_by = self.stopped_by or "callback"
             return False
         return True
@@ -557,18 +587,22 @@ class Trainer:
         c = self.config
         self._dynamic = dynamic
         self.should_stop, self.stopped_by, self.interrupted = False, None, False
-        if not self.resume:
-            pyro.set_rng_seed(c.seed)
+        world = self.world
+        if not self.resume:  # each process its own Monte-Carlo noise; rank 0 that of one process
+            pyro.set_rng_seed(c.seed + _RANK_SEED * world.rank)
         self._train = self._prepare_data(train, "training")
         valid = self._prepare_data(valid, "validation")
         self._n = n = self._train["x"].shape[0]
-        if c.batch_size > n:
+        shard = n // world.world_size  # datapoints per process and epoch
+        if c.batch_size > shard:
+            per = f" per process ({world.world_size} processes)" if world.world_size > 1 else ""
             raise ConfigError(
-                f"batch_size {c.batch_size} is larger than the training data ({n} datapoints); "
-                f"use batch_size <= {n}."
+                f"batch_size {c.batch_size} is larger than the training data{per} ({shard} "
+                f"datapoints); use batch_size <= {shard}."
             )
         self.module.to(self.device)
-        self._steps_per_epoch = n // c.batch_size  # the last partial batch is dropped
+        world.broadcast_module(self.module)  # every replica starts from rank 0's weights
+        self._steps_per_epoch = shard // c.batch_size  # the last partial batch is dropped
         self.total_steps = c.max_steps or c.epochs * self._steps_per_epoch
         jit = c.elbo.startswith("jit")
         if jit and c.beta_schedule != "constant":
@@ -586,6 +620,9 @@ class Trainer:
             capture=self._capture_wanted(),
             **c.optimizer_settings(),
         )
+        if world.world_size > 1:
+            self.step.reduce = world.mean_
+        self._sync_buffers = world.world_size > 1 and any(True for _ in self.module.buffers())
         first = self._batch(0, self._permutation(n, 0))
         # the checks draw no training noise and move no buffer
         with forked_rng(self.device):
@@ -618,19 +655,21 @@ class Trainer:
                     f"{self.run_dir} already holds a run; pass resume=True (--resume) to continue "
                     "it, or choose a new folder."
                 )
+            world.barrier()  # every process has looked before the first write
             weights = sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
             # model + optimiser moments per checkpoint, kept checkpoints + the one being written
-            check_writable(self.run_dir, 4 * weights * (c.keep_checkpoints + 1))
+            if world.is_global_zero:
+                check_writable(self.run_dir, 4 * weights * (c.keep_checkpoints + 1))
         if self.resume:
             self._restore()
-        elif self.run_dir is not None:
+        elif self.run_dir is not None and world.is_global_zero:
             save_model(self.module, self.run_dir, train=dataclasses.asdict(c), **self.sections)
         self._t0 = time.perf_counter() - self.state.elapsed
 
     def _default_callbacks(self, valid: dict | None) -> list[cb.Callback]:
         c = self.config
         self._guard = cb.NonFiniteGuard(c.max_bad_batches, self._check_every_step)
-        self._progress = cb.ProgressBar(c.progress)
+        self._progress = cb.ProgressBar(c.progress and self.world.is_global_zero)
         callbacks: list[cb.Callback] = [
             cb.BetaScheduler(
                 dict(
@@ -673,15 +712,23 @@ class Trainer:
         self.state.elapsed = time.perf_counter() - self._t0
         if self.run_dir is None:
             return None
-        state = {
-            "trainer": dataclasses.asdict(self.state),
-            **self.step.state_dict(),
-            "rng": self._rng_state(),
-        }
-        path = write_checkpoint(
-            self.run_dir, self.state.step, self.module, state, keep=self.config.keep_checkpoints
-        )
-        cb.History.write(self)
+        world = self.world
+        rngs = world.gather_object(self._rng_state())  # a collective: every process is here
+        path = None
+        if world.is_global_zero:
+            state = {
+                "trainer": dataclasses.asdict(self.state),
+                **self.step.state_dict(),
+                "rng": rngs[0],
+                "world_size": world.world_size,
+            }
+            if world.world_size > 1:
+                state["rng_ranks"] = rngs
+            path = write_checkpoint(
+                self.run_dir, self.state.step, self.module, state, keep=self.config.keep_checkpoints
+            )
+            cb.History.write(self)
+        world.barrier()  # nobody trains on (or reads the folder) before it is written
         return path
 
     def _restore(self) -> None:
@@ -690,7 +737,15 @@ class Trainer:
         self.module.load_state_dict(weights)
         self.step.load_state_dict(state)
         self.state = _State(**state["trainer"])
-        self._set_rng_state(state["rng"])
+        saved = int(state.get("world_size", 1))
+        if saved != self.world.world_size:
+            raise ConfigError(
+                f"{self.run_dir} was trained on {saved} process(es); resume it on the same "
+                f"number (here: {self.world.world_size}): a step's batch and an epoch's order "
+                "depend on it (pyro-gen train --resume --devices N as before)."
+            )
+        rng = state["rng_ranks"][self.world.rank] if saved > 1 else state["rng"]
+        self._set_rng_state(rng)
 
     def _check_same_run(self) -> None:
         """A resume continues the run it finds: the settings that decide the data order, the
@@ -762,6 +817,9 @@ class Trainer:
         on the same noise; the training RNG stream is untouched. For a point-mass guide (β = 0)
         it is the reconstruction term E log p(x|z) (no bound): see ``point_mass``."""
         batch = data if isinstance(data, Mapping) else {"x": data}
+        world = self.world
+        if world.world_size > 1:  # each process its share; the mean over all of them
+            batch = {k: v[world.rank :: world.world_size] for k, v in batch.items()}
         kw = {k: v for k, v in batch.items() if k != "x"}
         with forked_rng(self.device):
             torch.manual_seed(self.config.seed + 1)
@@ -775,6 +833,9 @@ class Trainer:
             )
         self._point_mass = result.note
         values = result.elbo if result.is_bound else result.reconstruction
+        if world.world_size > 1:
+            total = world.sum(torch.stack([values.sum(), values.new_tensor(float(values.numel()))]))
+            return float(total[0] / total[1])
         return float(values.mean())
 
     @property
