@@ -177,6 +177,8 @@ class Diagnostics:
     @property
     def au_variance(self) -> torch.Tensor:
         """Cov_x(E_q[z_u]) per dimension ``[D']`` (variance over datapoints of the mean)."""
+        if self.posterior_mean.shape[1] == 0:  # no latent (an autoregressive model)
+            return torch.zeros(0, dtype=torch.float64)
         if self.posterior_mean.shape[0] < 2:
             return torch.full((self.posterior_mean.shape[1],), float("nan"), dtype=torch.float64)
         return self.posterior_mean.double().var(0)

@@ -41,6 +41,7 @@ __all__ = [
     "ImportanceChunk",
     "default_max_rows",
     "check_guide",
+    "has_latents",
     "point_mass_sites",
     "PointMassGuideError",
     "importance_chunks",
@@ -111,6 +112,21 @@ def point_mass_sites(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> list[st
     ]
 
 
+def has_latents(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> bool:
+    """Whether the guide samples any latent site (one trace on ``x[:1]``, forked stream). A
+    program without one (an autoregressive model) has log w = log p(x) for every particle."""
+    kw = {
+        k: v.to(pair.device) if isinstance(v, torch.Tensor) else v
+        for k, v in _slice_kwargs(kwargs, x.shape[0], slice(0, 1)).items()
+    }
+    with forked_rng(pair.device), torch.no_grad():
+        tr = poutine.trace(pair.guide).get_trace(x[:1].to(pair.device), **kw)
+    return any(
+        site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"]
+        for site in tr.nodes.values()
+    )
+
+
 def check_guide(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
     """Raise a :class:`PointMassGuideError` naming the guide's point-mass (Delta) latent site:
     it cannot propose for importance sampling."""
@@ -176,11 +192,14 @@ def importance_chunks(
     (datapoints x particles; None: :func:`default_max_rows` of the device) and keeps running
     sums (logsumexp of w and of w², means), so memory is O(max_rows) plus
     ``[num_samples, batch_size]`` when ``keep_weights``. Call under ``torch.no_grad()`` with the
-    module in eval mode (:func:`log_likelihood` does).
+    module in eval mode (:func:`log_likelihood` does). A program without latent sites (see
+    :func:`has_latents`) is run for one particle: its log-weight log p(x) is exact, and the K
+    particles would all equal it (ESS = K, the kept weights repeat it).
     """
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
     n_total, device, K = x.shape[0], pair.device, int(num_samples)
+    K_run = K if has_latents(pair, x, **kwargs) else 1  # no latent: every weight is log p(x)
     if max_rows is None:
         max_rows = default_max_rows(device)
     if batch_size < 1 or max_rows < 1:
@@ -199,12 +218,12 @@ def importance_chunks(
         # one buffer, not a list of small pieces: small tensors kept alive between the model's
         # large temporaries fragment the heap (it grew by 0.7 GB for 300 datapoints at K=5000)
         kept = None
-        for k0 in range(0, K, per_call):
+        for k0 in range(0, K_run, per_call):
             t = pointwise_terms(
                 pair.model,
                 pair.guide,
                 xs,
-                num_particles=min(per_call, K - k0),
+                num_particles=min(per_call, K_run - k0),
                 max_rows=max_rows,
                 **kw,
             )
@@ -231,8 +250,11 @@ def importance_chunks(
             if keep_weights:
                 if kept is None:
                     kept = torch.empty(K, n, dtype=lw.dtype)  # on the CPU, as the results
-                kept[k0 : k0 + lw.shape[0]] = lw
-        log_px = (lse - math.log(K)).cpu()
+                if K_run == K:
+                    kept[k0 : k0 + lw.shape[0]] = lw
+                else:
+                    kept[:] = lw
+        log_px = (lse - math.log(K_run)).cpu()
         if torch.isneginf(log_px).any():
             _raise_non_finite(
                 (torch.isneginf(log_px).nonzero().flatten() + start).tolist()
@@ -240,13 +262,13 @@ def importance_chunks(
                 {},
                 sl.stop,
             )
-        mean = {k: (v / K).cpu() for k, v in sums.items()}
+        mean = {k: (v / K_run).cpu() for k, v in sums.items()}
         yield ImportanceChunk(
             start=sl.start,
             stop=sl.stop,
             log_px=log_px,
             mean_log_weight=mean["log_weight"],
-            ess=torch.exp(2 * lse - lse2).cpu(),
+            ess=torch.exp(2 * lse - lse2).cpu() * (K / K_run),
             reconstruction=mean["reconstruction"],
             kl=mean["kl"],
             kl_per_site={k[3:]: v for k, v in mean.items() if k.startswith("kl:")},

@@ -1,6 +1,7 @@
 """Generative models as Pyro model/guide pairs (``PyroModule`` s built from ``pyro_gen.nn``),
 the pair contract every tool takes, and model persistence (config + safetensors)."""
 
+from pyro_gen.models.autoregressive import MADEModel
 from pyro_gen.models.base import GenerativeModel, beta_scale, check_data_shape, check_finite
 from pyro_gen.models.likelihoods import (
     LIKELIHOODS,
@@ -39,6 +40,7 @@ from pyro_gen.models.vae import VAE
 __all__ = [
     "GenerativeModel",
     "VAE",
+    "MADEModel",
     "beta_scale",
     "check_data_shape",
     "check_finite",

@@ -1,0 +1,136 @@
+"""MADE: a masked autoencoder whose output for variable d depends only on variables < d.
+
+Germain, Gregor, Murray & Larochelle (2015), "MADE: Masked Autoencoder for Distribution
+Estimation", ICML, Sec. 4 (mask construction, eq. 12-13). Each hidden unit k gets a degree
+m(k) in {1, ..., D-1}; a weight from a unit of degree a to a hidden unit of degree b is kept
+iff b >= a, and to an output of variable d (degree d) iff d > a. Inputs have degrees 1..D in
+the (fixed) variable order, so output d sees inputs 1..d-1 only.
+
+Variables may be *groups*: each of the ``num_vars`` variables has ``in_per_var`` inputs (e.g.
+1 for a binary pixel, K for a one-hot code index) and ``out_per_var`` outputs (1 logit, or K
+logits of a categorical); a group's inputs and outputs share the variable's degree. Inputs and
+outputs are laid out variable-major: ``[..., num_vars * in_per_var]`` with variable ``d``'s
+entries at ``d*in_per_var : (d+1)*in_per_var``.
+
+Plain torch (no Pyro). Degrees of hidden units are drawn once from a seeded generator
+(``seed``) and stored as buffers, so a saved model rebuilds the same masks.
+
+>>> import torch
+>>> made = MADE(num_vars=4, hidden=(16,))
+>>> made(torch.zeros(2, 4)).shape
+torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pyro_gen.errors import ConfigError
+from pyro_gen.nn.mlp import ACTIVATIONS
+
+__all__ = ["MADE", "MaskedLinear", "made_degrees"]
+
+
+class MaskedLinear(nn.Linear):
+    """``y = x @ (W * mask).T + b`` with a fixed 0/1 ``mask`` buffer ``[out, in]``."""
+
+    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
+        super().__init__(in_features, out_features)
+        if tuple(mask.shape) != (out_features, in_features):
+            raise ConfigError(
+                f"mask shape {list(mask.shape)} != [out, in] = [{out_features}, {in_features}]."
+            )
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+def made_degrees(
+    num_vars: int, hidden: Sequence[int], seed: int = 0
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Degrees (1-based) of the variables ``[num_vars]`` and of each hidden layer's units.
+
+    Hidden degrees cycle through 1..D-1 (every degree present when the layer is wide enough,
+    the "deterministic" assignment of Germain et al.) in a seeded random permutation; with
+    D = 1 there is nothing to condition on and hidden units get degree 0 (they see no input).
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    var = torch.arange(1, num_vars + 1)
+    layers = []
+    for h in hidden:
+        if num_vars > 1:
+            deg = torch.arange(h) % (num_vars - 1) + 1
+            deg = deg[torch.randperm(h, generator=g)]
+        else:
+            deg = torch.zeros(h, dtype=torch.long)
+        layers.append(deg)
+    return var, layers
+
+
+class MADE(nn.Module):
+    """Autoregressive network ``[..., num_vars*in_per_var] -> [..., num_vars*out_per_var]``.
+
+    Output group d depends only on input groups < d (group 0's outputs are constants: a learned
+    bias). ``direct=True`` adds a masked input->output connection (Germain et al. Sec. 4.4).
+
+    Args:
+        num_vars: D, the number of variables (pixels, code positions).
+        hidden: widths of the hidden layers (at least one).
+        in_per_var, out_per_var: entries per variable in the input and the output.
+        activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
+        direct: add the masked direct connection.
+        seed: seeds the hidden degrees.
+    """
+
+    def __init__(
+        self,
+        num_vars: int,
+        hidden: Sequence[int] = (500,),
+        in_per_var: int = 1,
+        out_per_var: int = 1,
+        activation: str = "relu",
+        direct: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        hidden = tuple(int(h) for h in hidden)
+        if int(num_vars) < 1 or not hidden or min(hidden) < 1:
+            raise ConfigError(
+                f"MADE needs num_vars >= 1 and at least one hidden width >= 1; got "
+                f"num_vars={num_vars}, hidden={list(hidden)}."
+            )
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; choose {sorted(ACTIVATIONS)}.")
+        self.num_vars, self.in_per_var, self.out_per_var = int(num_vars), in_per_var, out_per_var
+        var, layers = made_degrees(self.num_vars, hidden, seed)
+        d_in = var.repeat_interleave(in_per_var)
+        d_out = var.repeat_interleave(out_per_var)
+        degrees = [d_in, *layers]
+        blocks: list[nn.Module] = []
+        for a, b in zip(degrees[:-1], degrees[1:]):
+            # input -> hidden: keep iff deg(hidden) >= deg(input); hidden -> hidden alike
+            blocks += [MaskedLinear(len(a), len(b), (b[:, None] >= a[None, :]).long())]
+            blocks.append(ACTIVATIONS[activation]())
+        blocks.append(MaskedLinear(len(degrees[-1]), len(d_out), _out_mask(d_out, degrees[-1])))
+        self.net = nn.Sequential(*blocks)
+        self.direct = (
+            MaskedLinear(len(d_in), len(d_out), (d_out[:, None] > d_in[None, :]).long())
+            if direct
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.direct is not None:
+            out = out + self.direct(x)
+        return out
+
+
+def _out_mask(d_out: torch.Tensor, d_hidden: torch.Tensor) -> torch.Tensor:
+    """hidden -> output: keep iff deg(output) > deg(hidden) (strict: output d sees < d)."""
+    return (d_out[:, None] > d_hidden[None, :]).long()
