@@ -25,6 +25,7 @@ class ModelContract:
     """Mixin: subclasses define ``make_model`` and ``make_data`` (and may set ``capturable``)."""
 
     num_data = 64
+    settings: dict = {}  # training settings the family needs, e.g. {"elbo": "enum"}
 
     def make_model(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -33,7 +34,7 @@ class ModelContract:
         raise NotImplementedError
 
     def _fit(self, model, data, **kw):
-        trainer = Trainer(model, **{**SETTINGS, **kw})
+        trainer = Trainer(model, **{**SETTINGS, **self.settings, **kw})
         return trainer, trainer.fit(data)
 
     # -- the pair ----------------------------------------------------------------------------
@@ -65,9 +66,10 @@ class ModelContract:
         _, full = self._fit(full_model, data, max_steps=6, seed=3)
         run = tmp_path / "run"
         part = self.make_model()
-        Trainer(part, run_dir=run, **{**SETTINGS, "max_steps": 3, "seed": 3}).fit(data)
+        own = {**SETTINGS, **self.settings}
+        Trainer(part, run_dir=run, **{**own, "max_steps": 3, "seed": 3}).fit(data)
         resumed = load_model(run)
-        settings = {**SETTINGS, "max_steps": 6, "seed": 3}
+        settings = {**own, "max_steps": 6, "seed": 3}
         history = Trainer(resumed, run_dir=run, resume=True, **settings).fit(data)
         assert [r["loss"] for r in history] == [r["loss"] for r in full]
         for key, value in full_model.state_dict().items():

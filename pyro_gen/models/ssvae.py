@@ -1,0 +1,326 @@
+"""The semi-supervised VAE "M2" (Kingma, Rezende, Mohamed & Welling 2014, §2.2 and §3.1.2).
+
+Generative model and guide, for a batch whose labels are known on some rows only::
+
+    p(y) = Cat(1/K),  p(z) = N(0, I),  p(x | y, z) = Bernoulli(logits = f(y, z))   (eq. 2)
+    q(y | x) = Cat(π(x)),  q(z | x, y) = N(μ(x, y), diag σ²(x, y))                  (eq. 4)
+
+A batch is ``model(x, y=Y, observed=M)``: ``M`` (bool ``[N]``) says which rows' label ``Y`` is
+known. Those rows observe the site ``"y"``; on the others the site is masked out with
+``poutine.mask`` (their entry of ``Y`` never reaches a likelihood: any value, e.g. 0, is
+ignored) and the label is the latent site ``"y_missing"``, which the guide marks with
+``config_enumerate`` so that ``elbo="enum"`` (``TraceEnum_ELBO``) sums it out exactly:
+
+    labelled:    log p(x, y) >= E_q(z|x,y) [log p(x|y,z) + log p(y) + log p(z) − log q(z|x,y)]
+    unlabelled:  log p(x)    >= Σ_y q(y|x) [the same with y] + H(q(y|x))                   (eq. 7)
+
+On labelled rows ``"y_missing"`` is an auxiliary variable with q = p = p(y) that nothing reads:
+its log p − log q is exactly 0 and the enumeration averages the row's terms over the K values
+(K draws of z, the same expectation). It is *not* masked there on purpose: with a masked
+enumerated guide site (as ``pyro.sample(..., obs_mask=...)`` builds) TraceEnum_ELBO's value on
+those rows is no longer the average of their draws (``tests/models/test_ssvae.py`` pins the
+exact sum on the same draws).
+
+The classifier q(y|x) is also trained on the labelled rows directly (Kingma et al.'s eq. 9,
+J^α = J + α · E_labelled[−log q(y|x)]): in training mode the model adds the observed site
+``"y_classify"`` = log q(y | x) under ``poutine.mask(observed)`` and ``poutine.scale(α)``. In
+eval mode (the evaluators) that term is absent, so ``evaluate_elbo`` is the model's true bound,
+and ``"y_missing"`` is drawn from q(y|x) instead of enumerated (importance sampling cannot replay
+an enumerated site): the same guide, hence unbiased ELBO and log-likelihood estimates.
+
+>>> import torch
+>>> from pyro_gen.models import SSVAE
+>>> m = SSVAE(data_shape=(1, 8, 8), num_classes=3, latent_dim=2, hidden=(16,))
+>>> x = torch.bernoulli(torch.full((4, 1, 8, 8), 0.3))
+>>> m.classify(x).shape, m.sample(2, y=torch.tensor([0, 2]), seed=0).shape
+(torch.Size([4]), torch.Size([2, 1, 8, 8]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import config_enumerate
+from torch import nn
+from torch.nn import functional as F
+
+from pyro_gen.errors import ConfigError, DataError, ShapeError, did_you_mean
+from pyro_gen.models.base import GenerativeModel, check_data_shape
+from pyro_gen.models.likelihoods import make_likelihood
+from pyro_gen.models.registry import register_model
+from pyro_gen.nn import ACTIVATIONS
+from pyro_gen.nn.classifier import Classifier
+from pyro_gen.nn.heads import GaussianHead, numel
+from pyro_gen.nn.mlp import MLP
+
+__all__ = ["SSVAE", "ENUMERATE_MODES"]
+
+ENUMERATE_MODES = ("parallel", "sequential")
+
+
+class _LabelEncoder(nn.Module):
+    """(x ``[..., *data_shape]``, one-hot y ``[..., K]``) -> (loc, scale) ``[..., latent_dim]``.
+
+    The leading dims of x and y broadcast (y carries the enumeration dim, x does not)."""
+
+    def __init__(self, data_shape, num_classes, latent_dim, hidden, activation) -> None:
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        d = numel(self.data_shape)
+        self.body = MLP(d + num_classes, hidden[:-1], hidden[-1], activation)
+        self.act = ACTIVATIONS[activation]()
+        self.head = GaussianHead(hidden[-1], latent_dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        flat = x.reshape(*x.shape[: x.dim() - len(self.data_shape)], -1)
+        batch = torch.broadcast_shapes(flat.shape[:-1], y.shape[:-1])
+        h = torch.cat([flat.expand(*batch, -1), y.expand(*batch, -1)], -1)
+        return self.head(self.act(self.body(h)))
+
+
+class _LabelDecoder(nn.Module):
+    """(z ``[..., latent_dim]``, one-hot y ``[..., K]``) -> parameters ``[..., *data_shape]``."""
+
+    def __init__(self, latent_dim, num_classes, hidden, data_shape, activation) -> None:
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        self.net = MLP(latent_dim + num_classes, hidden, numel(self.data_shape), activation)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        batch = torch.broadcast_shapes(z.shape[:-1], y.shape[:-1])
+        h = torch.cat([z.expand(*batch, -1), y.expand(*batch, -1)], -1)
+        return self.net(h).reshape(*batch, *self.data_shape)
+
+
+@register_model("ssvae")
+class SSVAE(GenerativeModel):
+    """Kingma et al.'s M2 semi-supervised VAE; train with ``Trainer(model, elbo="enum")``.
+
+    Args:
+        data_shape: shape of one datapoint, e.g. ``(1, 28, 28)``.
+        num_classes: K, the number of labels.
+        latent_dim: size of z (the "style").
+        hidden: hidden widths of q(z|x,y) (p(x|y,z) mirrors them).
+        classifier: network of q(y|x): ``"mlp"`` (Kingma et al.'s) or ``"conv"`` (the
+            package's :class:`~pyro_gen.nn.classifier.Classifier`, images only).
+        classifier_hidden: feature width of q(y|x) (and its MLP's earlier layer widths are
+            ``classifier_layers``).
+        classifier_layers: widths of the MLP classifier's earlier layers.
+        channels: conv channels of the conv classifier.
+        alpha: weight α of the classification term α·log q(y|x) per labelled datapoint
+            (Kingma et al. use α = 0.1·N on a mean over labelled points; Pyro's example 46).
+        enumerate: ``"parallel"`` (one vectorised pass over the K labels) or ``"sequential"``
+            (K passes; the same value) for the missing labels.
+        likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"``.
+        activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
+
+    Batches: ``{"x": X, "y": Y, "observed": M}`` with ``Y`` int64 ``[N]`` in ``0..K-1`` and
+    ``M`` bool ``[N]`` (``y`` alone: every row labelled; neither: none). Raises ConfigError
+    (settings), DataError (labels out of range, a mask that is not boolean) and ShapeError.
+    """
+
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        latent_dim: int = 32,
+        hidden: Sequence[int] = (256,),
+        classifier: str = "mlp",
+        classifier_hidden: int = 256,
+        classifier_layers: Sequence[int] = (512,),
+        channels: Sequence[int] = (32, 64),
+        alpha: float = 50.0,
+        enumerate: str = "parallel",
+        likelihood: str = "bernoulli",
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.data_shape = tuple(int(s) for s in data_shape)
+        if int(num_classes) < 2:
+            raise ConfigError(f"num_classes must be >= 2; got {num_classes}.")
+        if int(latent_dim) < 1:
+            raise ConfigError(f"latent_dim must be >= 1; got {latent_dim}.")
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden:
+            raise ConfigError("hidden needs at least one width.")
+        if not float(alpha) >= 0:
+            raise ConfigError(f"alpha must be >= 0 (0: no classification term); got {alpha}.")
+        if enumerate not in ENUMERATE_MODES:
+            raise ConfigError(
+                f"unknown enumerate {enumerate!r}; choose one of {ENUMERATE_MODES}."
+                + did_you_mean(str(enumerate), ENUMERATE_MODES)
+            )
+        if activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}."
+                + did_you_mean(str(activation), ACTIVATIONS)
+            )
+        self.num_classes = int(num_classes)
+        self.latent_dim = int(latent_dim)
+        self.alpha = float(alpha)
+        self.enumerate = enumerate
+        self.classifier = Classifier(
+            self.data_shape,
+            self.num_classes,
+            network=classifier,
+            hidden=int(classifier_hidden),
+            channels=channels,
+            hidden_layers=classifier_layers,
+            activation=activation,
+        )
+        self.encoder = _LabelEncoder(
+            self.data_shape, self.num_classes, self.latent_dim, hidden, activation
+        )
+        self.decoder = _LabelDecoder(
+            self.latent_dim, self.num_classes, hidden[::-1], self.data_shape, activation
+        )
+        self.likelihood = make_likelihood(likelihood, self.data_shape)
+        # p(y): uniform, as in Kingma et al.
+        self.register_buffer("prior_logits", torch.zeros(self.num_classes), persistent=False)
+
+    # -- checks --------------------------------------------------------------------------------
+    def check_data(self, x: torch.Tensor) -> None:
+        check_data_shape(x, self.data_shape)
+        self.likelihood.check(x)
+
+    def _labels(
+        self, x: torch.Tensor, y: torch.Tensor | None, observed: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels with the unobserved rows set to 0, which every site masks out; the mask)."""
+        n = x.shape[0]
+        if y is None:
+            if observed is not None and bool(observed.any()):
+                raise DataError("observed marks labelled rows, but no labels y were given.")
+            none = torch.zeros(n, dtype=torch.bool, device=x.device)
+            return x.new_zeros(n, dtype=torch.long), none
+        if not isinstance(y, torch.Tensor) or y.shape != (n,):
+            raise ShapeError(
+                f"y must be a tensor of {n} labels (shape [{n}], one per row of x); got "
+                f"{list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}."
+            )
+        if y.is_floating_point():
+            raise DataError(f"y must hold integer labels 0..{self.num_classes - 1}; got {y.dtype}.")
+        if observed is None:
+            observed = torch.ones(n, dtype=torch.bool, device=x.device)
+        if not isinstance(observed, torch.Tensor) or observed.dtype != torch.bool:
+            raise DataError(
+                "observed must be a bool tensor [N] (True where the label is known); got "
+                f"{observed.dtype if isinstance(observed, torch.Tensor) else type(observed)}."
+            )
+        if observed.shape != (n,):
+            raise ShapeError(f"observed must have shape [{n}]; got {list(observed.shape)}.")
+        known = y[observed]
+        if known.numel() and (int(known.min()) < 0 or int(known.max()) >= self.num_classes):
+            raise DataError(
+                f"observed labels must lie in 0..{self.num_classes - 1}; got values in "
+                f"[{int(known.min())}, {int(known.max())}]."
+            )
+        return torch.where(observed, y.long(), 0), observed
+
+    def _one_hot(self, y: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(y, self.num_classes).to(self.prior_logits.dtype)
+
+    # -- the Pyro program ----------------------------------------------------------------------
+    def model(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
+    ) -> None:
+        """p(y) p(z) p(x | y, z), the label observed where ``observed`` (see the module doc)."""
+        check_data_shape(x, self.data_shape)
+        y, observed = self._labels(x, y, observed)
+        prior = dist.Categorical(logits=self.prior_logits)
+        zeros = x.new_zeros(self.latent_dim)
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
+            with poutine.mask(mask=observed):
+                pyro.sample("y", prior, obs=y)
+            y_missing = pyro.sample("y_missing", prior)
+            label = torch.where(observed, y, y_missing)
+            z = pyro.sample("z", dist.Normal(zeros, zeros + 1).to_event(1))
+            pyro.sample("x", self.likelihood(self.decoder(z, self._one_hot(label))), obs=x)
+            if self.training and self.alpha > 0:
+                # J^α (eq. 9): α log q(y|x) on the labelled rows, an observed site
+                with poutine.mask(mask=observed), poutine.scale(scale=self.alpha):
+                    pyro.sample("y_classify", dist.Categorical(logits=self.classifier(x)), obs=y)
+
+    def guide(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
+    ) -> None:
+        """q(y | x) q(z | x, y): the missing labels enumerated (training) or drawn (eval)."""
+        if self.training:
+            return config_enumerate(self._guide, default=self.enumerate)(x, y, observed)
+        return self._guide(x, y, observed)
+
+    def _guide(self, x, y, observed) -> None:
+        check_data_shape(x, self.data_shape)
+        y, observed = self._labels(x, y, observed)
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
+            logits = self.classifier(x)
+            # labelled rows: q = p(y), the auxiliary copy whose log p − log q is 0
+            logits = torch.where(observed.unsqueeze(-1), self.prior_logits, logits)
+            y_missing = pyro.sample("y_missing", dist.Categorical(logits=logits))
+            label = torch.where(observed, y, y_missing)
+            loc, scale = self.encoder(x, self._one_hot(label))
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # -- conveniences --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """q(y | x) ``[N, K]`` (probabilities), in eval mode, in chunks of ``batch_size``."""
+        check_data_shape(x, self.data_shape)
+        was = self.training
+        self.eval()
+        try:
+            out = [
+                torch.softmax(self.classifier(x[i : i + batch_size].to(self.device)), -1).cpu()
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        finally:
+            self.train(was)
+        return torch.cat(out)
+
+    def classify(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """The most probable label under q(y | x), int64 ``[N]``."""
+        return self.predict_proba(x, batch_size).argmax(-1)
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+        """Fraction of rows whose ``classify(x)`` equals ``y`` (in [0, 1])."""
+        if y.shape != x.shape[:1]:
+            raise ShapeError(f"y must have shape [{x.shape[0]}]; got {list(y.shape)}.")
+        return float((self.classify(x, batch_size) == y.cpu()).float().mean())
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """(loc, scale) of q(z | x, y), each ``[N, latent_dim]``; ``y=None`` uses classify(x)."""
+        check_data_shape(x, self.data_shape)
+        y = self.classify(x).to(x.device) if y is None else y
+        return self.encoder(x, self._one_hot(y.long()))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        y: torch.Tensor | None = None,
+        seed: int | None = None,
+        mean: bool = False,
+    ) -> torch.Tensor:
+        """``n`` draws from p(y) p(z) p(x | y, z) (``y`` ``[n]``: those labels); ``mean=True``
+        gives E[x | y, z]."""
+        if int(n) < 1:
+            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
+        g = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+        if y is None:
+            y = torch.randint(self.num_classes, (int(n),), generator=g, device=self.device)
+        elif y.shape != (int(n),) or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise DataError(f"y must be {n} labels in 0..{self.num_classes - 1}.")
+        z = torch.randn(int(n), self.latent_dim, generator=g, device=self.device)
+        params = self.decoder(z, self._one_hot(y.to(self.device).long()))
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params, g)
