@@ -47,6 +47,7 @@ __all__ = [
     "prepare_and_check",
     "evaluating",
     "forked_rng",
+    "refuse_likelihood_free",
 ]
 
 DATA_PLATE = "data"  # the per-datapoint plate every model puts its observations under
@@ -201,8 +202,10 @@ def prepare_and_check(
     datapoints (moved to the module's device; tensor keyword arguments whose first axis is
     ``N`` sliced the same way) on a forked random stream. Returns the prepared ``x``.
 
-    Raises what those two raise (DataError, ShapeError, ConfigError).
+    Raises what those two raise (DataError, ShapeError, ConfigError), and ConfigError for a
+    likelihood-free model (see :func:`refuse_likelihood_free`).
     """
+    refuse_likelihood_free(pair)
     x = prepare_data(pair, x, what)
     n, device = x.shape[0], pair.device
     kw = {
@@ -214,6 +217,20 @@ def prepare_and_check(
     with forked_rng(device):
         check_pair(pair, x[:rows].to(device), **kw)
     return x
+
+
+def refuse_likelihood_free(pair: ModelGuidePair, what: str = "a density evaluation") -> None:
+    """Raise ConfigError when ``pair.module`` declares ``likelihood_free = True`` (a GAN's
+    generator: x = G(z) has no density p(x | z), so an ELBO, an importance-sampled log p(x) and
+    their diagnostics are undefined), naming what is offered instead."""
+    if getattr(pair.module, "likelihood_free", False):
+        raise ConfigError(
+            f"{type(pair.module).__name__} is likelihood-free: x = G(z) is a deterministic "
+            f"function of z, so there is no density p(x | z) and {what} (ELBO, importance-sampled "
+            "log p(x), ELBO diagnostics) is undefined. Judge it by its samples instead: "
+            "pyro_gen.evaluate.quality.sample_quality(real, fake, ...) or 'pyro-gen quality RUN' "
+            "(two-sample test, Fréchet distance, precision/recall, MMD, class histogram)."
+        )
 
 
 # -- check_pair ----------------------------------------------------------------------------------
