@@ -35,6 +35,7 @@ __all__ = [
     "json_value",
     "key_value",
     "load_data",
+    "model_batch",
     "model_class",
     "open_run",
     "require_method",
@@ -137,6 +138,13 @@ def data_spec(s: dict) -> dict:
 
 def load_data(spec: dict) -> Dataset:
     return load_dataset(spec["name"], data_dir=spec.get("data_dir"), **spec.get("options", {}))
+
+
+def model_batch(model: torch.nn.Module, ds: Dataset, split: str) -> dict[str, torch.Tensor]:
+    """What model and guide read from one split: the model's ``batch_from_dataset`` (a
+    conditional model adds its attributes to ``{"x": images}``), else ``{"x": images}``."""
+    fn = getattr(model, "batch_from_dataset", None)
+    return fn(ds, split) if callable(fn) else {"x": ds.split(split)}
 
 
 def run_data_spec(run: Path, config: dict, args: argparse.Namespace) -> dict:

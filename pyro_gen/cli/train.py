@@ -30,6 +30,7 @@ from pyro_gen.cli.common import (
     json_value,
     key_value,
     load_data,
+    model_batch,
     model_class,
     update_summary,
 )
@@ -353,6 +354,9 @@ def _model_kwargs(s: dict, ds: Dataset, given: set[str]) -> dict:
                 f"are: {names}." + did_you_mean(key, params)
             )
         kwargs[key] = value
+    hook = getattr(cls, "config_from_dataset", None)  # e.g. a CVAE's attributes
+    if callable(hook):
+        kwargs = hook(ds, kwargs)
     missing = [
         k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs
     ]
@@ -393,7 +397,7 @@ def _figures(model, s: dict, test, figures: Path, title: str | None) -> list[str
         return written
     if callable(getattr(model, "reconstruct", None)):
         plots.save_figure(
-            plots.reconstruction_figure(test, model.reconstruct(test)),
+            plots.reconstruction_figure(test["x"], model.reconstruct(**test)),
             figures / "reconstructions.png",
         )
         written.append("figures/reconstructions.png")
@@ -472,8 +476,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     trainer = Trainer(model, run_dir=run, resume=s["resume"], sections=sections, **train_cfg)
     start = time.perf_counter()
+    valid = model_batch(model, ds, "valid") if "valid" in ds.splits else None
     history = trainer.fit(
-        ds.split("train"), ds.splits.get("valid"), dynamic_binarization=ds.dynamic_binarization
+        model_batch(model, ds, "train"), valid, dynamic_binarization=ds.dynamic_binarization
     )
     wall = time.perf_counter() - start
     if trainer.interrupted:
@@ -494,7 +499,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     plots.save_figure(
         plots.training_curves(history, title=run.name), figures / "training_curves.png"
     )
-    test = ds.splits.get("test", ds.split("train"))[:20]
+    split = "test" if "test" in ds.splits else "train"
+    test = {k: v[:20] for k, v in model_batch(model, ds, split).items()}
     written = ["figures/training_curves.png", *_figures(model, s, test, figures, run.name)]
     result = {
         "steps": trainer.state.step,
@@ -509,8 +515,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "steps_this_session": trainer.steps_this_fit,
         "device": str(device),
     }
-    split = "test" if "test" in ds.splits else "train"
-    ev = evaluate_elbo(model, ds.split(split), seed=s["seed"]).summary()
+    ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
     result[f"{split}_elbo"] = ev
     update_summary(run, "train", result)
     rate = result["steps_per_second"]

@@ -3,6 +3,7 @@ the pair contract every tool takes, and model persistence (config + safetensors)
 
 from pyro_gen.models.autoregressive import MADEModel
 from pyro_gen.models.base import GenerativeModel, beta_scale, check_data_shape, check_finite
+from pyro_gen.models.cvae import CVAE, attributes_from_dataset
 from pyro_gen.models.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -41,6 +42,8 @@ from pyro_gen.models.vae import VAE
 __all__ = [
     "GenerativeModel",
     "VAE",
+    "CVAE",
+    "attributes_from_dataset",
     "MADEModel",
     "SSVAE",
     "beta_scale",

@@ -87,6 +87,12 @@ class GenerativeModel(PyroModule):
     def guide(self, x: torch.Tensor, **observed):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def batch_from_dataset(self, dataset, split: str) -> dict[str, torch.Tensor]:
+        """The named entries that model and guide read from one split of a
+        ``pyro_gen.data.Dataset``: ``{"x": images}`` here; conditional models add theirs
+        (attributes, labels, observed-masks), each with the images' first axis ``N``."""
+        return {"x": dataset.split(split)}
+
     def check_data(self, x: torch.Tensor) -> None:
         """Check shape and values of data before training or evaluation (may sync a GPU)."""
         check_data_shape(x, self.data_shape)

@@ -1,0 +1,181 @@
+"""The CVAE: attributes are observed sites that set what the decoder draws; partly observed
+attributes go through poutine.mask (values at masked rows never matter); bad names and values
+give errors that list the valid ones; the shared model contract."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_gen.data import make_shapes
+from pyro_gen.data.shapes import SHAPE_NAMES
+from pyro_gen.errors import ConfigError, DataError
+from pyro_gen.evaluate import evaluate_elbo
+from pyro_gen.models import CVAE, attributes_from_dataset
+from tests.contract import ModelContract
+
+ATTRS = [
+    {"name": "shape", "kind": "categorical", "values": ["a", "b", "c"]},
+    {"name": "flag", "kind": "binary", "p": 0.3},
+    {"name": "size", "kind": "continuous", "loc": 1.0, "scale": 0.5, "low": 0.0, "high": 2.0},
+]
+
+
+def data(n=64, d=12, seed=0, mask=False):
+    g = torch.Generator().manual_seed(seed)
+    out = {
+        "x": torch.bernoulli(torch.full((n, d), 0.3), generator=g),
+        "shape": torch.randint(3, (n,), generator=g),
+        "flag": torch.bernoulli(torch.full((n,), 0.3), generator=g),
+        "size": 1.0 + 0.5 * torch.rand(n, generator=g),
+    }
+    if mask:
+        out["shape_mask"] = torch.rand(n, generator=g) < 0.5
+        out["size_mask"] = torch.rand(n, generator=g) < 0.5
+    return out
+
+
+class TestCVAEContract(ModelContract):
+    def make_model(self):
+        torch.manual_seed(0)
+        return CVAE(data_shape=(12,), attributes=ATTRS, latent_dim=3, hidden=(16,))
+
+    def make_data(self):
+        return data(self.num_data)
+
+
+class TestConvCVAEWithMissingContract(ModelContract):
+    def make_model(self):
+        torch.manual_seed(0)
+        return CVAE(
+            data_shape=(1, 8, 8),
+            attributes=ATTRS,
+            latent_dim=2,
+            network="conv",
+            channels=(4, 8),
+            hidden=(16,),
+            missing=True,
+        )
+
+    def make_data(self):
+        d = data(self.num_data, 64, mask=True)
+        d["x"] = d["x"].reshape(-1, 1, 8, 8)
+        return d
+
+
+def hand_set_model() -> CVAE:
+    """A CVAE whose decoder ignores z and lights pixel k exactly when shape = k (logit ±10)."""
+    m = CVAE(data_shape=(6,), attributes=ATTRS[:1], latent_dim=2, hidden=(3,))
+    first, last = m.decoder.net.net[0], m.decoder.net.net[-1]
+    with torch.no_grad():
+        first.weight.zero_(), first.bias.zero_(), last.weight.zero_()
+        first.weight[:, 2:] = torch.eye(3)  # hidden k = one-hot k (z is ignored)
+        last.weight[:3] = 20 * torch.eye(3)
+        last.bias.fill_(-10.0)
+    return m
+
+
+def test_the_asked_attribute_sets_the_image():
+    m = hand_set_model()
+    for k, name in enumerate(["a", "b", "c"]):
+        for asked in (name, k, str(k)):
+            img = m.generate(5, {"shape": asked}, seed=1, mean=True)
+            expect = torch.full((5, 6), torch.sigmoid(torch.tensor(-10.0)).item())
+            expect[:, k] = torch.sigmoid(torch.tensor(10.0)).item()
+            torch.testing.assert_close(img, expect)
+    # a tensor of per-sample values
+    img = m.generate(3, {"shape": torch.tensor([2, 0, 1])}, mean=True)
+    assert img[:, :3].argmax(1).tolist() == [2, 0, 1]
+
+
+def test_observed_values_are_what_the_model_and_decoder_see():
+    m = CVAE(data_shape=(12,), attributes=ATTRS, latent_dim=3, hidden=(16,))
+    d = data(10)
+    x, kw = d["x"], {k: v for k, v in d.items() if k != "x"}
+    tr = poutine.trace(m.model).get_trace(x, **kw)
+    for name in ("shape", "flag", "size"):
+        assert tr.nodes[name]["is_observed"]
+        assert torch.equal(tr.nodes[name]["value"], kw[name].to(tr.nodes[name]["value"].dtype))
+    # log p(y) of the observed sites, exactly: uniform over 3 classes, Bernoulli(0.3), N(1, .5²)
+    tr.compute_log_prob()
+    torch.testing.assert_close(tr.nodes["shape"]["log_prob"], torch.full((10,), -math.log(3)))
+    p = torch.where(kw["flag"] > 0, torch.tensor(0.3), torch.tensor(0.7))
+    torch.testing.assert_close(tr.nodes["flag"]["log_prob"], p.log())
+    normal = torch.distributions.Normal(1.0, 0.5).log_prob(kw["size"])
+    torch.testing.assert_close(tr.nodes["size"]["log_prob"], normal)
+    # the decoder's input: changing an observed attribute changes p(x | z, y)
+    other = dict(kw, shape=(kw["shape"] + 1) % 3)
+    a = evaluate_elbo(m, x, **kw, seed=0).elbo
+    b = evaluate_elbo(m, x, **other, seed=0).elbo
+    assert not torch.allclose(a, b)
+
+
+def test_masked_rows_never_matter_and_are_latent():
+    torch.manual_seed(0)
+    m = CVAE(data_shape=(12,), attributes=ATTRS, latent_dim=3, hidden=(16,), missing=True)
+    d = data(20, mask=True)
+    x, kw = d["x"], {k: v for k, v in d.items() if k != "x"}
+    mask = kw["shape_mask"]
+    garbage = dict(kw, shape=torch.where(mask, kw["shape"], torch.full_like(kw["shape"], -1)))
+    garbage["size"] = torch.where(kw["size_mask"], kw["size"], torch.tensor(float("nan")))
+    a = evaluate_elbo(m, x, **kw, seed=3).elbo
+    b = evaluate_elbo(m, x, **garbage, seed=3).elbo
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    guide = poutine.trace(m.guide).get_trace(x, **garbage)
+    tr = poutine.trace(poutine.replay(m.model, trace=guide)).get_trace(x, **garbage)
+    assert tr.nodes["shape"]["is_observed"] and torch.equal(tr.nodes["shape"]["mask"], mask)
+    assert not tr.nodes["shape_missing"]["is_observed"]
+    assert torch.equal(tr.nodes["shape_missing"]["mask"], ~mask)
+    assert "shape_missing" in guide.nodes and "flag_missing" not in guide.nodes
+    # an attribute left out altogether is latent in every row
+    without = {k: v for k, v in kw.items() if k != "flag"}
+    tr = poutine.trace(m.guide).get_trace(x, **without)
+    assert not tr.nodes["flag"]["is_observed"] and tr.nodes["flag"]["value"].shape == (20,)
+
+
+def test_bad_names_and_values_list_the_valid_ones():
+    m = CVAE(data_shape=(12,), attributes=ATTRS, latent_dim=3, hidden=(16,))
+    with pytest.raises(ConfigError, match=r"shape \(categorical: a, b, c\); flag .*size"):
+        m.generate(2, {"shap": "a"})
+    with pytest.raises(DataError, match=r"valid: a, b, c"):
+        m.generate(2, {"shape": "d"})
+    with pytest.raises(DataError, match=r"0 or 1"):
+        m.generate(2, {"flag": 2})
+    with pytest.raises(DataError, match=r"\[0, 2\]"):
+        m.generate(2, {"size": "big"})
+    d = data(8)
+    x, kw = d["x"], {k: v for k, v in d.items() if k != "x"}
+    with pytest.raises(DataError, match=r"classes are 0\.\.2 \(a, b, c\)"):
+        m.model(x, **dict(kw, shape=kw["shape"] + 3))
+    with pytest.raises(ConfigError, match="missing=True"):
+        m.model(x, **{k: v for k, v in kw.items() if k != "flag"})
+    with pytest.raises(ConfigError, match="unknown attribute 'colour'"):
+        m.guide(x, **kw, colour=kw["flag"])
+    with pytest.raises(ConfigError, match="kind"):
+        CVAE(data_shape=(12,), attributes=[{"name": "s", "kind": "nominal"}])
+    with pytest.raises(ConfigError, match="at least one attribute"):
+        CVAE(data_shape=(12,))
+
+
+def test_attributes_from_the_shapes_data():
+    ds = make_shapes(num_train=64, num_valid=0, num_test=0, size=16)
+    attrs = attributes_from_dataset(ds)
+    assert [a["name"] for a in attrs] == ["shape", "scale", "orientation", "pos_x", "pos_y"]
+    assert attrs[0]["kind"] == "categorical" and attrs[0]["values"] == list(SHAPE_NAMES)
+    assert attrs[1]["kind"] == "continuous" and attrs[1]["low"] == 0.5 and attrs[1]["high"] <= 1
+    chosen = attributes_from_dataset(ds, ["is_heart", "scale"])
+    assert [(a["name"], a["kind"]) for a in chosen] == [
+        ("is_heart", "binary"),
+        ("scale", "continuous"),
+    ]
+    with pytest.raises(ConfigError, match="it has: shape, scale"):
+        attributes_from_dataset(ds, ["colour"])
+    m = CVAE(data_shape=ds.image_shape, attributes=attrs, latent_dim=2, hidden=(8,))
+    batch = m.batch_from_dataset(ds, "train")
+    assert torch.equal(batch["shape"], ds.labels["train"])
+    assert torch.equal(batch["scale"], ds.attribute("train", "scale"))
+    pyro.clear_param_store()
