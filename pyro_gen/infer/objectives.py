@@ -34,10 +34,12 @@ from pyro.infer.util import check_fully_reparametrized, is_validation_enabled
 from torch.distributions import kl_divergence
 
 from pyro_gen.errors import ConfigError, did_you_mean
+from pyro_gen.infer.iwae import IWAE_ELBO
 
 __all__ = [
     "ELBOS",
     "ENUM_ELBOS",
+    "IWAE_ELBOS",
     "make_elbo",
     "DeviceTrace_ELBO",
     "DeviceTraceMeanField_ELBO",
@@ -162,8 +164,12 @@ ELBOS = {
     "jit_meanfield": JitTraceMeanField_ELBO,
     "enum": TraceEnum_ELBO,
     "jit_enum": JitTraceEnum_ELBO,
+    "iwae": IWAE_ELBO,
+    "iwae_dreg": IWAE_ELBO,
 }
 ENUM_ELBOS = ("enum", "jit_enum")  # sum out the sites marked for enumeration
+# the per-datapoint importance-weighted bound (num_particles = k); _dreg: DReG gradient
+IWAE_ELBOS = ("iwae", "iwae_dreg")
 
 
 def make_elbo(
@@ -175,7 +181,9 @@ def make_elbo(
     """``"trace"`` (Trace_ELBO), ``"meanfield"`` (analytic KL where it exists), ``"enum"``
     (TraceEnum_ELBO: sites marked ``infer={"enumerate": "parallel"}``, e.g. by
     ``config_enumerate``, are summed out exactly; needs ``max_plate_nesting``, which the trainer
-    finds from the program), ``"jit"``, ``"jit_meanfield"``, ``"jit_enum"``; particles are
+    finds from the program), ``"jit"``, ``"jit_meanfield"``, ``"jit_enum"``, ``"iwae"`` (the
+    per-datapoint importance-weighted bound with k = ``num_particles``, :class:`IWAE_ELBO`),
+    ``"iwae_dreg"`` (the same with the doubly-reparameterised gradient); particles are
     vectorised when more than one. ``exact_value=False``
     (trace, meanfield): the value is the surrogate's own sum where that is the ELBO (fewer
     operations; last-bit differences from Pyro's float64 value)."""
@@ -186,6 +194,9 @@ def make_elbo(
     if num_particles < 1:
         raise ConfigError(f"num_particles must be >= 1; got {num_particles}.")
     kwargs: dict = {"num_particles": num_particles}
+    if name in IWAE_ELBOS:
+        nesting = float("inf") if max_plate_nesting is None else max_plate_nesting
+        return IWAE_ELBO(num_particles, max_plate_nesting=nesting, dreg=name == "iwae_dreg")
     if name in ENUM_ELBOS and max_plate_nesting is None:
         raise ConfigError(
             f"elbo={name!r} needs max_plate_nesting (how many plates the program nests); the "

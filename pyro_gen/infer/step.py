@@ -43,7 +43,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_gen.errors import ConfigError
 from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.handlers import ScaleData, ScaleLatents
-from pyro_gen.infer.objectives import ENUM_ELBOS, make_elbo
+from pyro_gen.infer.objectives import ENUM_ELBOS, IWAE_ELBOS, make_elbo
 from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair, forked_rng
 
 __all__ = ["SVIStep", "OPTIMIZERS", "LR_SCHEDULES", "FUSED_OPTIMIZERS", "make_optimizer"]
@@ -117,8 +117,8 @@ class SVIStep:
     Args:
         pair: the model/guide pair (:func:`pyro_gen.models.as_pair`).
         elbo: objective by name (:data:`pyro_gen.infer.ELBOS`): ``trace``, ``meanfield``,
-            ``enum``, ``jit``, ``jit_meanfield``, ``jit_enum``.
-        num_particles: Monte-Carlo samples per datapoint (vectorised).
+            ``enum``, ``jit``, ``jit_meanfield``, ``jit_enum``, ``iwae``, ``iwae_dreg``.
+        num_particles: Monte-Carlo samples per datapoint (vectorised); k of ``iwae``.
         optimizer, lr, weight_decay, fused, lr_schedule, lr_gamma: see :func:`make_optimizer`.
         clip_norm: clip the gradient's global norm.
         capture: replay the loss from a captured graph (:class:`CapturedLoss`).
@@ -182,11 +182,13 @@ class SVIStep:
         x, kw = _split(batch)
         globals_, nesting = self._inspect(x, kw)
         self.data_scale = self._num_data / x.shape[0] if globals_ else 1.0
-        if self.elbo_name not in ENUM_ELBOS:
-            nesting = None  # only enumeration needs it
+        if self.elbo_name not in ENUM_ELBOS + IWAE_ELBOS:
+            nesting = None  # only enumeration and the IWAE particle plate need it
         self.elbo = make_elbo(
             self.elbo_name, self.num_particles, max_plate_nesting=nesting, exact_value=False
         )
+        if self.elbo_name in IWAE_ELBOS:  # DReG re-runs the guide at detached parameters
+            self.elbo.module = self.pair.module
         params = [p for p in self.pair.module.parameters() if p.requires_grad]
         self.params = params
         self.optimizer, self.scheduler = make_optimizer(
@@ -198,7 +200,10 @@ class SVIStep:
             self.objective,
             self.pair.module,
             key=lambda: (self.beta, self.data_scale),
-            enabled=self.capture and not jit and self.elbo_name not in ENUM_ELBOS,
+            enabled=self.capture
+            and not jit
+            and self.elbo_name not in ENUM_ELBOS
+            and getattr(self.elbo, "capturable", True),
         )
 
     def _inspect(self, x: torch.Tensor, kw: dict) -> tuple[bool, int]:

@@ -1,0 +1,232 @@
+"""The per-datapoint IWAE bound and its DReG gradient, against closed forms and Pyro's ELBOs."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import RenyiELBO
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyro_gen.errors import ConfigError
+from pyro_gen.infer import Trainer
+from pyro_gen.infer.handlers import ScaleData, ScaleLatents
+from pyro_gen.infer.iwae import IWAE_ELBO
+from pyro_gen.infer.objectives import IWAE_ELBOS, make_elbo
+from pyro_gen.models import VAE
+
+
+class LinearGaussian(PyroModule):
+    """z ~ N(0, I_d), x | z ~ N(W z + b, σ² I_D); a deliberately poor guide N(A x + c_n, s²)
+    with one offset c_n per datapoint (so each datapoint's gradient is its own sample)."""
+
+    def __init__(self, n: int, d: int = 2, D: int = 3, sigma: float = 0.5) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.W = nn.Parameter(torch.randn(D, d, generator=g))
+        self.b = nn.Parameter(0.1 * torch.randn(D, generator=g))
+        self.sigma = sigma
+        self.A = nn.Parameter(0.1 * torch.randn(d, D, generator=g))
+        self.c = nn.Parameter(torch.full((n, d), 0.3))
+        self.log_s = nn.Parameter(torch.full((d,), math.log(0.6)))
+        self.d = d
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.d), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.sigma).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            loc = x @ self.A.T + self.c
+            pyro.sample("z", dist.Normal(loc, self.log_s.exp()).to_event(1))
+
+    def log_px(self, x):
+        cov = self.W @ self.W.T + self.sigma**2 * torch.eye(self.W.shape[0])
+        return dist.MultivariateNormal(self.b, cov).log_prob(x)
+
+
+def _data(n: int, D: int = 3) -> torch.Tensor:
+    return torch.randn(n, D, generator=torch.Generator().manual_seed(2))
+
+
+def test_registered_by_name():
+    assert set(IWAE_ELBOS) == {"iwae", "iwae_dreg"}
+    assert isinstance(make_elbo("iwae", 5), IWAE_ELBO) and make_elbo("iwae_dreg", 5).dreg
+
+
+def test_k1_equals_the_elbo_value_and_gradient_on_the_same_draws():
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.full((7, 6), 0.4))
+    with pyro.settings.context(module_local_params=True):
+        pyro.set_rng_seed(3)
+        ref = make_elbo("trace").differentiable_loss(vae.model, vae.guide, x)
+        ref.backward()
+        ref_grads = [p.grad.clone() for p in vae.parameters()]
+        vae.zero_grad()
+        pyro.set_rng_seed(3)
+        loss = IWAE_ELBO(1, max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, x)
+        loss.backward()
+    assert torch.allclose(loss, ref, atol=1e-4)
+    for g, r in zip((p.grad for p in vae.parameters()), ref_grads):
+        assert torch.allclose(g, r, atol=1e-5)
+
+
+def test_bound_increases_with_k_towards_the_exact_log_likelihood():
+    n = 1000
+    m, x = LinearGaussian(n), _data(n)
+    exact = float(m.log_px(x).mean().detach())
+    with torch.no_grad():
+        means = [
+            float(IWAE_ELBO(k).pointwise_bound(m.model, m.guide, x).mean()) for k in (1, 5, 50)
+        ]
+    assert means[0] + 0.3 < means[1] < means[2] - 0.1
+    assert means[2] < exact + 0.05  # a lower bound (on average over 1000 points)
+    assert exact - means[2] < 0.5 * (exact - means[0])
+
+
+def test_renyi_alpha0_is_per_datapoint_only_while_every_site_shares_the_data_plate():
+    """Pyro's RenyiELBO(alpha=0) sums log-weights over the plates *not common to all sites*
+    (``get_dependent_plate_dims``): with every site under "data" that is our per-datapoint
+    bound, but one site outside the plate (here a factor of 0, which changes no density)
+    turns it into the batch's bound log mean_k Π_n w_kn."""
+    n, k = 50, 8
+    m, x = LinearGaussian(n), _data(n)
+
+    def model_with_a_global_zero(x):
+        pyro.factor("zero", torch.tensor(0.0))
+        m.model(x)
+
+    def renyi(model):
+        pyro.set_rng_seed(4)
+        elbo = RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True, max_plate_nesting=1)
+        return elbo.loss(model, m.guide, x)
+
+    with torch.no_grad():
+        pyro.set_rng_seed(4)
+        lw = IWAE_ELBO(k, max_plate_nesting=1).log_weights(m.model, m.guide, x)  # [k, n]
+        pyro.set_rng_seed(4)
+        iwae = float(IWAE_ELBO(k, max_plate_nesting=1).differentiable_loss(m.model, m.guide, x))
+        same, batch_level = renyi(m.model), renyi(model_with_a_global_zero)
+    per_point = -(torch.logsumexp(lw, 0) - math.log(k)).sum()
+    batch = -(torch.logsumexp(lw.sum(1), 0) - math.log(k))
+    assert iwae == pytest.approx(float(per_point), abs=1e-3)
+    assert same == pytest.approx(iwae, abs=1e-2)
+    assert batch_level == pytest.approx(float(batch), abs=1e-2)
+    assert batch_level - iwae > 5.0  # the batch's bound is much looser on the same draws
+
+
+def test_data_scale_multiplies_and_beta_weights_the_latent_terms():
+    m, x = LinearGaussian(20), _data(20)
+    elbo = IWAE_ELBO(1, max_plate_nesting=1)
+    with torch.no_grad():
+        pyro.set_rng_seed(5)
+        base = elbo.differentiable_loss(m.model, m.guide, x)
+        pyro.set_rng_seed(5)
+        scaled = elbo.differentiable_loss(ScaleData(3.0)(m.model), ScaleData(3.0)(m.guide), x)
+        pyro.set_rng_seed(5)
+        lw = elbo.log_weights(m.model, m.guide, x)
+        pyro.set_rng_seed(5)
+        half = elbo.log_weights(ScaleLatents(0.5)(m.model), ScaleLatents(0.5)(m.guide), x)
+        pyro.set_rng_seed(5)
+        tr = pyro.poutine.trace(m.guide).get_trace(x)
+    assert float(scaled) == pytest.approx(3.0 * float(base), rel=1e-5)
+    z = tr.nodes["z"]["value"]
+    log_lik = dist.Normal(z @ m.W.T + m.b, m.sigma).to_event(1).log_prob(x)
+    assert torch.allclose(half[0], log_lik + 0.5 * (lw[0] - log_lik), atol=1e-4)
+
+
+def _grads(m, x, dreg: bool, k: int):
+    with pyro.settings.context(module_local_params=True):
+        m.zero_grad()
+        IWAE_ELBO(k, max_plate_nesting=1, dreg=dreg, module=m).differentiable_loss(
+            m.model, m.guide, x
+        ).backward()
+    return {name: p.grad.clone() for name, p in m.named_parameters()}
+
+
+def test_dreg_same_value_same_model_gradient_and_same_mean_lower_variance_for_the_guide():
+    n, k = 2000, 10
+    m = LinearGaussian(n)
+    x = _data(1).expand(n, -1).contiguous()  # one datapoint, n independent gradient draws
+    pyro.set_rng_seed(6)
+    with torch.no_grad():
+        v_iwae = IWAE_ELBO(k, max_plate_nesting=1).differentiable_loss(m.model, m.guide, x)
+    pyro.set_rng_seed(6)
+    with torch.no_grad():
+        v_dreg = IWAE_ELBO(k, max_plate_nesting=1, dreg=True, module=m).differentiable_loss(
+            m.model, m.guide, x
+        )
+    assert float(v_iwae) == pytest.approx(float(v_dreg), rel=1e-6)
+    pyro.set_rng_seed(7)
+    g_iwae = _grads(m, x, False, k)
+    pyro.set_rng_seed(7)
+    g_dreg = _grads(m, x, True, k)
+    for name in ("W", "b"):  # the model's gradient is IWAE's on the same draws
+        assert torch.allclose(g_iwae[name], g_dreg[name], rtol=1e-4, atol=1e-4), name
+    a, b = g_iwae["c"], g_dreg["c"]  # [n, d]: one gradient sample of c_n per datapoint
+    se = ((a.var(0) + b.var(0)) / n).sqrt()
+    assert ((a.mean(0) - b.mean(0)).abs() < 4 * se).all()
+    assert (b.var(0) < 0.5 * a.var(0)).all()
+
+
+def test_dreg_needs_the_guides_module():
+    m, x = LinearGaussian(4), _data(4)
+
+    def guide(x):
+        return m.guide(x)
+
+    with pytest.raises(ConfigError, match="module"):
+        IWAE_ELBO(2, dreg=True).differentiable_loss(m.model, guide, x)
+    # a bound method's owner is found
+    IWAE_ELBO(2, dreg=True).differentiable_loss(m.model, m.guide, x)
+
+
+def test_refuses_global_latents_and_non_reparameterised_guides():
+    x = torch.randn(5, 2)
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu, 1.0).expand([2]).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ConfigError, match="global"):
+        IWAE_ELBO(3).differentiable_loss(model, guide, x)
+
+    def model_b(x):
+        with pyro.plate("data", x.shape[0]):
+            b = pyro.sample("b", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(b.unsqueeze(-1), 1.0).expand([5, 2]).to_event(1), obs=x)
+
+    def guide_b(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("b", dist.Bernoulli(0.3))
+
+    with pytest.raises(ConfigError, match="rsample"):
+        IWAE_ELBO(3).differentiable_loss(model_b, guide_b, x)
+
+
+@pytest.mark.parametrize("elbo", ["iwae", "iwae_dreg"])
+def test_trainer_trains_a_vae_with_it(elbo):
+    x = torch.bernoulli(torch.full((64, 1, 4, 4), 0.3))
+    vae = VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(16,))
+    trainer = Trainer(
+        vae,
+        elbo=elbo,
+        num_particles=5,
+        batch_size=16,
+        epochs=2,
+        progress=False,
+        lr=1e-2,
+        capture="off",  # capturing costs seconds; the trainer's capture tests cover it
+    )
+    history = trainer.fit(x, x[:16])
+    losses = [r["loss"] for r in history if r["loss"] != ""]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
