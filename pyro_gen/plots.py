@@ -24,7 +24,14 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from pyro_gen.io import atomic_open  # noqa: E402
 
-__all__ = ["image_grid", "reconstruction_figure", "training_curves", "beta_tradeoff", "save_figure"]
+__all__ = [
+    "image_grid",
+    "reconstruction_figure",
+    "training_curves",
+    "compare_curves",
+    "beta_tradeoff",
+    "save_figure",
+]
 
 
 def _as_images(x: torch.Tensor, image_shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -78,38 +85,81 @@ def image_grid(
     return fig
 
 
-def reconstruction_figure(
-    x: torch.Tensor, x_hat: torch.Tensor, title: str = "data (top) and reconstructions (bottom)"
-) -> Figure:
-    """Originals on the odd rows, their reconstructions below them."""
+def reconstruction_figure(x: torch.Tensor, x_hat: torch.Tensor, title: str | None = None) -> Figure:
+    """Originals and, on the row below each row of them, their reconstructions.
+
+    With more originals than fit on one row the rows alternate (data, reconstructions, data,
+    ...); the default title says so instead of "top/bottom"."""
     a, b = _as_images(x), _as_images(x_hat)
     ncols = min(10, a.shape[0])
     rows = []
     for start in range(0, a.shape[0], ncols):
         rows += [a[start : start + ncols], b[start : start + ncols]]
     pairs = torch.cat([torch.cat([r, torch.ones(ncols - r.shape[0], *r.shape[1:])]) for r in rows])
+    if title is None:
+        if len(rows) == 2:
+            title = "data (top row) and their reconstructions (bottom row)"
+        else:
+            title = (
+                "rows alternate: data (rows 1, 3, ...), each followed by its reconstructions "
+                "(rows 2, 4, ...)"
+            )
     return image_grid(pairs, ncols=ncols, title=title)
 
 
+def _valid_column(history: list[dict]) -> tuple[str, str]:
+    """The validation column a history holds and its label: a point-mass guide (β = 0) has
+    no ELBO, only the reconstruction term ``valid_reconstruction``."""
+    if any(r.get("valid_reconstruction") not in ("", None) for r in history):
+        return "valid_reconstruction", "validation reconstruction E log p(x|z) (not an ELBO)"
+    return "valid_elbo", "validation ELBO"
+
+
 def training_curves(history: list[dict], title: str = "training") -> Figure:
-    """Train loss (−ELBO per datapoint, β-weighted) per step and the validation ELBO per epoch."""
+    """Train loss (−ELBO per datapoint, β-weighted) per step and the validation ELBO per epoch;
+    for a β = 0 run (column ``valid_reconstruction``) the loss is −reconstruction and the
+    right panel says it shows the reconstruction term, not an ELBO."""
 
     def column(key):
         pts = [(r["step"], float(r[key])) for r in history if r.get(key) not in ("", None)]
         return [p[0] for p in pts], [p[1] for p in pts]
 
+    key, label = _valid_column(history)
+    point_mass = key == "valid_reconstruction"
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     steps, loss = column("loss")
     axes[0].plot(steps, loss, lw=1)
-    axes[0].set(xlabel="step", ylabel="train loss (nats / datapoint)", title=f"{title}: loss")
+    what = "−reconstruction, β = 0" if point_mass else "β-weighted −ELBO"
+    axes[0].set(
+        xlabel="step", ylabel=f"train loss ({what})\nnats / datapoint", title=f"{title}: loss"
+    )
     if loss:
         lo, hi = min(loss), sorted(loss)[int(0.95 * (len(loss) - 1))]
         axes[0].set_ylim(lo - 0.05 * abs(lo), hi + 0.05 * abs(hi) + 1e-9)
-    steps, valid = column("valid_elbo")
+    steps, valid = column(key)
     axes[1].plot(steps, valid, marker="o", lw=1, color="C1")
-    axes[1].set(xlabel="step", ylabel="validation ELBO (nats / datapoint)", title="validation ELBO")
+    axes[1].set(xlabel="step", ylabel=f"{label}\nnats / datapoint", title=label)
     for ax in axes:
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def compare_curves(histories: dict[str, list[dict]], title: str = "validation") -> Figure:
+    """The validation value (ELBO, or the reconstruction term of β = 0 runs) per step of
+    several runs on one axis; ``histories`` maps a run's name to its history rows."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = set()
+    for name, history in histories.items():
+        key, label = _valid_column(history)
+        pts = [(r["step"], float(r[key])) for r in history if r.get(key) not in ("", None)]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=f"{name} ({label})")
+            labels.add(label)
+    ax.set(xlabel="step", ylabel="nats / datapoint", title=f"{title}: " + "; ".join(sorted(labels)))
+    if labels:
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -147,20 +197,47 @@ __all__ += ["kl_per_dimension", "khat_histogram", "log_px_vs_elbo", "comparison_
 def kl_per_dimension(diagnostics, title: str = "KL(q(z|x) ‖ p(z)) per latent dimension") -> Figure:
     """Mean KL per latent dimension (nats); active units (Cov_x E_q[z] > 0.01) in colour.
 
+    Every bar has a marker at its height and (up to 30 dimensions) its value written above it,
+    so that an inactive unit's near-zero KL is visible. A latent site whose KL has no formula
+    per dimension (e.g. a mixture prior) is one bar labelled "<site> (whole site)", and the
+    subtitle says so. The active-units line is a subtitle, so the title is never cut.
+
     ``diagnostics`` is a :class:`pyro_gen.evaluate.Diagnostics`.
     """
     kl = diagnostics.kl_per_dim.double().mean(0).numpy()
     names = list(diagnostics.kl_names)
     active = dict(zip(diagnostics.mean_names, diagnostics.active.tolist()))
-    colors = ["C0" if active.get(n, True) else "0.7" for n in names]
-    fig, ax = plt.subplots(figsize=(max(5.0, min(14.0, 0.25 * len(names) + 2)), 3.6))
-    ax.bar(range(len(names)), kl, color=colors)
+
+    def is_active(name: str) -> bool:
+        if name in active:
+            return active[name]
+        units = [v for k, v in active.items() if k == name or k.startswith(name + "[")]
+        return any(units) if units else True
+
+    # a site whose KL is one number though its latent has several dimensions (mixture prior)
+    whole = [n for n in names if "[" not in n and any(m.startswith(n + "[") for m in active)]
+    labels = [f"{n} (whole site)" if n in whole else n for n in names]
+    colors = ["C0" if is_active(n) else "0.6" for n in names]
+    x = list(range(len(names)))
+    fig, ax = plt.subplots(
+        figsize=(max(5.5, min(14.0, 0.45 * len(names) + 2.5)), 4.0), layout="constrained"
+    )
+    ax.bar(x, kl, color=colors, edgecolor="0.3", linewidth=0.6)
+    ax.plot(x, kl, ls="none", marker="_", ms=10, mew=2, color="k")
+    top = float(max(kl.max(), 0.0)) if len(kl) else 0.0
     if len(names) <= 30:
-        ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 10 else 0)
+        for i, v in zip(x, kl):
+            ax.text(i, v + 0.01 * (top or 1), f"{v:.2g}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, labels, rotation=90 if len(names) > 10 or whole else 0)
+    ax.set_ylim(0, (top or 1) * 1.15)
     au = f"active units {diagnostics.active_units}/{len(diagnostics.mean_names)} (grey: inactive)"
-    ax.set(xlabel="latent dimension", ylabel="nats per datapoint", title=f"{title}; {au}")
+    if whole:
+        au += f"; {', '.join(whole)}: one bar per site (KL has no formula per dimension)"
+    ax.set(xlabel="latent dimension", ylabel="nats per datapoint")
+    ax.set_title(title, fontsize=11)
+    fig.suptitle(au, fontsize=8, color="0.3", y=0.005, va="bottom")
+    fig.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
     return fig
 
 

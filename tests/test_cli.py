@@ -90,9 +90,12 @@ def test_capture_off_trains_the_same_run(trained, tmp_path):
 
 
 def test_sample(trained, capsys):
+    before = (trained / "figures" / "samples.png").read_bytes()
     assert main(["sample", str(trained), "--num", "8", "--seed", "3"]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert is_png(trained / "figures" / "samples.png")
+    assert is_png(trained / "figures" / "sample-seed3.png")
+    # the training run's figure is not overwritten
+    assert (trained / "figures" / "samples.png").read_bytes() == before
     s = summary(trained)["sample"]
     assert s["num"] == 8 and s["seed"] == 3
     assert "train" in summary(trained)  # earlier sections are kept

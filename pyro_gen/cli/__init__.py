@@ -10,6 +10,7 @@ share is in ``common``.
     pyro-gen train --import my_models.py --model my_vae --latent-dim 8
     pyro-gen sample runs/vae-shapes --num 64
     pyro-gen evaluate runs/vae-shapes
+    pyro-gen report runs/vae-shapes         # -> runs/vae-shapes/report.html
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyro_gen.cli import compare, evaluate, reconstruct, sample, train
+from pyro_gen.cli import compare, evaluate, reconstruct, report, sample, train
 from pyro_gen.cli.common import add_data_arguments, add_import_argument, import_modules
 from pyro_gen.errors import PyroGenError
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "reconstruct": reconstruct.cmd_reconstruct,
     "evaluate": evaluate.cmd_evaluate,
     "compare": compare.cmd_compare,
+    "report": report.cmd_report,
 }
 
 
@@ -74,6 +76,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     reconstruct.add_parser(verbs, _run_verb)
     evaluate.add_parser(verbs, _run_verb)
     compare.add_parser(verbs)
+    report.add_parser(verbs)
     return parser
 
 

@@ -28,7 +28,8 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         allow_abbrev=False,  # --beta must not silently mean --beta-schedule
         help="compare runs on the same test points",
         description="Rank runs by importance-sampled log p(x) on the same test points, with "
-        "paired differences; writes comparison.md, comparison.csv and comparison.png.",
+        "paired differences; writes comparison.md, comparison.csv, comparison.png and "
+        "comparison.html (one page over the runs).",
     )
     p.add_argument("runs", type=Path, nargs="+", help="run folders written by 'pyro-gen train'")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN1/eval)")
@@ -84,5 +85,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     flagged = [r["model"] for r in result.rows if not r["is_bound"]]
     if flagged:
         print(f"pyro-gen: note: not ranked (not a bound: point-mass guide): {', '.join(flagged)}")
+    from pyro_gen.cli.report import write_run_report
+    from pyro_gen.report import write_comparison_report
+
+    for run in args.runs:  # each run's own page (a comparison into RUN/eval shows there too)
+        write_run_report(run)
+    try:
+        paths.append(write_comparison_report(args.runs, out / "comparison.html", result))
+    except Exception as e:  # noqa: BLE001 - the tables above are the record
+        print(f"pyro-gen: note: comparison.html not written ({type(e).__name__}: {e})")
     print("pyro-gen: wrote " + ", ".join(map(str, paths)))
     return 0

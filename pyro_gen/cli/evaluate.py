@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pyro_gen.cli.common import load_data, open_run, run_data_spec, subset, update_summary
+from pyro_gen.cli.report import write_run_report
 from pyro_gen.evaluate import evaluate_elbo
 from pyro_gen.io import write_json
 
@@ -82,7 +83,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"pyro-gen: note: {result['note']}")
     if skipped:
         print(f"pyro-gen: note: {skipped}")
+    _report(args.run)
     return 0
+
+
+def _report(run) -> None:
+    report = write_run_report(run)
+    if report is not None:
+        print(f"pyro-gen: wrote {report} (the run on one page)")
 
 
 def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> int:
@@ -90,6 +98,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
 
     from pyro_gen import plots
     from pyro_gen.evaluate import diagnose, save_inference_data, to_inference_data
+    from pyro_gen.evaluate.diagnostics import khat_caution
 
     start = time.perf_counter()
     diag = diagnose(
@@ -121,15 +130,14 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
         f"{r['latent_dims']}; k̂ > {r['khat_threshold']} for {100 * r['khat_share_unreliable']:.1f}%"
         f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"
     )
-    if r["khat_share_unreliable"] > 0.1:
-        print(
-            f"pyro-gen: caution: k̂ > {r['khat_threshold']} for "
-            f"{100 * r['khat_share_unreliable']:.0f}% of the datapoints: the importance-sampled "
-            "log p(x) and gap are unreliable there (Vehtari et al., PSIS); more --num-samples "
-            "or a guide closer to the posterior would be needed. The ELBO is still a bound."
-        )
+    caution = khat_caution(
+        r["khat_share_unreliable"], r["khat_threshold"], r["num_datapoints"], r["num_samples"]
+    )
+    if caution:
+        print(f"pyro-gen: caution: {caution.replace('K = ', '--num-samples ')}")
     print(
         f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc, "
         f"{figures}/kl_per_dimension.png, khat.png, log_px_vs_elbo.png"
     )
+    _report(args.run)
     return 0

@@ -34,6 +34,7 @@ from pyro_gen.cli.common import (
     model_class,
     update_summary,
 )
+from pyro_gen.cli.report import write_run_report
 from pyro_gen.data import Dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import ConfigError, PyroGenError, did_you_mean
@@ -52,7 +53,7 @@ from pyro_gen.models import LIKELIHOODS, MODELS, VAE
 from pyro_gen.models.persistence import load_model, read_config
 from pyro_gen.models.vae import NETWORKS
 
-__all__ = ["add_parser", "cmd_train", "model_parameters"]
+__all__ = ["add_parser", "cmd_train", "model_parameters", "steps_line"]
 
 TRAIN_ARGS = tuple(TrainConfig.__dataclass_fields__)
 DISTRIBUTED_ARGS = ("devices", "num_nodes", "strategy", "accelerator")
@@ -316,6 +317,14 @@ def _check_settings_file(path: Path, values: dict, params: dict) -> dict:
                 raise ConfigError(f"max_time in {path}: {e}") from None
         if dest == "model_arg" and isinstance(value, dict):
             value = list(value.items())
+        if dest in params and isinstance(value, str) and _kind(params[dest]) == "int_list":
+            try:  # the flag's own syntax, "256,128", as well as the JSON list [256, 128]
+                value = int_list(value)
+            except argparse.ArgumentTypeError:
+                raise ConfigError(
+                    f"{dest} in {path}: expected a list of integers, as JSON [256, 128] or as "
+                    f'the flag writes it "256,128"; got {value!r}.'
+                ) from None
         settings[dest] = value
     return settings
 
@@ -518,13 +527,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
     result[f"{split}_elbo"] = ev
     update_summary(run, "train", result)
-    rate = result["steps_per_second"]
-    steps = f"{result['steps']} steps"
-    if trainer.steps_this_fit != result["steps"]:  # a resumed run
-        steps += f" ({trainer.steps_this_fit} in this session)"
     what = "ELBO" if "note" not in ev else "reconstruction-only 'ELBO' (not a bound)"
+    steps = steps_line(result["steps"], trainer.steps_this_fit, wall, result["steps_per_second"])
     print(
-        f"pyro-gen: {steps} in {wall:.1f} s ({rate} steps/s); {split} {what} "
+        f"pyro-gen: {steps}; {split} {what} "
         f"{ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
     )
     if "note" in ev:
@@ -533,7 +539,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, summary.json, "
         f"{', '.join(written)})"
     )
+    report = write_run_report(run)
+    if report is not None:
+        print(f"pyro-gen: open {report} in a browser: the run on one page")
     return 0
+
+
+def steps_line(total: int, this_session: int, wall: float, rate: float) -> str:
+    """``780 steps in 6.2 s (125.8 steps/s)``; after a resume the time and the rate are this
+    session's, so they go with this session's steps, and the run's total is said apart:
+    ``this session 156 steps in 6.2 s (25.2 steps/s); 780 steps in all``."""
+    if this_session == total:
+        return f"{total} steps in {wall:.1f} s ({rate:g} steps/s)"
+    return (
+        f"this session {this_session} steps in {wall:.1f} s ({rate:g} steps/s); "
+        f"{total} steps in all"
+    )
 
 
 # flags that make sense on a resume besides the training settings
@@ -639,6 +660,9 @@ def _train_distributed(
         "replicas_identical": result.replicas_identical,
         f"{split}_elbo": ev,
     }
+    report = write_run_report(run)
+    if report is not None:
+        print(f"pyro-gen: open {report} in a browser: the run on one page")
     update_summary(run, "train", summary)
     print(
         f"pyro-gen: {result.steps} steps on {result.world_size} processes in "

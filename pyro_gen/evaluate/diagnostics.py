@@ -41,11 +41,44 @@ __all__ = [
     "PSIS_MIN_SAMPLES",
     "KHAT_THRESHOLD",
     "AU_THRESHOLD",
+    "KHAT_CAUTION_SHARE",
+    "khat_caution",
 ]
 
 KHAT_THRESHOLD = 0.7  # Vehtari et al.: above it PSIS (and plain IS) estimates are unreliable
 AU_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Cov_x(E_q[z_u]) > 0.01
 PSIS_MIN_SAMPLES = 21  # fewer particles leave arviz's Pareto tail under 5 points: k̂ = NaN
+KHAT_CAUTION_SHARE = 0.1  # above this share of datapoints with k̂ > threshold, say so in words
+
+
+def khat_caution(
+    share: float | None,
+    threshold: float = KHAT_THRESHOLD,
+    num_datapoints: int | None = None,
+    num_samples: int | None = None,
+) -> str | None:
+    """In plain words, what a high share of datapoints with Pareto k̂ > ``threshold`` means and
+    what to do; None when the share is at most ``KHAT_CAUTION_SHARE`` (or unknown).
+
+    Vehtari et al. (2024), "Pareto smoothed importance sampling", JMLR 25: above k̂ = 0.7 the
+    importance-sampling estimate is unreliable however many more samples of the same kind.
+
+    >>> khat_caution(0.05) is None
+    True
+    >>> "97.6% of the 1000 datapoints" in khat_caution(0.976, num_datapoints=1000)
+    True
+    """
+    if share is None or not math.isfinite(share) or share <= KHAT_CAUTION_SHARE:
+        return None
+    of = f"of the {num_datapoints} datapoints" if num_datapoints else "of the datapoints"
+    k = f" (K = {num_samples} now)" if num_samples else ""
+    return (
+        f"Pareto k̂ > {threshold} for {100 * share:.1f}% {of}. For those points the importance "
+        "weights are so heavy-tailed that the estimate of log p(x), and of the gap "
+        "log p(x) − ELBO, is unreliable: it is most likely too low, and its ± se understates the "
+        f"error. What to do: more importance samples{k}, a wider proposal than q(z|x), or a "
+        "better guide (closer to the posterior). The ELBO is still a valid lower bound."
+    )
 
 
 def import_arviz():

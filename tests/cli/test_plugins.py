@@ -178,7 +178,7 @@ def api_run(tmp_path_factory) -> Path:
 
 def test_a_python_api_run_samples(api_run, capsys):
     assert main(["sample", str(api_run), "--num", "4"]) == 0
-    assert (api_run / "figures" / "samples.png").is_file()
+    assert (api_run / "figures" / "sample-seed0.png").is_file()
 
 
 @pytest.mark.parametrize("verb", ["evaluate", "reconstruct", "compare"])

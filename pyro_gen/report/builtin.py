@@ -1,0 +1,443 @@
+"""The sections every report has: overview, configuration, training, samples, evaluation,
+other figures; and those of the page over several runs. Registered like any family's own
+(:func:`pyro_gen.report.register_section`), so they are examples of the extension point too."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pyro_gen.evaluate.diagnostics import KHAT_THRESHOLD, khat_caution
+from pyro_gen.report.render import data_uri
+from pyro_gen.report.run import RunRecord, RunSet
+from pyro_gen.report.sections import Image, Section, Table, register_section
+
+__all__: list[str] = []
+
+POINT_MASS_NOTE = (
+    "β = 0: the guide is a point mass (a plain autoencoder), so there is no ELBO: the values "
+    "called ELBO here are the reconstruction term E log p(x|z) only, not a bound on log p(x)."
+)
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return f"{v:.{digits}f}"
+    return "–"
+
+
+def _figure(run: RunRecord, stem: str, caption: str) -> Image | None:
+    path = run.claim(stem)
+    return Image(data_uri(path), caption) if path is not None else None
+
+
+def _elbo_sentence(ev: dict) -> str:
+    split = ev.get("split", "test")
+    se = f" ± {_f(ev.get('elbo_se'))}" if ev.get("elbo_se") is not None else ""
+    return (
+        f"{split} ELBO {_f(ev.get('elbo'))}{se} nats = reconstruction "
+        f"{_f(ev.get('reconstruction'))} − KL {_f(ev.get('kl'))}"
+    )
+
+
+def _caution(ev: dict) -> str | None:
+    return khat_caution(
+        ev.get("khat_share_unreliable"),
+        ev.get("khat_threshold") or KHAT_THRESHOLD,
+        ev.get("num_datapoints"),
+        ev.get("num_samples"),
+    )
+
+
+# -- one run -------------------------------------------------------------------------------------
+@register_section("overview", order=10)
+def overview(run: RunRecord) -> Section | None:
+    if not (run.config or run.summary or run.history):
+        return None
+    args = run.model_args
+    rows = []
+    if run.model_name:
+        shown = ", ".join(
+            f"{k}={args[k]}" for k in ("latent_dim", "beta", "likelihood", "network") if k in args
+        )
+        rows.append(["model", f"{run.model_name} ({shown})" if shown else run.model_name])
+    data = run.config.get("data") or {}
+    if data:
+        rows.append(["data", data.get("name") or data.get("data") or str(data)])
+    train = run.summary.get("train") or {}
+    if train:
+        rows.append(
+            [
+                "training",
+                f"{train.get('steps')} steps, {train.get('epochs')} epochs, "
+                f"{_f(train.get('wall_seconds'), 1)} s on {train.get('device', '?')}",
+            ]
+        )
+    paragraphs, cautions = [], []
+    ev = run.evaluation()
+    if ev:
+        rows.append(["ELBO", _elbo_sentence(ev)])
+        if ev.get("log_px") is not None:
+            rows.append(
+                [
+                    "log p(x)",
+                    f"{_f(ev['log_px'])} ± {_f(ev.get('log_px_se'))} nats (K = "
+                    f"{ev.get('num_samples')} importance samples); gap {_f(ev.get('gap'))}",
+                ]
+            )
+        if ev.get("active_units") is not None:
+            rows.append(["active units", f"{ev['active_units']} of {ev.get('latent_dims')}"])
+        share = run.khat_share()
+        if share is not None:
+            rows.append(
+                [
+                    "reliability",
+                    f"{100 * share:.1f}% of datapoints with k̂ > "
+                    f"{ev.get('khat_threshold', KHAT_THRESHOLD)}",
+                ]
+            )
+        caution = _caution(ev)
+        if caution:
+            cautions.append(caution)
+    else:
+        paragraphs.append(
+            "No evaluation yet: pyro-gen evaluate RUN --num-samples 1000 adds log p(x), the gap, "
+            "KL per dimension, active units and the reliability of the estimate (PSIS k̂)."
+        )
+    if run.point_mass:
+        cautions.append(POINT_MASS_NOTE)
+    return Section("Overview", paragraphs, cautions, tables=[Table(["", ""], rows)] if rows else [])
+
+
+@register_section("config", order=20)
+def config(run: RunRecord) -> Section | None:
+    if not run.config:
+        return None
+    model_rows = [[k, v] for k, v in run.model_args.items()]
+    tables = [Table(["argument", "value"], model_rows, caption=f"model {run.model_name}")]
+    data = run.config.get("data") or {}
+    if data:
+        tables.append(Table(["data", "value"], [[k, v] for k, v in data.items()]))
+    details = []
+    train = run.config.get("train") or {}
+    if train:
+        details.append(
+            Table(
+                ["setting", "value"],
+                [[k, v] for k, v in train.items()],
+                caption="training settings",
+            )
+        )
+    for key in ("versions", "distributed", "imports"):
+        value = run.config.get(key)
+        if value:
+            rows = [[k, v] for k, v in value.items()] if isinstance(value, dict) else [[key, value]]
+            details.append(Table(["", ""], rows, caption=key))
+    return Section("Configuration", tables=tables, details=details)
+
+
+@register_section("training", order=30)
+def training(run: RunRecord) -> Section | None:
+    from pyro_gen import plots
+
+    figures, paragraphs = [], []
+    if run.history:
+        run.claim("training_curves")  # redrawn from history.csv (the source of truth)
+        figures.append(
+            Image(
+                data_uri(plots.training_curves(run.history, title=run.name)),
+                "Training loss per logged step (β-weighted −ELBO per datapoint) and the "
+                "validation value after each epoch.",
+            )
+        )
+    else:
+        image = _figure(run, "training_curves", "training curves")
+        figures += [image] if image else []
+    train = run.summary.get("train") or {}
+    if not figures and not train:
+        return None
+    if train:
+        best_key = next((k for k in train if k.startswith("best_valid")), None)
+        words = [f"{train.get('steps')} steps in {_f(train.get('wall_seconds'), 1)} s"]
+        if train.get("steps_this_session") not in (None, train.get("steps")):
+            words.append(
+                f"{train['steps_this_session']} of them in the last session at "
+                f"{_f(train.get('steps_per_second'), 1)} steps/s"
+            )
+        elif train.get("steps_per_second") is not None:
+            words.append(f"{_f(train['steps_per_second'], 1)} steps/s")
+        if train.get("final_train_loss") is not None:
+            words.append(f"final train loss {_f(train['final_train_loss'])}")
+        if best_key and train.get(best_key) is not None:
+            what = best_key.replace("best_valid_", "best validation ").replace("elbo", "ELBO")
+            words.append(f"{what} {_f(train[best_key])} nats")
+        paragraphs.append("; ".join(words) + ".")
+    return Section("Training", paragraphs, figures=figures)
+
+
+@register_section("samples", order=40)
+def samples(run: RunRecord) -> Section | None:
+    figures = []
+    for stem, caption in (
+        ("samples", "Samples from the trained model: E[x|z] for z ~ p(z)."),
+        (
+            "reconstructions",
+            "Test data and their reconstructions (rows alternate: data, "
+            "then the reconstruction of the row above).",
+        ),
+    ):
+        image = _figure(run, stem, caption)
+        if image:
+            figures.append(image)
+    for stem in sorted(run.figures):  # pyro-gen sample's own figures
+        if stem.startswith("sample-"):
+            figures.append(_figure(run, stem, f"pyro-gen sample: {stem}"))
+    if not figures:
+        return None
+    return Section("Samples and reconstructions", figures=figures)
+
+
+@register_section("evaluation", order=50)
+def evaluation(run: RunRecord) -> Section | None:
+    ev = run.evaluation()
+    if not ev:
+        return None
+    point_mass = run.point_mass or ev.get("is_bound") is False
+    rows = [
+        [
+            "ELBO",
+            _f(ev.get("elbo"), 3),
+            _f(ev.get("elbo_se"), 3),
+            "a lower bound on log p(x)" if not point_mass else "not a bound (β = 0)",
+        ],
+        ["reconstruction E_q log p(x|z)", _f(ev.get("reconstruction"), 3), "", ""],
+        ["KL(q(z|x) ‖ p(z))", _f(ev.get("kl"), 3), "", "ELBO = reconstruction − KL"],
+    ]
+    if ev.get("log_px") is not None:
+        rows = [
+            [
+                "log p(x) (importance sampled)",
+                _f(ev["log_px"], 3),
+                _f(ev.get("log_px_se"), 3),
+                f"K = {ev.get('num_samples')} samples per datapoint",
+            ],
+            *rows,
+            [
+                "gap log p(x) − ELBO",
+                _f(ev.get("gap"), 3),
+                _f(ev.get("gap_se"), 3),
+                "KL(q(z|x) ‖ p(z|x)): how far the guide is from the posterior",
+            ],
+            [
+                "ESS (mean, min)",
+                f"{_f(ev.get('ess_mean'), 1)}, {_f(ev.get('ess_min'), 1)}",
+                "",
+                f"effective sample size of K = {ev.get('num_samples')}",
+            ],
+            [
+                "Pareto k̂ (median, max)",
+                f"{_f(ev.get('khat_median'), 2)}, {_f(ev.get('khat_max'), 2)}",
+                "",
+                f"{ev.get('khat_num_unreliable')} datapoints above {ev.get('khat_threshold')}",
+            ],
+            [
+                "active units",
+                f"{ev.get('active_units')} of {ev.get('latent_dims')}",
+                "",
+                f"Cov_x E_q[z_u] > {ev.get('au_threshold')}",
+            ],
+        ]
+    table = Table(
+        ["quantity", "nats per datapoint", "± se", "meaning"],
+        rows,
+        caption=f"{ev.get('split', 'test')} split, {ev.get('num_datapoints')} "
+        f"datapoints; from {ev['source']}",
+    )
+    paragraphs = [_elbo_sentence(ev) + "."]
+    share = run.khat_share()
+    if share is not None:
+        paragraphs.append(
+            f"{100 * share:.1f}% of the datapoints have Pareto k̂ above "
+            f"{ev.get('khat_threshold')}: for them the importance-sampled log p(x) cannot be "
+            "trusted (k̂ ≤ 0.5 good, 0.5–0.7 usable, above 0.7 unreliable; Vehtari et al.)."
+        )
+    cautions = [POINT_MASS_NOTE] if point_mass else []  # the k̂ caution is in the overview
+    details = []
+    if ev.get("kl_per_dim"):
+        au = dict(zip(ev.get("mean_names") or [], ev.get("au_variance") or []))
+        threshold = ev.get("au_threshold") or 0.01
+        kl_rows = []
+        for name, kl in zip(ev.get("kl_names") or [], ev["kl_per_dim"]):
+            var = au.get(name)
+            state = "–" if var is None else ("active" if var > threshold else "inactive")
+            kl_rows.append([name, _f(kl, 4), "–" if var is None else f"{var:.3g}", state])
+        details.append(
+            Table(
+                ["latent", "KL (nats)", "Cov_x E_q[z]", "unit"],
+                kl_rows,
+                caption=f"KL per latent dimension ({len(kl_rows)} rows)",
+            )
+        )
+    figures = [
+        f
+        for f in (
+            _figure(run, "kl_per_dimension", "Mean KL per latent dimension; grey: inactive units."),
+            _figure(
+                run,
+                "khat",
+                "Pareto k̂ per datapoint; right of the dashed line the "
+                "estimate of log p(x) is unreliable.",
+            ),
+            _figure(
+                run,
+                "log_px_vs_elbo",
+                "Per datapoint log p̂(x) against the ELBO: the "
+                "height above the diagonal is the gap.",
+            ),
+        )
+        if f
+    ]
+    return Section("Evaluation", paragraphs, cautions, [table], figures, details)
+
+
+@register_section("run_comparison", order=60)
+def run_comparison(run: RunRecord) -> Section | None:
+    path = run.path / "eval" / "comparison.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = ["rank", "model", "test_nll", "nll_se", "elbo", "gap", "khat_share", "d_log_px"]
+    table = Table(
+        cols,
+        [[r.get(c, "") for c in cols] for r in rows],
+        caption="pyro-gen compare (eval/comparison.csv), nats per datapoint",
+    )
+    image = _figure(run, "comparison", "log p̂(x) ± se and paired differences")
+    if image is None and (run.path / "eval" / "comparison.png").is_file():
+        image = Image(data_uri(run.path / "eval" / "comparison.png"), "comparison")
+    return Section("Comparison with other runs", tables=[table], figures=[image] if image else [])
+
+
+@register_section("other_figures", order=1000)
+def other_figures(run: RunRecord) -> Section | None:
+    """Figures no other section showed (e.g. a family's traversals), so nothing is hidden."""
+    left = [s for s in run.figures if s not in run.claimed]
+    if not left:
+        return None
+    return Section("Other figures", figures=[_figure(run, s, s.replace("_", " ")) for s in left])
+
+
+# -- several runs --------------------------------------------------------------------------------
+@register_section("runs", order=10, kind="comparison")
+def runs_table(runs: RunSet) -> Section:
+    header = [
+        "run",
+        "model",
+        "latent_dim",
+        "β",
+        "steps",
+        "ELBO",
+        "log p(x)",
+        "gap",
+        "active units",
+        "k̂ > 0.7",
+    ]
+    rows, cautions, links = [], [], []
+    for r in runs.runs:
+        ev = r.evaluation() or {}
+        share = r.khat_share()
+        train = r.summary.get("train") or {}
+        rows.append(
+            [
+                r.name,
+                r.model_name or "–",
+                r.model_args.get("latent_dim"),
+                r.model_args.get("beta"),
+                train.get("steps"),
+                _f(ev.get("elbo")),
+                _f(ev.get("log_px")),
+                _f(ev.get("gap")),
+                ev.get("active_units"),
+                f"{100 * share:.1f}%" if share is not None else "–",
+            ]
+        )
+        caution = _caution(ev)
+        if caution:
+            cautions.append(f"{r.name}: {caution}")
+        if r.point_mass:
+            cautions.append(f"{r.name}: {POINT_MASS_NOTE}")
+        if (r.path / "report.html").is_file():
+            where = r.path / "report.html"
+            if runs.links_from is not None:
+                where = Path(os.path.relpath(where, runs.links_from))
+            links.append(str(where))
+    paragraphs = [
+        "Each run's own evaluation (nats per datapoint); the test points may differ "
+        "between runs unless they were compared with pyro-gen compare."
+    ]
+    if links:
+        paragraphs.append("Each run's own page: " + ", ".join(links) + ".")
+    return Section("Runs", paragraphs, cautions, [Table(header, rows)])
+
+
+@register_section("curves", order=20, kind="comparison")
+def curves(runs: RunSet) -> Section | None:
+    from pyro_gen import plots
+
+    histories = {r.name: r.history for r in runs.runs if r.history}
+    if not histories:
+        return None
+    return Section(
+        "Training curves",
+        figures=[
+            Image(
+                data_uri(plots.compare_curves(histories)), "Validation value per step of each run."
+            )
+        ],
+    )
+
+
+@register_section("ranking", order=30, kind="comparison")
+def ranking(runs: RunSet) -> Section | None:
+    c = runs.comparison
+    if c is None:
+        return None
+    from pyro_gen import plots
+    from pyro_gen.evaluate.compare import COLUMNS, NOT_A_BOUND
+
+    header = [h.replace("\\|", "|") for h, _ in COLUMNS.values()]
+    rows = [[r.get(k) for k in COLUMNS] for r in c.rows]
+    ranked = c.ranked_rows
+    figures = (
+        [
+            Image(
+                data_uri(plots.comparison_plot(ranked)),
+                "log p̂(x) ± se, best at the top; grey: the paired difference from the best",
+            )
+        ]
+        if ranked
+        else []
+    )
+    paragraphs = []
+    if ranked:
+        paragraphs.append(
+            f"Ranked by importance-sampled log p(x) on the same {ranked[0]['num_datapoints']} "
+            f"test points with K = {ranked[0]['num_samples']}; the paired se of a difference is "
+            "smaller than either model's se because the points are the same."
+        )
+    cautions = []
+    if len(ranked) < len(c.rows):
+        cautions.append("Not ranked: " + NOT_A_BOUND + ".")
+    for r in ranked:
+        note = khat_caution(
+            r.get("khat_share"), KHAT_THRESHOLD, r.get("num_datapoints"), r.get("num_samples")
+        )
+        if note:
+            cautions.append(f"{r['model']}: {note}")
+    return Section(
+        "Ranking on the same test points", paragraphs, cautions, [Table(header, rows)], figures
+    )
