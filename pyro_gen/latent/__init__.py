@@ -1,0 +1,20 @@
+"""Reading and editing a learned latent space: attribute vectors (with exaggeration α),
+linear and spherical interpolation, traversals ordered by KL per dimension."""
+
+from pyro_gen.latent.interpolate import INTERPOLATIONS, interpolate, lerp, slerp
+from pyro_gen.latent.traverse import Traversal, kl_per_dimension, traversal_order, traverse
+from pyro_gen.latent.vectors import add_vector, attribute_vector, has_attribute
+
+__all__ = [
+    "attribute_vector",
+    "add_vector",
+    "has_attribute",
+    "lerp",
+    "slerp",
+    "interpolate",
+    "INTERPOLATIONS",
+    "kl_per_dimension",
+    "traversal_order",
+    "traverse",
+    "Traversal",
+]
