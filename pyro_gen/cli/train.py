@@ -576,24 +576,17 @@ RESUME_ARGS = (
 
 
 def _check_resume_engine(s: dict, run: Path, config: dict) -> None:
-    """A run continues on the trainer that started it: the single-process Trainer and
-    Lightning keep different training state in their checkpoints."""
+    """A run resumes on as many processes as it trained on (the Trainer refuses any other
+    number too; here the error names the flags). A one-process run resumes on either path."""
     spec = config.get("distributed") or {}
-    lightning = spec.get("engine") == "lightning"
-    distributed = any(s.get(k) is not None for k in DISTRIBUTED_ARGS)
-    if lightning and not distributed:
+    world = int(spec.get("world_size", 1))
+    if world > 1 and not any(s.get(k) is not None for k in DISTRIBUTED_ARGS):
         flags = f"--devices {spec.get('devices', 1)}"
         if spec.get("num_nodes", 1) != 1:
             flags += f" --num-nodes {spec['num_nodes']}"
         raise ConfigError(
-            f"{run} was trained with Lightning (world size {spec.get('world_size', '?')}); "
-            f"resume it the same way: pyro-gen train --out {run} --resume {flags} (add "
-            "--accelerator/--strategy as before)."
-        )
-    if distributed and not lightning:
-        raise ConfigError(
-            f"{run} was trained by the single-process trainer; resume it without --devices, "
-            "--num-nodes, --strategy and --accelerator."
+            f"{run} was trained on {world} processes; resume it on as many: pyro-gen train "
+            f"--out {run} --resume {flags} (add --accelerator as before)."
         )
 
 
@@ -617,8 +610,8 @@ def _train_distributed(
     try:
         result = fit_lightning(
             model,
-            ds.split("train"),
-            ds.splits.get("valid"),
+            model_batch(model, ds, "train"),
+            model_batch(model, ds, "valid") if "valid" in ds.splits else None,
             devices=devices,
             num_nodes=s.get("num_nodes") or 1,
             strategy=s.get("strategy") or "ddp",
@@ -637,7 +630,8 @@ def _train_distributed(
                 f"--{k.replace('_', '-')} {s[k]}" for k in DISTRIBUTED_ARGS if s.get(k) is not None
             )
             print(
-                f"pyro-gen: interrupted (SIGTERM) at step {result.steps}; checkpoint written. "
+                f"pyro-gen: interrupted ({result.stopped_by}) at step {result.steps}; checkpoint "
+                "written. "
                 f"Continue with: pyro-gen train --out {run} --resume {flags}"
             )
         return 128 + int(signal.SIGTERM)
@@ -651,7 +645,7 @@ def _train_distributed(
         )
     _figures(model, s, None, figures, run.name)
     split = "test" if "test" in ds.splits else "train"
-    ev = evaluate_elbo(model, ds.split(split), seed=s["seed"]).summary()
+    ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
     summary = {
         "steps": result.steps,
         "epochs": result.epochs,
@@ -660,13 +654,13 @@ def _train_distributed(
         "replicas_identical": result.replicas_identical,
         f"{split}_elbo": ev,
     }
-    report = write_run_report(run)
-    if report is not None:
-        print(f"pyro-gen: open {report} in a browser: the run on one page")
     update_summary(run, "train", summary)
     print(
         f"pyro-gen: {result.steps} steps on {result.world_size} processes in "
         f"{result.wall_seconds:.1f} s (replicas identical: {result.replicas_identical}); "
         f"{split} ELBO {ev['elbo']:.2f} nats; wrote {run}/"
     )
+    report = write_run_report(run)
+    if report is not None:
+        print(f"pyro-gen: open {report} in a browser: the run on one page")
     return 0
