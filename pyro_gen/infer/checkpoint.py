@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyro_gen.errors import CheckpointError, ConfigError
+from pyro_gen.errors import CheckpointError
 from pyro_gen.io import atomic_open, fsync_dir, read_json, write_json
 from pyro_gen.models.persistence import FORMAT, WEIGHTS, load_tensors, save_tensors
 from pyro_gen.models.registry import model_config
@@ -134,43 +134,25 @@ def write_checkpoint(
     return final
 
 
-ENGINES = {
-    "trainer": (
-        "the single-process pyro_gen.infer.Trainer",
-        "resume it with Trainer(..., resume=True), i.e. pyro-gen train --resume without "
-        "--devices/--num-nodes/--strategy/--accelerator",
-    ),
-    "lightning": (
-        "pyro_gen.infer.lightning.fit_lightning",
-        "resume it with fit_lightning(..., resume=True), i.e. pyro-gen train --resume --devices N",
-    ),
-}
-
-
 class ForeignCheckpointError(CheckpointError):
-    """A checkpoint written by the other trainer (``Trainer`` vs ``fit_lightning``)."""
+    """A checkpoint in the format of pyro_gen's former Lightning loop (before the one loop ran
+    on every process), which this version cannot resume."""
 
 
-def read_checkpoint(
-    ckpt: str | os.PathLike, engine: str | None = "trainer"
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """(model tensors, trainer state) of one checkpoint folder; CheckpointError if damaged, or if
-    ``engine`` (``"trainer"``, ``"lightning"``; None: either) did not write it: the two trainers'
-    states differ, so neither resumes the other's checkpoints."""
-    if engine is not None and engine not in ENGINES:
-        raise ConfigError(f"unknown engine {engine!r}; choose one of {sorted(ENGINES)} or None.")
+def read_checkpoint(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """(model tensors, trainer state) of one checkpoint folder; CheckpointError if damaged,
+    ForeignCheckpointError for a former Lightning loop's checkpoint."""
     ckpt = Path(ckpt)
     info = read_json(ckpt / "trainer.json", "trainer state")
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt / 'trainer.json'} is not a pyro_gen trainer state.")
-    if engine is not None:
-        # the engine tag is plain JSON in trainer.json: looked at before any tensor is read
-        found = _engine(info.get("state"))
-        if found != engine:
-            raise ForeignCheckpointError(
-                f"{ckpt} was written by {ENGINES[found][0]}, not by {ENGINES[engine][0]}; the two "
-                f"keep different training state: {ENGINES[found][1]}."
-            )
+    # the tag is plain JSON in trainer.json: looked at before any tensor is read
+    if _former_lightning(info.get("state")):
+        raise ForeignCheckpointError(
+            f"{ckpt} was written by an earlier pyro_gen's Lightning loop, whose training state "
+            "this version cannot continue; its weights load with pyro_gen.models.load_weights "
+            "(or load_model on the run folder): start a new run from them."
+        )
     model_tensors, _ = load_tensors(ckpt / WEIGHTS)
     tensors, meta = load_tensors(ckpt / "trainer.safetensors")
     if meta.get("step") != str(info["step"]):
@@ -181,28 +163,27 @@ def read_checkpoint(
     return model_tensors, unpack_state(info["state"], tensors)
 
 
-def _engine(skeleton: Any) -> str:
-    """``"lightning"`` where a packed state (``pack_state``'s JSON) holds ``engine: "lightning"``
-    (written by ``fit_lightning``), else ``"trainer"``."""
+def _former_lightning(skeleton: Any) -> bool:
+    """Whether a packed state (``pack_state``'s JSON) holds ``engine: "lightning"``."""
     items = skeleton.get("__dict__", []) if isinstance(skeleton, dict) else []
-    return "lightning" if ["engine", "lightning"] in items else "trainer"
+    return ["engine", "lightning"] in items
 
 
 def resume_checkpoint(
-    run_dir: str | os.PathLike, engine: str = "trainer", stacklevel: int = 2
+    run_dir: str | os.PathLike, stacklevel: int = 2
 ) -> tuple[Path, dict[str, torch.Tensor], dict]:
-    """(folder, model tensors, trainer state) of the newest readable checkpoint of ``engine``.
+    """(folder, model tensors, trainer state) of the newest readable checkpoint.
 
-    A damaged checkpoint is skipped with a warning (the one before it is tried); one written by
-    the other engine raises :class:`ForeignCheckpointError` at once; none readable raises a
+    A damaged checkpoint is skipped with a warning (the one before it is tried); a former
+    Lightning loop's raises :class:`ForeignCheckpointError` at once; none readable raises a
     CheckpointError that lists why each failed."""
     errors = []
     for ckpt in reversed(list_checkpoints(run_dir)):
         try:
-            weights, state = read_checkpoint(ckpt, engine=engine)
+            weights, state = read_checkpoint(ckpt)
             return ckpt, weights, state
         except ForeignCheckpointError:
-            raise  # not damaged: it is resumed with the engine that wrote it
+            raise  # not damaged: older than this version
         except CheckpointError as e:
             errors.append(str(e))
             warnings.warn(f"skipping damaged checkpoint {ckpt}: {e}", stacklevel=stacklevel + 1)

@@ -277,3 +277,16 @@ def test_keep_only_the_newest_checkpoints(tmp_path):
     ]
     assert latest_checkpoint(run).name == "step-000000100"
     assert latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_a_former_lightning_loops_checkpoint_is_refused_by_name(tmp_path):
+    """Checkpoints of the Lightning loop this version replaced: a clear error, never a resume
+    from a state read as something else."""
+    from pyro_gen.infer.checkpoint import ForeignCheckpointError, resume_checkpoint
+
+    module = torch.nn.Linear(2, 2)
+    write_checkpoint(tmp_path, 3, module, {"engine": "lightning", "lightning": {"step": 3}})
+    with pytest.raises(ForeignCheckpointError, match="earlier pyro_gen's Lightning loop"):
+        resume_checkpoint(tmp_path)
+    write_checkpoint(tmp_path, 4, module, {"trainer": {"step": 4}})
+    assert read_checkpoint(list_checkpoints(tmp_path)[-1])[1] == {"trainer": {"step": 4}}
