@@ -9,7 +9,7 @@ What it shows:
   exactly the same test ELBO and the same samples for the same seed;
 * the test ELBO split into reconstruction E_q log p(x|z) and KL(q(z|x) ‖ p(z)), in nats;
 * figures: training curves, samples x ~ p(x|z) and their means E[x|z], reconstructions of test
-  images, and a decoded grid over the first two latent dimensions.
+  images, and a decoded grid over the two most active latent dimensions.
 
 Data: the embedded shapes images (generated, no download) by default, or statically binarized
 MNIST with ``--data binarized_mnist --data-dir ../shared/data`` (or ``PYRO_GEN_DATA_DIR``).
@@ -39,7 +39,7 @@ from pyro_gen.infer import Trainer
 from pyro_gen.io import write_json
 from pyro_gen.models import VAE, load_model, save_model
 
-__all__ = ["main", "parse_args", "load_data", "latent_grid"]
+__all__ = ["main", "parse_args", "load_data", "latent_grid", "most_active_dims"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,13 +81,28 @@ def load_data(args: argparse.Namespace) -> Dataset:
 
 
 @torch.no_grad()
-def latent_grid(vae: VAE, steps: int = 10, span: float = 2.5) -> torch.Tensor:
-    """E[x|z] over a grid of the first two latent dimensions (the others at 0)."""
+def most_active_dims(vae: VAE, x: torch.Tensor, k: int = 2) -> list[int]:
+    """The ``k`` latent dimensions whose posterior mean varies most over the data,
+    Var_x(E_q[z_d | x]) (Burda et al., 2016's activity), most active first. An inactive
+    dimension (its q(z|x) equal to the prior) changes nothing in a decoded grid."""
+    loc, _ = vae.encode(x)
+    activity = loc.double().var(0) if loc.shape[0] > 1 else loc.double().abs()[0]
+    return activity.argsort(descending=True)[:k].tolist()
+
+
+@torch.no_grad()
+def latent_grid(
+    vae: VAE, steps: int = 10, span: float = 2.5, dims: list[int] | None = None
+) -> torch.Tensor:
+    """E[x|z] over a grid of two latent dimensions ``dims`` (default the first two; the
+    example passes :func:`most_active_dims`), the others at 0: ``[steps * steps, ...]``,
+    ``dims[0]`` varying along a row, ``dims[1]`` down the columns."""
+    dims = list(dims) if dims is not None else list(range(min(2, vae.latent_dim)))
     values = torch.linspace(-span, span, steps)
     z = torch.zeros(steps * steps, vae.latent_dim)
-    z[:, 0] = values.repeat(steps)
-    if vae.latent_dim > 1:
-        z[:, 1] = values.flip(0).repeat_interleave(steps)
+    z[:, dims[0]] = values.repeat(steps)
+    if len(dims) > 1:
+        z[:, dims[1]] = values.flip(0).repeat_interleave(steps)
     return vae.decode(z)
 
 
@@ -147,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     g = torch.Generator().manual_seed(args.seed)
     shown = test[torch.randperm(len(test), generator=g)[:20]]
+    dims = most_active_dims(loaded, test[:1000])  # not dims 0 and 1: one may be inactive
     written = [
         plots.save_figure(plots.training_curves(history, "VAE"), figures / "training_curves.png"),
         plots.save_figure(
@@ -162,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             figures / "reconstructions.png",
         ),
         plots.save_figure(
-            plots.image_grid(latent_grid(loaded), ncols=10, title="E[x|z] over z1 (→), z2 (↑)"),
+            plots.image_grid(
+                latent_grid(loaded, dims=dims),
+                ncols=10,
+                title=f"E[x|z] over the most active z[{dims[0]}] (→)"
+                + (f", z[{dims[1]}] (↑)" if len(dims) > 1 else "")
+                + "; the others 0",
+            ),
             figures / "latent_grid.png",
         ),
     ]

@@ -553,13 +553,18 @@ class Trainer:
         self._guard.settle(self)
 
     def row(self, loss) -> dict:
-        """A history row at the current step (``loss``: the mean since the last row, or "")."""
+        """A history row at the current step (``loss``: the mean since the last row, or "").
+
+        ``epoch`` is the 1-based epoch the row's last step belongs to, the same on a row logged
+        inside an epoch, at its last step, and on its validation row (it used to read the
+        0-based running epoch inside an epoch and the count of finished epochs at its end)."""
         s = self.state
         return {
             "step": s.step,
-            "epoch": s.epoch,
+            "epoch": -(-s.step // spe) if spe else s.epoch,
             "loss": loss,
             "valid_elbo": "",
+        spe = self._steps_per_epoch
             "beta": self.step.beta,
             "lr": self.step.lr,
             "elapsed": round(time.perf_counter() - self._t0, 3),

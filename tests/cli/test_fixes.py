@@ -1,0 +1,43 @@
+"""CLI outputs that used to mislead: a resumed run's speed, the flag syntax in --config files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pyro_gen.cli import main
+from pyro_gen.cli.train import steps_line
+from pyro_gen.models import read_config
+
+TINY = (
+    "--num-train 64 --num-valid 32 --num-test 32 --image-size 16 --batch-size 32 --latent-dim 2 "
+    "--no-progress"
+).split()
+
+
+def test_a_resumed_run_gives_this_session_s_steps_with_its_time_and_rate(tmp_path, capsys):
+    assert steps_line(780, 780, 6.2, 125.8) == "780 steps in 6.2 s (125.8 steps/s)"
+    line = steps_line(780, 156, 6.2, 25.2)
+    assert line == "this session 156 steps in 6.2 s (25.2 steps/s); 780 steps in all"
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--hidden", "16", "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    found = re.search(
+        r"this session 4 steps in ([\d.]+) s \(([\d.]+) steps/s\); 6 steps in all", out
+    )
+    assert found, out
+    assert float(found.group(2)) < 4 / float(found.group(1)) * 1.01 + 1e-9  # of 4 steps, not 6
+
+
+def test_config_file_takes_the_flag_syntax_of_a_list(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"hidden": "16,8", "max_steps": 1}))
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--config", str(config), "--out", str(run)]) == 0
+    assert read_config(run)["model"]["args"]["hidden"] == [16, 8]
+    config.write_text(json.dumps({"hidden": "16;8"}))
+    assert main(["train", *TINY, "--config", str(config), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "hidden in" in err and "[256, 128]" in err and "Traceback" not in err
