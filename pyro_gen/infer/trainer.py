@@ -559,12 +559,12 @@ class Trainer:
         inside an epoch, at its last step, and on its validation row (it used to read the
         0-based running epoch inside an epoch and the count of finished epochs at its end)."""
         s = self.state
+        spe = self._steps_per_epoch
         return {
             "step": s.step,
             "epoch": -(-s.step // spe) if spe else s.epoch,
             "loss": loss,
             "valid_elbo": "",
-        spe = self._steps_per_epoch
             "beta": self.step.beta,
             "lr": self.step.lr,
             "elapsed": round(time.perf_counter() - self._t0, 3),
