@@ -251,12 +251,27 @@ class ProgressBar(Callback):
 class Validation(Callback):
     """The validation ELBO (β = 1: the model's true bound, nats per datapoint) after each epoch
     and early stopping after ``patience`` epochs without improvement. A point-mass guide (β = 0)
-    gives no bound: its column is the reconstruction term, and a warning says so."""
+    gives no bound: its column is the reconstruction term, and a warning says so.
 
-    def __init__(self, valid: torch.Tensor | dict, patience: int | None) -> None:
+    ``keep_best``: a copy of the weights at the best validation value is kept (``best_state``;
+    its step and epoch in ``trainer.state.best_step``/``best_epoch``); the trainer puts them
+    back into the model and into the run's ``model.safetensors`` when training ends (the
+    checkpoints keep the last weights, for an exact resume)."""
+
+    def __init__(
+        self, valid: torch.Tensor | dict, patience: int | None, keep_best: bool = False
+    ) -> None:
         self.valid = valid
         self.patience = patience
         self.warned = False
+        self.keep_best = keep_best
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        # a resumed run: the earlier sessions' best, read before this session's checkpoints
+        # overwrite model.safetensors
+        if self.keep_best and trainer.resume and trainer.state.best_step > 0:
+            self.best_state = trainer.saved_best()
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         s = trainer.state
@@ -276,6 +291,11 @@ class Validation(Callback):
             s.history.append({**trainer.row(loss=""), column: value})
         if value > s.best_valid:
             s.best_valid, s.bad_epochs = value, 0
+            s.best_step, s.best_epoch = s.step, s.epoch
+            if self.keep_best:
+                self.best_state = {
+                    k: v.detach().clone() for k, v in trainer.module.state_dict().items()
+                }
         else:
             s.bad_epochs += 1
         if self.patience is not None and s.bad_epochs >= self.patience:

@@ -54,7 +54,8 @@ from pyro_gen.infer.step import (
 )
 from pyro_gen.io import check_writable
 from pyro_gen.models.pair import ModelGuidePair, as_pair, check_pair, forked_rng, prepare_data
-from pyro_gen.models.persistence import read_config, save_model
+from pyro_gen.models.persistence import WEIGHTS, load_tensors, read_config, save_model, save_tensors
+from pyro_gen.models.registry import model_config
 
 __all__ = [
     "TrainConfig",
@@ -110,6 +111,7 @@ class TrainConfig:
     early_stopping: int | None = None
     checkpoint_every: int | None = None
     keep_checkpoints: int = 2
+    keep_best: bool = True  # the best validation ELBO's weights end in model + model.safetensors
     log_every: int = 50
     max_bad_batches: int = 0
     validate: bool = True
@@ -189,6 +191,8 @@ class _State:
     step: int = 0
     epoch: int = 0
     best_valid: float = -math.inf
+    best_step: int = 0  # where best_valid was reached (0: not yet)
+    best_epoch: int = 0
     bad_epochs: int = 0
     bad_batches: int = 0
     elapsed: float = 0.0
@@ -484,6 +488,7 @@ class Trainer:
                 s.elapsed = time.perf_counter() - self._t0
                 for c in self.callbacks:
                     c.on_fit_end(self)
+                self._restore_best()
         finally:
             self._progress.close()
         done = self.steps_this_fit = s.step - steps_at_start
@@ -690,9 +695,69 @@ class Trainer:
             self._progress,
         ]
         if valid is not None:
-            callbacks.append(cb.Validation(valid, c.early_stopping))
+            callbacks.append(cb.Validation(valid, c.early_stopping, keep_best=c.keep_best))
         callbacks.append(cb.Checkpointing(c.checkpoint_every))
         return callbacks
+
+    # -- the best weights ----------------------------------------------------------------------
+    def _restore_best(self) -> None:
+        """``keep_best``: the weights of the best validation ELBO go back into the model and
+        into the run's ``model.safetensors`` (its metadata name ``best_step``/``best_epoch``);
+        the checkpoints keep the last weights, so a resume continues exactly."""
+        s = self.state
+        validation = next((c for c in self.callbacks if isinstance(c, cb.Validation)), None)
+        if validation is None or not self.config.keep_best or s.best_valid == -math.inf:
+            return
+        best = validation.best_state
+        if best is None:  # a resumed run whose earlier best weights were not found
+            warnings.warn(
+                f"keep_best: the best validation ELBO ({s.best_valid:.3f}, step "
+                f"{s.best_step}) came from an earlier session whose best weights are not in "
+                f"{self.run_dir}/model.safetensors; the last weights are kept.",
+                stacklevel=3,
+            )
+            return
+        if s.best_step != s.step:
+            self.module.load_state_dict(best)
+        if self.run_dir is not None and self.world.is_global_zero:
+            cfg = model_config(self.module)
+            save_tensors(
+                self.run_dir / WEIGHTS,
+                best,
+                kind="model",
+                model=cfg[0] if cfg else "",
+                best_step=s.best_step,
+                best_epoch=s.best_epoch,
+                best_valid=repr(s.best_valid),
+            )
+
+    def saved_best(self) -> dict | None:
+        """The best weights an earlier session wrote (``model.safetensors`` whose metadata
+        names the state's ``best_step``), else None (read by a resumed run's validation)."""
+        if self.run_dir is None or not (self.run_dir / WEIGHTS).is_file():
+            return None
+        try:
+            tensors, meta = load_tensors(self.run_dir / WEIGHTS)
+        except CheckpointError:
+            return None
+        if meta.get("best_step") != str(self.state.best_step):
+            return None
+        return {k: v.to(self.device) for k, v in tensors.items()}
+
+    @property
+    def best(self) -> dict | None:
+        """Where the best validation ELBO was reached: ``{"step", "epoch", "valid_elbo",
+        "restored"}`` (``restored``: the model holds those weights), or None without
+        validation."""
+        s = self.state
+        if s.best_valid == -math.inf:
+            return None
+        return {
+            "step": s.best_step,
+            "epoch": s.best_epoch,
+            "valid_elbo": s.best_valid,
+            "restored": bool(self.config.keep_best),
+        }
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _rng_state(self) -> dict:
