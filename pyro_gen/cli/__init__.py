@@ -20,7 +20,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyro_gen.cli import compare, evaluate, reconstruct, report, sample, train
+from pyro_gen.cli import (
+    compare,
+    edit,
+    evaluate,
+    generate,
+    interpolate,
+    reconstruct,
+    report,
+    sample,
+    train,
+    traverse,
+)
 from pyro_gen.cli.common import add_data_arguments, add_import_argument, import_modules
 from pyro_gen.errors import PyroGenError
 
@@ -33,6 +44,10 @@ COMMANDS = {
     "evaluate": evaluate.cmd_evaluate,
     "compare": compare.cmd_compare,
     "report": report.cmd_report,
+    "generate": generate.cmd_generate,
+    "edit": edit.cmd_edit,
+    "interpolate": interpolate.cmd_interpolate,
+    "traverse": traverse.cmd_traverse,
 }
 
 
@@ -77,6 +92,10 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_parser(verbs, _run_verb)
     compare.add_parser(verbs)
     report.add_parser(verbs)
+    generate.add_parser(verbs, _run_verb)
+    edit.add_parser(verbs, _run_verb)
+    interpolate.add_parser(verbs, _run_verb)
+    traverse.add_parser(verbs, _run_verb)
     return parser
 
 

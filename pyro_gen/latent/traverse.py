@@ -69,18 +69,17 @@ def traverse(
 ) -> Traversal:
     """Traverse the ``num_dims`` most active dimensions (all by default), in order of KL
     measured on ``x`` ``[N, *data_shape]``. The base code is ``base`` ``[L]`` or E_q[z | x_0]
-    of the first image; each row sets one dimension to each of ``values``. ``condition``:
-    one value per attribute for a conditional model (used for every image)."""
+    of the first image; each row sets one dimension to each of ``values``. ``condition``: a
+    conditional model's attributes of the images (``[N]`` each, or scalars for all): the KL is
+    measured with each image's own, the traversal is decoded with the first image's."""
     if len(x) == 0:
         raise ShapeError("traverse needs at least one image to measure the KL on.")
     cond_all = None
     if condition:
-        cond_all = {
-            k: torch.as_tensor(v).expand(len(x))
-            if torch.as_tensor(v).dim() == 0
-            else torch.as_tensor(v)
-            for k, v in condition.items()
-        }
+        cond_all = {}
+        for k, v in condition.items():
+            v = torch.as_tensor(v)
+            cond_all[k] = v.expand(len(x)) if v.dim() == 0 else v
     loc, scale = encode_stats(model, x, cond_all)
     kl = kl_per_dimension(loc, scale)
     order = traversal_order(kl)
@@ -98,10 +97,8 @@ def traverse(
         z[i, :, d] = values
     flat = z.reshape(-1, latent)
     cond = None
-    if condition:
-        cond = {
-            k: torch.as_tensor(v).reshape(-1)[:1].expand(len(flat)) for k, v in condition.items()
-        }
+    if cond_all:
+        cond = {k: v[:1].expand(len(flat)) for k, v in cond_all.items()}
     images = decode_mean(model, flat, cond)
     return Traversal(
         images=images.reshape(num_dims, len(values), *images.shape[1:]),

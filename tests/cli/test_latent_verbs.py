@@ -1,0 +1,97 @@
+"""``pyro-gen train --model cvae``, ``generate``, ``edit``, ``interpolate`` and ``traverse`` end
+to end on tiny runs: figures written with titles that say what was done, the summary updated,
+bad attribute names and values refused with the valid ones listed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyro_gen.cli import main
+from pyro_gen.models import CVAE, load_model
+
+TINY = (
+    "--num-train 256 --num-valid 0 --num-test 64 --image-size 16 --batch-size 64 --epochs 1 "
+    "--no-progress --latent-dim 3 --hidden 16"
+).split()
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cvae") / "run"
+    assert main(["train", "--model", "cvae", "--out", str(run), *TINY]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("vae") / "run"
+    assert main(["train", "--model", "vae", "--out", str(run), *TINY]) == 0
+    return run
+
+
+def test_train_cvae_takes_its_attributes_from_the_data(cvae_run):
+    model = load_model(cvae_run)
+    assert isinstance(model, CVAE)
+    assert model.attribute_names == ("shape", "scale", "orientation", "pos_x", "pos_y")
+    summary = json.loads((cvae_run / "summary.json").read_text())
+    assert summary["train"]["test_elbo"]["num_datapoints"] == 64
+    assert (cvae_run / "figures" / "reconstructions.png").is_file()
+
+
+def test_train_cvae_with_chosen_attributes(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--model", "cvae", "--attributes", '["shape", "scale"]', "--out", str(run)]
+    assert main([*args, *TINY]) == 0
+    assert load_model(run).attribute_names == ("shape", "scale")
+
+
+def test_generate(cvae_run, capsys):
+    args = ["generate", str(cvae_run), "--attr", "shape=heart", "--attr", "scale=0.8"]
+    assert main([*args, "--num", "8"]) == 0
+    path = cvae_run / "figures" / "generate-shape-heart-scale-0.8-seed0.png"
+    assert path.is_file()
+    summary = json.loads((cvae_run / "summary.json").read_text())["generate"]
+    assert summary["attributes"] == {"shape": "heart", "scale": "0.8"}
+    capsys.readouterr()
+    assert main(["generate", str(cvae_run), "--attr", "shap=heart"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown attribute 'shap'" in err and "square, ellipse, heart" in err
+    assert main(["generate", str(cvae_run), "--attr", "shape=star"]) == 2
+    assert "valid: square, ellipse, heart" in capsys.readouterr().err
+    assert main(["generate", str(cvae_run), "--attr", "scale=7"]) == 2
+    assert "[0.5, 1]" in capsys.readouterr().err
+    assert main(["generate", str(cvae_run), "--attr", "scale"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_generate_needs_a_conditional_model(vae_run, capsys):
+    assert main(["generate", str(vae_run), "--attr", "shape=heart"]) == 2
+    assert "generate()" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["vae", "cvae"])
+def test_edit_interpolate_traverse(which, vae_run, cvae_run, capsys):
+    run = vae_run if which == "vae" else cvae_run
+    edit = ["edit", str(run), "--attribute", "shape", "--value", "heart", "--num", "3"]
+    assert main([*edit, "--alpha", "0,1,2"]) == 0
+    assert (run / "figures" / "edit-shape-heart.png").is_file()
+    assert json.loads((run / "summary.json").read_text())["edit"]["alphas"] == [0, 1, 2]
+    assert main(["interpolate", str(run), "--pairs", "2", "--steps", "4"]) == 0
+    assert (run / "figures" / "interpolate-slerp.png").is_file()
+    assert main(["traverse", str(run), "--dims", "2", "--steps", "3", "--num-images", "32"]) == 0
+    kl = json.loads((run / "summary.json").read_text())["traverse"]["kl_nats"]
+    assert len(kl) == 2 and kl[0] >= kl[1]
+    capsys.readouterr()
+    assert main(["edit", str(run), "--attribute", "colour"]) == 2
+    assert "it has: shape, scale" in capsys.readouterr().err
+    assert main(["edit", str(run), "--attribute", "shape"]) == 2
+    assert "--value" in capsys.readouterr().err
+
+
+def test_help_explains_each_verb(capsys):
+    for verb in ("generate", "edit", "interpolate", "traverse"):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        assert "Writes figures/" in " ".join(capsys.readouterr().out.split())
