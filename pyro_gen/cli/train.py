@@ -145,19 +145,64 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def docstring_args(cls: type) -> dict[str, str]:
+    """Descriptions of constructor arguments from the ``Args:`` sections (Google style) of
+    ``cls`` and its bases: ``{"latent_dim": "size of z."}``; ``a, b: text`` describes both."""
+    out: dict[str, str] = {}
+    for klass in cls.__mro__:
+        lines = inspect.cleandoc(klass.__doc__ or "").splitlines()
+        try:
+            start = next(i for i, line in enumerate(lines) if line.strip() == "Args:")
+        except StopIteration:
+            continue
+        names: list[str] = []
+        indent = None
+        for line in lines[start + 1 :]:
+            if not line.strip():
+                if names:
+                    break
+                continue
+            width = len(line) - len(line.lstrip())
+            if indent is None:
+                indent = width
+            if width < indent:
+                break
+            entry = re.match(r"\s*([A-Za-z_][\w, ]*):\s*(.*)", line) if width == indent else None
+            if entry:
+                names = [n.strip() for n in entry.group(1).split(",")]
+                for n in names:
+                    out.setdefault(n, "")
+                text = entry.group(2)
+            elif width == indent:  # an entry this parser does not read ("a, ...: as X")
+                names, text = [], ""
+            else:
+                text = line.strip()
+            for n in names:
+                out[n] = (out[n] + " " + text).strip()
+    roles = re.compile(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`")  # :class:`~a.b.VAE` -> VAE
+    return {
+        k: roles.sub(r"\1", re.sub(r"``([^`]*)``", r"\1", v)).rstrip(".")
+        for k, v in out.items()
+        if v
+    }
+
+
 def add_model_arguments(g: Any, name: str) -> None:
     """One flag per named constructor argument of the model registered as ``name``."""
     cls = MODELS.get(name)
     if cls is None:  # unknown: cmd_train says so (main refuses it before parsing)
         return
     cli_defaults = CLI_MODEL_DEFAULTS.get(name, {})
+    described = docstring_args(cls)
     for key, param in model_parameters(cls).items():
         if key in FROM_DATA:
             continue
         flag = "--" + key.replace("_", "-")
         kind = _kind(param)
         default = cli_defaults.get(key, param.default)
-        text = MODEL_HELP.get(key, f"{cls.__name__} argument {key!r}")
+        text = described.get(key) or MODEL_HELP.get(key, f"{cls.__name__} argument {key!r}")
+        if kind == "int_list":
+            text += "; comma-separated"
         if default is inspect.Parameter.empty:
             text += " (required)"
         elif kind == "bool":

@@ -28,6 +28,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_gen.errors import ConfigError, NonFiniteError
+from pyro_gen.evaluate.progress import progress_bar
 from pyro_gen.evaluate.terms import TraceSiteError, pointwise_terms
 from pyro_gen.models.pair import (
     ModelGuidePair,
@@ -288,6 +289,7 @@ def log_likelihood(
     max_rows: int | None = None,
     seed: int | None = 0,
     return_weights: bool = False,
+    progress: bool | None = None,
     **kwargs,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Importance-sampled log p̂(x_n) (nats, float64, ``[N]``) with the guide as proposal.
@@ -297,7 +299,8 @@ def log_likelihood(
     ``pyro.plate("data")``. ``num_samples`` is K; ``batch_size`` datapoints are done at a time,
     with at most ``max_rows`` datapoint x particle rows per model call. With
     ``return_weights=True`` also returns the ``[K, N]`` log-weights (memory K x N floats).
-    Extra keyword arguments (e.g. ``y=...``) go to model and guide.
+    Extra keyword arguments (e.g. ``y=...``) go to model and guide. ``progress``: a bar over
+    the datapoints (None: on a terminal only; True; False).
 
     The estimate is a stochastic lower bound of log p(x) (Jensen) that tightens as K grows; its
     Monte-Carlo error is about sqrt(1/ESS − 1/K) nats (see :func:`pyro_gen.evaluate.diagnose`).
@@ -314,17 +317,20 @@ def log_likelihood(
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
         check_guide(pair, x, **kwargs)
-        chunks = list(
-            importance_chunks(
-                pair,
-                x,
-                num_samples,
-                batch_size=batch_size,
-                max_rows=max_rows,
-                keep_weights=return_weights,
-                **kwargs,
-            )
-        )
+        chunks = []
+        bar = progress_bar(x.shape[0], f"log p(x) (K={num_samples})", progress)
+        for chunk in importance_chunks(
+            pair,
+            x,
+            num_samples,
+            batch_size=batch_size,
+            max_rows=max_rows,
+            keep_weights=return_weights,
+            **kwargs,
+        ):
+            chunks.append(chunk)
+            bar.update(chunk.stop - chunk.start)
+        bar.close()
     log_px = torch.cat([c.log_px for c in chunks])
     if return_weights:
         return log_px, torch.cat([c.log_weights for c in chunks], 1)
