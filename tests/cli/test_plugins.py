@@ -26,6 +26,14 @@ from pyro_gen.models import VAE, register_model
 
 @register_model("cli_test_vae")
 class SmallVAE(VAE):
+    """A small VAE.
+
+    Args:
+        width_scale: how much wider the
+            hidden layers are (a ``float``).
+        tag: a free-form label.
+    """
+
     def __init__(
         self,
         data_shape=(1, 28, 28),
@@ -222,6 +230,11 @@ def test_model_flags_follow_the_models_signature(user_dir, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--width-scale" in out and "--tag" in out and "--likelihood" not in out
+    # help texts come from the docstrings' Args sections, the class's and then its bases'
+    text = " ".join(out.split())
+    assert "--width-scale WIDTH_SCALE how much wider the hidden layers are (a float)" in text
+    assert "--tag TAG a free-form label (default plain)" in text
+    assert "hidden widths of the MLP encoder (the decoder mirrors them); comma-separated" in text
     forget_user_module()
 
 
