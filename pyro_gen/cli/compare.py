@@ -44,6 +44,13 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "--num-samples", type=int, default=1000, metavar="K", help="importance samples (1000)"
     )
     p.add_argument("--batch-size", type=int, default=1000, help="datapoints per chunk (1000)")
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bars (shown by default on a terminal)",
+    )
     p.add_argument("--device", default="cpu", help="device to run on (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     add_import_argument(p)
@@ -74,7 +81,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(set(names)) == len(names):
         models = dict(zip(names, models.values()))
     result = compare(
-        models, x, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed
+        models,
+        x,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=args.progress,
     )
     out = args.out or args.runs[0] / "eval"
     paths = result.write(out)

@@ -49,6 +49,13 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
         "--points", type=int, default=10, help="datapoints with posterior draws in the .nc (10)"
     )
     p.add_argument("--batch-size", type=int, default=1000, help="datapoints per chunk (1000)")
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bar (shown by default on a terminal)",
+    )
     return p
 
 
@@ -102,7 +109,12 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
 
     start = time.perf_counter()
     diag = diagnose(
-        model, x, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed
+        model,
+        x,
+        num_samples=args.num_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=args.progress,
     )
     wall = time.perf_counter() - start
     result = {**diag.summary(), "split": args.split, "wall_seconds": round(wall, 2)}

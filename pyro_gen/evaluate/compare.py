@@ -35,6 +35,7 @@ from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.diagnostics import Diagnostics, diagnose
 from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
 from pyro_gen.evaluate.log_likelihood import PointMassGuideError
+from pyro_gen.evaluate.progress import progress_bar
 from pyro_gen.io import atomic_open
 
 __all__ = ["Comparison", "compare", "COLUMNS", "NOT_A_BOUND"]
@@ -161,6 +162,7 @@ def compare(
     batch_size: int = 1000,
     max_rows: int | None = None,
     seed: int | None = 0,
+    progress: bool | None = None,
     **kwargs,
 ) -> Comparison:
     """Diagnose every model on the same ``x`` and rank them by mean log p̂(x).
@@ -169,7 +171,8 @@ def compare(
     a mapping name -> run folder, module, or an already computed :class:`Diagnostics` on ``x``.
     Every model gets the same ``seed``, K and keyword arguments. A model with a point-mass
     guide is not ranked: its row is flagged (``is_bound`` False, ``note``) and holds the
-    reconstruction term of :func:`pyro_gen.evaluate.evaluate_elbo`.
+    reconstruction term of :func:`pyro_gen.evaluate.evaluate_elbo`. ``progress``: a bar over
+    the models and one over each model's datapoints (None: on a terminal only; True; False).
 
     Raises ConfigError (no models, diagnostics on other points) and what
     :func:`pyro_gen.evaluate.diagnose` raises for a model's data or shapes.
@@ -184,7 +187,10 @@ def compare(
     n = x.shape[0]
     diags: dict[str, Diagnostics] = {}
     flagged: dict[str, ELBOResult] = {}
+    bar = progress_bar(len(named), "compare", progress, unit="model", leave=True)
     for name, entry in named.items():
+        bar.set_postfix(model=name)
+        bar.update(0)
         if isinstance(entry, Diagnostics):
             d = entry
         else:
@@ -197,18 +203,22 @@ def compare(
                     batch_size=batch_size,
                     max_rows=max_rows,
                     seed=seed,
+                    progress=progress,
                     **kwargs,
                 )
             except PointMassGuideError:
                 flagged[name] = evaluate_elbo(
                     model, x, num_particles=1, batch_size=batch_size, seed=seed, **kwargs
                 )
+                bar.update(1)
                 continue
         if d.num_datapoints != n:
             raise ConfigError(
                 f"model {name!r} was diagnosed on {d.num_datapoints} datapoints, not the {n} of x."
             )
         diags[name] = d
+        bar.update(1)
+    bar.close()
     order = sorted(diags, key=lambda k: -float(diags[k].log_px.mean()))
     rows = []
     for rank, name in enumerate(order):

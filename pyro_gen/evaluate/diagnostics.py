@@ -30,6 +30,7 @@ from torch.distributions import kl_divergence
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.log_likelihood import _slice_kwargs, check_guide, importance_chunks
+from pyro_gen.evaluate.progress import progress_bar
 from pyro_gen.evaluate.terms import DATA_PLATE, TraceSiteError
 from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, forked_rng, prepare_and_check
 
@@ -282,6 +283,7 @@ def diagnose(
     seed: int | None = 0,
     au_threshold: float = AU_THRESHOLD,
     khat_threshold: float = KHAT_THRESHOLD,
+    progress: bool | None = None,
     **kwargs,
 ) -> Diagnostics:
     """Every diagnostic of :class:`Diagnostics` for each row of ``x`` from K = ``num_samples``
@@ -289,6 +291,7 @@ def diagnose(
 
     Takes the same ``model``/``guide``/``module`` forms and keyword arguments as
     :func:`pyro_gen.evaluate.log_likelihood`. Pareto k̂ needs K >= 21 (NaN below).
+    ``progress``: a bar over the datapoints (None: on a terminal only; True; False).
 
     ``x`` goes through :func:`pyro_gen.models.prepare_and_check` first; raises what
     :func:`pyro_gen.evaluate.log_likelihood` raises (DataError, ShapeError, ConfigError,
@@ -304,6 +307,7 @@ def diagnose(
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
         check_guide(pair, x, **kwargs)
+        bar = progress_bar(x.shape[0], f"diagnose (K={num_samples})", progress)
         for chunk in importance_chunks(
             pair,
             x,
@@ -340,6 +344,8 @@ def diagnose(
             empty = torch.zeros(n, 0, dtype=torch.float64)
             cols["kl_dim"].append(torch.cat(kl_parts, 1) if kl_parts else empty)
             cols["mean"].append(torch.cat(mean_parts, 1) if mean_parts else empty)
+            bar.update(n)
+        bar.close()
     cat = {k: torch.cat(v) for k, v in cols.items()}
     return Diagnostics(
         log_px=cat["log_px"],
