@@ -180,14 +180,16 @@ def fit_lightning(
     dynamic_binarization: bool = False,
     sections: dict | None = None,
     callbacks: list[Callback] | None = None,
+    step_class: type[SVIStep] = SVIStep,
     **overrides,
 ) -> LightningRun:
     """Train a model/guide pair on ``devices`` x ``num_nodes`` processes (Lightning Fabric).
 
     Args:
-        model, guide, module, config, overrides, run_dir, resume, sections, callbacks: as for
-            :class:`~pyro_gen.infer.Trainer` (``batch_size`` is per process; ``device`` is
-            Fabric's choice for each process).
+        model, guide, module, config, overrides, run_dir, resume, sections, callbacks,
+            step_class: as for :class:`~pyro_gen.infer.Trainer` (``batch_size`` is per process;
+            ``device`` is Fabric's choice for each process; the step class must declare
+            ``data_parallel = True``).
         train, valid: tensors ``[N, *data_shape]`` or mappings of equal-length tensors
             (``{"x": X, "y": Y}``), the whole data set on every process (each trains on its
             shard).
@@ -233,6 +235,7 @@ def fit_lightning(
         resume=resume,
         sections={**(sections or {}), "distributed": spec},
         callbacks=callbacks,
+        step_class=step_class,
         collective=world,
     )
     start = time.perf_counter()

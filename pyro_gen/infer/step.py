@@ -129,6 +129,8 @@ class SVIStep:
     the optimiser step and adds ``"skipped": True`` (one host sync).
     """
 
+    data_parallel = True  # update() averages loss and gradients through ``reduce`` when set
+
     def __init__(
         self,
         pair: ModelGuidePair,

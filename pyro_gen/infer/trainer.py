@@ -631,6 +631,12 @@ class Trainer:
             **c.optimizer_settings(),
         )
         if world.world_size > 1:
+            if not getattr(self.step, "data_parallel", False):
+                raise ConfigError(
+                    f"{type(self.step).__name__} does not declare data_parallel = True: its "
+                    "update must average loss and gradients over processes through step.reduce "
+                    "(as SVIStep does), else the replicas drift apart. Train it on one process."
+                )
             self.step.reduce = world.mean_
         self._sync_buffers = world.world_size > 1 and any(True for _ in self.module.buffers())
         first = self._batch(0, self._permutation(n, 0))
