@@ -66,6 +66,9 @@ class AdversarialStep(SVIStep):
             accepted (an adversarial step has no ELBO).
     """
 
+    # its two optimisers' updates do not average over processes (step.reduce): one process only
+    data_parallel = False
+
     def __init__(
         self,
         pair: ModelGuidePair,
