@@ -29,6 +29,7 @@ from pyro_gen.models.persistence import (
     save_model,
     save_tensors,
 )
+from pyro_gen.models.priors import LearnedPriorVAE
 from pyro_gen.models.registry import (
     MODELS,
     build_model,
@@ -42,6 +43,7 @@ from pyro_gen.models.vae import VAE
 __all__ = [
     "GenerativeModel",
     "VAE",
+    "LearnedPriorVAE",
     "CVAE",
     "attributes_from_dataset",
     "MADEModel",
