@@ -170,6 +170,23 @@ class GAN(GenerativeModel):
         """The critic's trainable parameters."""
         return [p for p in self.critic.parameters() if p.requires_grad]
 
+    @property
+    def can_reconstruct(self) -> bool:
+        """Whether :meth:`reconstruct` works: only with an encoder (BiGAN)."""
+        return self.has_encoder
+
+    def batch_from_dataset(self, dataset, split: str) -> dict[str, torch.Tensor]:
+        """``{"x": images}``, and ``"y"``: the split's class labels for a conditional GAN."""
+        batch = {"x": dataset.split(split)}
+        if self.num_classes:
+            if not dataset.labels or split not in dataset.labels:
+                raise ConfigError(
+                    f"a conditional GAN (num_classes={self.num_classes}) needs class labels; "
+                    f"data set {dataset.name!r} has none for split {split!r}."
+                )
+            batch["y"] = dataset.labels[split]
+        return batch
+
     # -- networks ------------------------------------------------------------------------------
     def _onehot(self, y: torch.Tensor | None, n: int, device) -> torch.Tensor | None:
         if self.num_classes == 0:

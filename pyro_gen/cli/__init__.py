@@ -26,6 +26,7 @@ from pyro_gen.cli import (
     evaluate,
     generate,
     interpolate,
+    quality,
     reconstruct,
     report,
     sample,
@@ -48,6 +49,7 @@ COMMANDS = {
     "edit": edit.cmd_edit,
     "interpolate": interpolate.cmd_interpolate,
     "traverse": traverse.cmd_traverse,
+    "quality": quality.cmd_quality,
 }
 
 
@@ -96,6 +98,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
     edit.add_parser(verbs, _run_verb)
     interpolate.add_parser(verbs, _run_verb)
     traverse.add_parser(verbs, _run_verb)
+    quality.add_parser(verbs, _run_verb)
     return parser
 
 

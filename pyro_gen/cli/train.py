@@ -18,6 +18,7 @@ from typing import Any
 
 import pyro
 
+from pyro_gen.adversarial import AdversarialStep  # registers "gan"
 from pyro_gen.cli.common import (
     DATA_ARGS,
     add_data_arguments,
@@ -449,7 +450,7 @@ def _figures(model, s: dict, test, figures: Path, title: str | None) -> list[str
         print(f"pyro-gen: note: {type(model).__name__} has no sample() method; no samples.png")
     if test is None:
         return written
-    if callable(getattr(model, "reconstruct", None)):
+    if callable(getattr(model, "reconstruct", None)) and getattr(model, "can_reconstruct", True):
         plots.save_figure(
             plots.reconstruction_figure(test["x"], model.reconstruct(**test)),
             figures / "reconstructions.png",
@@ -521,16 +522,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     sections: dict[str, Any] = {"data": spec}
     if imports:
         sections["imports"] = imports
+    likelihood_free = bool(getattr(model, "likelihood_free", False))  # a GAN: no ELBO
     if any(s.get(k) is not None for k in DISTRIBUTED_ARGS):
+        if likelihood_free:
+            raise ConfigError(
+                f"{type(model).__name__} trains with the adversarial step, which the distributed "
+                "path does not run; train it without --devices/--num-nodes/--strategy."
+            )
         return _train_distributed(s, model, ds, sections, run, train_cfg)
     device = resolve_device(train_cfg.get("device", "auto"))
     print(
         f"pyro-gen: training {type(model).__name__} on {ds.name} "
         f"({len(ds.split('train'))} images {list(ds.image_shape)}) on {device}; run folder {run}"
     )
-    trainer = Trainer(model, run_dir=run, resume=s["resume"], sections=sections, **train_cfg)
+    step = {"step_class": AdversarialStep} if likelihood_free else {}
+    trainer = Trainer(
+        model, run_dir=run, resume=s["resume"], sections=sections, **step, **train_cfg
+    )
     start = time.perf_counter()
     valid = model_batch(model, ds, "valid") if "valid" in ds.splits else None
+    valid = None if likelihood_free else valid  # no validation ELBO without a density
     history = trainer.fit(
         model_batch(model, ds, "train"), valid, dynamic_binarization=ds.dynamic_binarization
     )
@@ -569,6 +580,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         "steps_this_session": trainer.steps_this_fit,
         "device": str(device),
     }
+    if likelihood_free:
+        last = next((r for r in reversed(history) if r.get("divergence", "") != ""), {})
+        result["final_divergence"] = last.get("divergence")
+        update_summary(run, "train", result)
+        steps = steps_line(
+            result["steps"], trainer.steps_this_fit, wall, result["steps_per_second"]
+        )
+        print(
+            f"pyro-gen: {steps}; the critic's last estimate of the {model.objective} divergence "
+            f"{result['final_divergence']} (no ELBO: x = G(z) has no density; judge the samples "
+            f"with: pyro-gen quality {run})"
+        )
+        print(
+            f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, "
+            f"summary.json, {', '.join(written)})"
+        )
+        return 0
     ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
     result[f"{split}_elbo"] = ev
     update_summary(run, "train", result)

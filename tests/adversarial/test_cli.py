@@ -1,0 +1,76 @@
+"""The GAN through the CLI: train (the adversarial step), resume, sample, quality; the density
+verbs refuse it with the reason; quality works on a VAE run too."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyro_gen.cli import main
+
+DATA = ["--data", "shapes", "--num-train", "256", "--num-valid", "32", "--num-test", "64",
+        "--image-size", "16"]  # fmt: skip
+QUALITY = ["--num", "48", "--judge-train", "256", "--judge-epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("gan") / "run"
+    argv = ["train", "--model", "gan", *DATA, "--hidden", "32", "--critic-hidden", "32",
+            "--objective", "wgan-gp", "--critic-steps", "2", "--max-steps", "4",
+            "--batch-size", "32", "--out", str(run), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    return run
+
+
+def test_train_writes_a_gan_run(gan_run, capsys):
+    config = json.loads((gan_run / "config.json").read_text())
+    assert config["model"]["name"] == "gan"
+    assert config["model"]["args"]["objective"] == "wgan-gp"
+    summary = json.loads((gan_run / "summary.json").read_text())["train"]
+    assert summary["steps"] == 4 and "final_divergence" in summary
+    assert "test_elbo" not in summary
+    header = (gan_run / "history.csv").read_text().splitlines()[0]
+    assert "critic_loss" in header and "divergence" in header
+    assert (gan_run / "figures" / "samples.png").is_file()
+
+
+def test_resume_continues_the_gan(gan_run, capsys):
+    assert main(["train", "--out", str(gan_run), "--resume", "--max-steps", "6",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert "this session 2 steps" in capsys.readouterr().out
+
+
+def test_density_verbs_refuse_and_say_what_instead(gan_run, capsys):
+    assert main(["evaluate", str(gan_run)]) == 2
+    err = capsys.readouterr().err
+    assert "no density p(x | z)" in err and "pyro-gen quality" in err
+    assert main(["reconstruct", str(gan_run)]) == 2
+    assert "cannot encode an image" in capsys.readouterr().err
+
+
+def test_quality_writes_metrics_and_figures(gan_run, capsys):
+    assert main(["quality", str(gan_run), *QUALITY]) == 0
+    out = json.loads((gan_run / "eval" / "quality.json").read_text())
+    for key in ("c2st_accuracy", "frechet_distance", "precision", "recall", "mmd2"):
+        assert key in out
+    assert out["features"] == "classifier" and len(out["classes_counts"]) == 3
+    assert (gan_run / "figures" / "class_histogram.png").is_file()
+    assert (gan_run / "eval" / "judge" / "judge.json").is_file()
+    assert "quality" in json.loads((gan_run / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_quality_of_a_vae_run(tmp_path, capsys):
+    run = tmp_path / "vae"
+    assert main(["train", *DATA, "--hidden", "32", "--max-steps", "3", "--batch-size", "32",
+                 "--out", str(run), "--no-progress"]) == 0  # fmt: skip
+    assert main(["quality", str(run), *QUALITY]) == 0
+    assert json.loads((run / "eval" / "quality.json").read_text())["samples"] == "E[x|z]"
+
+
+def test_quality_help():
+    with pytest.raises(SystemExit) as e:
+        main(["quality", "--help"])
+    assert e.value.code == 0
