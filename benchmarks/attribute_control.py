@@ -1,0 +1,367 @@
+"""Attribute control and latent arithmetic, measured by a judge trained on real data.
+
+Three parts, each trained and measured in one process (CPU, one thread by default):
+
+* ``shapes``: a CVAE on the shapes data conditioned on shape (square/ellipse/heart), scale,
+  orientation, pos_x, pos_y. Images are generated with the attributes of the real test images
+  (the asked values) and judged; per attribute the judged accuracy (shape) or mean absolute
+  error of the judged against the asked value (scale, pos_x, pos_y) is reported beside the
+  judge's own accuracy/error on the real test images. Orientation is not judged: a square looks
+  the same every π/2 and an ellipse every π, so an angle is not a function of the image.
+* ``mnist``: a CVAE on MNIST (dynamic binarization) conditioned on the digit; 10,000 images
+  generated with the test set's digits, judged by a conv judge trained on the training images.
+* ``arithmetic``: a plain VAE on the shapes data; attribute vectors (mean code with − mean
+  code without) for "heart" (from non-hearts) and "large" (scale above the median, from
+  images below it), added with α ∈ {0, 0.5, 1, 1.5, 2, 3} to test images that lack the
+  attribute. Per α: the flip rate (how often the judge sees the added attribute: heart, or a
+  scale above the median) and how far the other attributes move (judged pos_x/pos_y/scale
+  against α = 0, mean absolute change; shape kept for the "large" vector).
+
+Goal (issue 11): judged accuracy within 1 point of the judge's real-data accuracy and ≥ 95% for
+the shapes class and the MNIST digit.
+
+    OMP_NUM_THREADS=1 python benchmarks/attribute_control.py --part shapes
+    python benchmarks/attribute_control.py --part mnist --data-dir ../shared/data
+    python benchmarks/attribute_control.py --part arithmetic
+    python benchmarks/attribute_control.py --quick          # every part, a smoke run
+
+Writes ``benchmarks/results/attribute_control_<part>.json`` and ``.png`` (``--out`` prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+from pyro_gen.data import load_dataset
+from pyro_gen.evaluate.judge import train_judge
+from pyro_gen.infer import Trainer
+from pyro_gen.latent import add_vector, attribute_vector
+from pyro_gen.models import CVAE, VAE, attributes_from_dataset
+
+RESULTS = Path(__file__).resolve().parent / "results"
+JUDGED = ("scale", "pos_x", "pos_y")
+ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def cpu_minutes(start: float) -> float:
+    return round((time.process_time() - start) / 60, 2)
+
+
+def shapes_judge(ds, epochs: int):
+    tr = ds.split("train")
+    targets = {"shape": ds.labels["train"], **{a: ds.attribute("train", a) for a in JUDGED}}
+    return train_judge(tr, targets, epochs=epochs, batch_size=64, hidden=128, seed=0)
+
+
+def fit(model, train, valid, args, dynamic=False):
+    trainer = Trainer(
+        model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_time=args.max_minutes * 60,
+        progress=False,
+        log_every=200,
+        seed=0,
+    )
+    history = trainer.fit(train, valid, dynamic_binarization=dynamic)
+    model.eval()
+    return {
+        "steps": trainer.state.step,
+        "epochs": trainer.state.epoch,
+        "stopped_by": trainer.stopped_by,
+        "best_valid_elbo": trainer.state.best_valid,
+        "final_loss": next((r["loss"] for r in reversed(history) if r["loss"] != ""), None),
+    }
+
+
+def grid(images, rows, cols, title, path):
+    from pyro_gen import plots
+
+    fig = plots.image_grid(images.clamp(0, 1), cols, title)
+    fig.set_size_inches(max(6.5, cols * 0.7), rows * 0.7 + 0.6)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+# -- shapes ----------------------------------------------------------------------------------------
+def part_shapes(args) -> dict:
+    t0 = time.process_time()
+    n_train = 2000 if args.quick else args.num_train
+    ds = load_dataset("shapes", num_train=n_train, num_valid=500, num_test=2000, size=32)
+    judge = shapes_judge(ds, 1 if args.quick else args.judge_epochs)
+    t_judge = cpu_minutes(t0)
+    test = ds.split("test")
+    real = judge.score(
+        test, {"shape": ds.labels["test"], **{a: ds.attribute("test", a) for a in JUDGED}}
+    )
+    model = CVAE(
+        data_shape=ds.image_shape,
+        attributes=attributes_from_dataset(ds),
+        latent_dim=args.latent_dim,
+        network=args.network,
+        hidden=(512, 256),
+    )
+    train = model.batch_from_dataset(ds, "train")
+    valid = model.batch_from_dataset(ds, "valid")
+    info = fit(model, train, valid, args)
+    batch = model.batch_from_dataset(ds, "test")
+    asked = {k: v for k, v in batch.items() if k != "x"}
+    result = {"judge_cpu_minutes": t_judge, "training": info, "n_test": len(test)}
+    for mode in ("mean", "sample"):
+        x = model.generate(len(test), asked, seed=1, mean=mode == "mean")
+        judged = judge.score(x, {"shape": asked["shape"], **{a: asked[a] for a in JUDGED}})
+        result[f"generated_{mode}"] = judged
+    result["real"] = real
+    per_class = []
+    for k, name in enumerate(ds.label_names):
+        sel = asked["shape"] == k
+        x = model.generate(int(sel.sum()), {n: v[sel] for n, v in asked.items()}, seed=2, mean=True)
+        per_class.append(
+            (name, float((judge.predict(x)["shape"] == k).float().mean()), int(sel.sum()))
+        )
+    result["generated_mean_per_class"] = per_class
+    # figure: rows = shape classes, columns = scale from small to large, centred
+    cols = 8
+    rows = []
+    for k in range(len(ds.label_names)):
+        y = {
+            "shape": k,
+            "scale": torch.linspace(0.5, 1.0, cols).tolist(),
+            "orientation": 0.3,
+            "pos_x": 0.5,
+            "pos_y": 0.5,
+        }
+        rows.append(model.generate(cols, y, seed=3, mean=True))
+    grid(
+        torch.cat(rows),
+        3,
+        cols,
+        "CVAE on shapes: generate(shape=row, scale=0.5..1 by column, pos=centre), E[x|z,y]",
+        args.out_prefix.with_name(args.out_prefix.name + "_shapes.png"),
+    )
+    result["cpu_minutes"] = cpu_minutes(t0)
+    return result
+
+
+# -- MNIST -----------------------------------------------------------------------------------------
+def part_mnist(args) -> dict:
+    t0 = time.process_time()
+    ds = load_dataset("mnist", data_dir=args.data_dir)
+    if args.quick:
+        ds = ds.subset({"train": 3000, "valid": 500, "test": 1000})
+    judge = train_judge(
+        ds.split("train"),
+        {"digit": ds.labels["train"]},
+        epochs=1 if args.quick else args.judge_epochs,
+        batch_size=64,
+        seed=0,
+    )
+    t_judge = cpu_minutes(t0)
+    test = ds.split("test")
+    real = judge.score(test, {"digit": ds.labels["test"]})
+    model = CVAE(
+        data_shape=ds.image_shape,
+        attributes=attributes_from_dataset(ds),
+        latent_dim=args.latent_dim,
+        network=args.network,
+        hidden=(512, 256),
+    )
+    valid = model.batch_from_dataset(ds, "valid")
+    g = torch.Generator().manual_seed(0)  # one fixed binarization of the validation images
+    valid["x"] = torch.bernoulli(valid["x"], generator=g)
+    info = fit(model, model.batch_from_dataset(ds, "train"), valid, args, dynamic=True)
+    asked = ds.labels["test"]
+    result = {"judge_cpu_minutes": t_judge, "training": info, "n_test": len(test), "real": real}
+    for mode in ("mean", "sample"):
+        x = model.generate(len(asked), {"digit": asked}, seed=1, mean=mode == "mean")
+        result[f"generated_{mode}"] = judge.score(x, {"digit": asked})
+    x = model.generate(len(asked), {"digit": asked}, seed=1, mean=True)
+    pred = judge.predict(x)["digit"]
+    result["generated_mean_per_digit"] = [
+        float((pred[asked == d] == d).float().mean()) for d in range(10)
+    ]
+    digits = torch.arange(10).repeat_interleave(8)
+    grid(
+        model.generate(80, {"digit": digits}, seed=3, mean=True),
+        10,
+        8,
+        "CVAE on MNIST: generate(digit=row), 8 draws of z each, E[x|z,y]",
+        args.out_prefix.with_name(args.out_prefix.name + "_mnist.png"),
+    )
+    result["cpu_minutes"] = cpu_minutes(t0)
+    return result
+
+
+# -- latent arithmetic -----------------------------------------------------------------------------
+def part_arithmetic(args) -> dict:
+    t0 = time.process_time()
+    n_train = 2000 if args.quick else args.num_train
+    ds = load_dataset("shapes", num_train=n_train, num_valid=500, num_test=2000, size=32)
+    judge = shapes_judge(ds, 1 if args.quick else args.judge_epochs)
+    model = VAE(
+        data_shape=ds.image_shape,
+        latent_dim=args.latent_dim,
+        network=args.network,
+        hidden=(512, 256),
+    )
+    info = fit(model, ds.split("train"), ds.split("valid"), args)
+    x_train = ds.split("train")
+    shape_tr, scale_tr = ds.labels["train"], ds.attribute("train", "scale")
+    median = float(scale_tr.median())
+    heart = 2
+    x_test, shape_te, scale_te = ds.split("test"), ds.labels["test"], ds.attribute("test", "scale")
+    vectors = {
+        "heart": (attribute_vector(model, x_train, shape_tr == heart), shape_te != heart),
+        "large": (attribute_vector(model, x_train, scale_tr > median), scale_te <= median),
+    }
+    result = {"training": info, "scale_median": median, "vectors": {}}
+    figures = []
+    for name, (v, lacking) in vectors.items():
+        x = x_test[lacking][:500]
+        edited = add_vector(model, x, v, ALPHAS)  # [A, N, ...]
+        base = judge.predict(edited[0])
+        rows = []
+        for a, images in zip(ALPHAS, edited):
+            p = judge.predict(images)
+            flip = (p["shape"] == heart) if name == "heart" else (p["scale"] > median)
+            row = {"alpha": a, "flip_rate": float(flip.float().mean())}
+            for other in ("pos_x", "pos_y", "scale"):
+                if other == "scale" and name == "large":
+                    continue
+                row[f"moved_{other}"] = float((p[other] - base[other]).abs().mean())
+            if name == "large":
+                row["shape_kept"] = float((p["shape"] == base["shape"]).float().mean())
+            else:
+                row["judged_scale_mean"] = float(p["scale"].mean())
+            rows.append(row)
+        result["vectors"][name] = {"norm": float(v.norm()), "n": len(x), "by_alpha": rows}
+        figures.append(edited[:, :6].transpose(0, 1).reshape(-1, *ds.image_shape))
+    grid(
+        torch.cat(figures),
+        12,
+        len(ALPHAS),
+        "VAE latent arithmetic on shapes: rows 1-6 + α·v_heart, rows 7-12 + α·v_large; "
+        "columns α = " + ", ".join(f"{a:g}" for a in ALPHAS),
+        args.out_prefix.with_name(args.out_prefix.name + "_arithmetic.png"),
+    )
+    _flip_plot(result, args.out_prefix.with_name(args.out_prefix.name + "_flip_rate.png"))
+    result["cpu_minutes"] = cpu_minutes(t0)
+    return result
+
+
+def _flip_plot(result: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from pyro_gen import plots
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, entry in result["vectors"].items():
+        rows = entry["by_alpha"]
+        alphas = [r["alpha"] for r in rows]
+        axes[0].plot(alphas, [r["flip_rate"] for r in rows], "o-", label=f"+α·v_{name}")
+        for key in ("moved_pos_x", "moved_pos_y", "moved_scale"):
+            if key in rows[0]:
+                axes[1].plot(alphas, [r[key] for r in rows], "o-", label=f"{name}: {key[6:]}")
+    axes[0].set(xlabel="α", ylabel="judged as having it", title="flip rate", ylim=(0, 1.02))
+    axes[1].set(xlabel="α", ylabel="mean |judged change|", title="other attributes move")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("shapes", "mnist", "arithmetic", "all"), default="all")
+    p.add_argument("--quick", action="store_true", help="a smoke run of every part")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--num-train", type=int, default=20000)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--judge-epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--latent-dim", type=int, default=10)
+    p.add_argument("--network", choices=("mlp", "conv"), default="mlp")
+    p.add_argument("--max-minutes", type=float, default=12.0, help="training wall budget")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS / "attribute_control")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    pyro.enable_validation(False)
+    if args.quick:
+        args.epochs, args.max_minutes = 1, 2.0
+    args.out_prefix = args.out
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    parts = ("shapes", "mnist", "arithmetic") if args.part == "all" else (args.part,)
+    results = {}
+    for part in parts:
+        pyro.set_rng_seed(0)
+        result = {"shapes": part_shapes, "mnist": part_mnist, "arithmetic": part_arithmetic}[part](
+            args
+        )
+        result["settings"] = {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+        }
+        result["machine"] = f"CPU, {torch.get_num_threads()} thread(s)"
+        path = args.out.with_name(args.out.name + f"_{part}.json")
+        path.write_text(json.dumps(result, indent=2))
+        print(f"== {part} ==")
+        print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
+        print(f"wrote {path}")
+        results[part] = result
+    # OUT.json and OUT.png: every part of this run together
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    _summary_plot(results, args.out.with_suffix(".png"))
+
+
+def _summary_plot(results: dict, path: Path) -> None:
+    """Judged accuracy of generated images beside the judge's accuracy on real test images
+    (shapes class, MNIST digit), and the flip rate against α."""
+    import matplotlib.pyplot as plt
+
+    from pyro_gen import plots
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    labels, real, mean, sample = [], [], [], []
+    for part, key in (("shapes", "shape"), ("mnist", "digit")):
+        if part in results:
+            r = results[part]
+            labels.append(f"{part}: {key}")
+            real.append(r["real"][key])
+            mean.append(r["generated_mean"][key])
+            sample.append(r["generated_sample"][key])
+    xs = range(len(labels))
+    for i, (name, vals) in enumerate(
+        (("real test images", real), ("generated E[x|z,y]", mean), ("generated x~p", sample))
+    ):
+        axes[0].bar([x + 0.27 * (i - 1) for x in xs], vals, 0.27, label=name)
+    axes[0].set_xticks(list(xs), labels)
+    axes[0].axhline(0.95, color="grey", lw=0.8, ls="--")
+    axes[0].set(ylabel="judge accuracy", ylim=(0, 1.02), title="attribute control")
+    axes[0].legend(fontsize=7, loc="lower right")
+    for name, entry in results.get("arithmetic", {}).get("vectors", {}).items():
+        rows = entry["by_alpha"]
+        axes[1].plot(
+            [r["alpha"] for r in rows], [r["flip_rate"] for r in rows], "o-", label=f"+α·v_{name}"
+        )
+    axes[1].set(
+        xlabel="α",
+        ylabel="judged as having it",
+        title="latent arithmetic: flip rate",
+        ylim=(0, 1.02),
+    )
+    if "arithmetic" in results:
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
