@@ -290,9 +290,22 @@ def log_likelihood(
     seed: int | None = 0,
     return_weights: bool = False,
     progress: bool | None = None,
+    method: str = "is",
+    num_steps: int = 1000,
+    num_chains: int = 16,
+    num_leapfrog: int = 10,
+    schedule: str | torch.Tensor = "sigmoid",
+    ais_options: dict | None = None,
     **kwargs,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Importance-sampled log p̂(x_n) (nats, float64, ``[N]``) with the guide as proposal.
+
+    ``method="ais"``: annealed importance sampling from the guide to the posterior with HMC
+    instead (:func:`pyro_gen.evaluate.ais`, whose result holds the diagnostics): ``num_steps``
+    intermediate distributions on ``schedule``, ``num_chains`` chains of ``num_leapfrog``
+    leapfrog steps; ``ais_options`` (a dict) holds its other settings (``start``,
+    ``target_accept``, ``tune_steps``, ``progress``, ...); ``num_samples`` is not used, and
+    ``return_weights=True`` returns the ``[num_chains, N]`` AIS log-weights.
 
     ``model`` is a module with ``.model``/``.guide`` or a model callable with ``guide=`` and
     ``module=`` (see :func:`pyro_gen.models.pair.as_pair`); every sample site must sit under
@@ -312,6 +325,16 @@ def log_likelihood(
     :class:`NonFiniteWeightsError` naming the datapoints whose weights are not finite.
     """
     pair = as_pair(model, guide, module)
+    if method == "ais":
+        from pyro_gen.evaluate.ais import ais
+
+        r = ais(
+            pair, x, num_steps=num_steps, num_chains=num_chains, num_leapfrog=num_leapfrog,
+            schedule=schedule, max_rows=max_rows, seed=seed, **(ais_options or {}), **kwargs,
+        )  # fmt: skip
+        return (r.log_px, r.log_weights) if return_weights else r.log_px
+    if method != "is":
+        raise ConfigError(f"method must be 'is' or 'ais'; got {method!r}.")
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
     with evaluating(pair.module, seed):

@@ -1,0 +1,812 @@
+"""Annealed importance sampling (AIS) of log p(x) per datapoint, with HMC transitions.
+
+For each datapoint x, chains move from the guide q(z | x) (or the prior) to the posterior
+p(z | x) ∝ p(x, z) through the geometric path
+
+    f_β(z) = q(z | x)^(1−β) p(x, z)^β,      0 = β_0 < β_1 < ... < β_T = 1,
+
+with one HMC transition leaving f_{β_t} invariant after each weight update (Neal 2001, eq. 3-4):
+
+    log w = Σ_{t=1..T} (β_t − β_{t−1}) [log p(x, z_{t−1}) − log q(z_{t−1} | x)],
+    log p̂(x) = logmeanexp_c log w_c      (chains c = 1..C; E[w] = p(x) exactly).
+
+log p̂(x) is a stochastic lower bound (Jensen) that tends to log p(x) as T grows. The
+settings follow Wu, Burda, Salakhutdinov & Grosse (2017), "On the quantitative analysis of
+decoder-based generative models": HMC with a sigmoid schedule (Grosse et al. 2015), target
+acceptance 0.65.
+
+Any model/guide pair whose latent sites sit under ``pyro.plate("data")`` works: the chains are
+the datapoints repeated C times along the data plate (row ``c·n + i`` is chain c of datapoint
+i), so one model call scores all chains. Latents on constrained supports run in unconstrained
+space through ``torch.distributions.biject_to(site.support)`` (as Pyro's HMC does; the Jacobian
+enters the target density and cancels in the weights). Discrete latents are refused.
+
+HMC step sizes are per chain (per row). A first pass (``tune_steps`` intermediate
+distributions, same schedule shape) adapts each chain's log step size toward
+``target_accept``, and keeps their averages over ``num_bins`` stretches of the schedule; the
+estimate then comes from a fresh run with those step sizes fixed (adapting within the run
+would bias it). A Metropolis ratio that is NaN or ±inf (a trajectory that diverged) rejects.
+
+>>> import torch
+>>> from pyro_gen.models import VAE
+>>> vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
+>>> r = ais(vae, torch.ones(3, 4), num_steps=20, num_chains=4, num_leapfrog=2, progress=False)
+>>> r.log_px.shape, r.log_weights.shape
+(torch.Size([3]), torch.Size([4, 3]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+from torch.distributions import biject_to
+from tqdm.auto import tqdm
+
+from pyro_gen.errors import ConfigError
+from pyro_gen.evaluate.log_likelihood import (
+    NonFiniteWeightsError,
+    check_guide,
+    default_max_rows,
+)
+from pyro_gen.evaluate.terms import (
+    TraceSiteError,
+    _check_site,
+    _data_dim,
+    _masked,
+    _repeat,
+    _to_front,
+)
+from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, prepare_and_check
+
+__all__ = [
+    "AISResult",
+    "DiscreteLatentError",
+    "SCHEDULES",
+    "ais",
+    "ais_schedule",
+]
+
+SCHEDULES = ("sigmoid", "linear", "geometric")
+_ADAPT_RATE = 0.25  # log step size += rate · (acceptance probability − target), per transition
+
+
+class DiscreteLatentError(TraceSiteError):
+    """A latent site with a discrete support: HMC needs continuous latents."""
+
+
+# -- schedules ------------------------------------------------------------------------------------
+def ais_schedule(num_steps: int, kind: str = "sigmoid", *, delta: float = 4.0) -> torch.Tensor:
+    """Inverse temperatures ``[num_steps + 1]`` (float64) from β_0 = 0 to β_T = 1.
+
+    ``"linear"``: t/T. ``"sigmoid"``: σ(δ(2t/T − 1)) rescaled to [0, 1] (Grosse et al. 2015,
+    δ = 4): small steps at both ends, where log p(x, z) − log q(z | x) changes fastest.
+    ``"geometric"``: β_t = 10^(−3 (T − t)/(T − 1)) for t ≥ 1, equal ratios (small steps near the
+    start, for a start far from the posterior, e.g. the prior).
+    """
+    T = int(num_steps)
+    if T < 1:
+        raise ConfigError(f"num_steps (intermediate distributions) must be >= 1; got {num_steps}.")
+    t = torch.arange(T + 1, dtype=torch.float64) / T
+    if kind == "linear":
+        beta = t
+    elif kind == "sigmoid":
+        s = torch.sigmoid(delta * (2 * t - 1))
+        beta = (s - s[0]) / (s[-1] - s[0])
+    elif kind == "geometric":
+        if T == 1:
+            beta = t
+        else:
+            beta = torch.cat(
+                [torch.zeros(1, dtype=torch.float64), 10 ** (-3 * (1 - t[1:]) * T / (T - 1))]
+            )
+    else:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}.")
+    beta[0], beta[-1] = 0.0, 1.0
+    return beta
+
+
+def _as_schedule(schedule, num_steps: int) -> torch.Tensor:
+    if isinstance(schedule, str):
+        return ais_schedule(num_steps, schedule)
+    beta = torch.as_tensor(schedule, dtype=torch.float64).flatten()
+    if beta.numel() < 2 or beta[0] != 0 or beta[-1] != 1 or (beta.diff() < 0).any():
+        raise ConfigError(
+            "a schedule given as numbers must rise from 0 to 1 (β_0 = 0, β_T = 1, "
+            f"non-decreasing); got {beta.numel()} values from {float(beta[0]):g} to "
+            f"{float(beta[-1]):g}."
+        )
+    return beta
+
+
+# -- the program: log-densities of rows of chains --------------------------------------------
+@dataclass
+class _Site:
+    name: str
+    axis: int  # the data plate's axis in the value (counted from the left)
+    transform: torch.distributions.Transform  # unconstrained -> the model's support
+
+
+@dataclass
+class _State:
+    """Per row: unconstrained latents, log p(x, z), log f_0(z), log|det J|, and the gradients
+    (in u) of log p(x, z) + log|J| and log f_0(z) + log|J|."""
+
+    u: dict[str, torch.Tensor]
+    log_joint: torch.Tensor
+    log_init: torch.Tensor
+    log_jac: torch.Tensor
+    grad_joint: dict[str, torch.Tensor]
+    grad_init: dict[str, torch.Tensor]
+
+    def log_target(self, beta: float) -> torch.Tensor:
+        return (1 - beta) * self.log_init + beta * self.log_joint + self.log_jac
+
+    def grad(self, beta: float) -> dict[str, torch.Tensor]:
+        return {k: beta * self.grad_joint[k] + (1 - beta) * self.grad_init[k] for k in self.u}
+
+    def where(self, keep_new: torch.Tensor, new: _State, sites: list[_Site]) -> _State:
+        """Row-wise choice: ``new`` where ``keep_new`` [R] is True."""
+
+        def pick(a: dict, b: dict) -> dict:
+            return {
+                s.name: torch.where(_rows(keep_new, b[s.name], s.axis), b[s.name], a[s.name])
+                for s in sites
+            }
+
+        return _State(
+            pick(self.u, new.u),
+            torch.where(keep_new, new.log_joint, self.log_joint),
+            torch.where(keep_new, new.log_init, self.log_init),
+            torch.where(keep_new, new.log_jac, self.log_jac),
+            pick(self.grad_joint, new.grad_joint),
+            pick(self.grad_init, new.grad_init),
+        )
+
+
+def _rows(v: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
+    """``v`` [R] shaped to broadcast against ``like`` along its data axis."""
+    shape = [1] * like.dim()
+    shape[axis] = v.shape[0]
+    return v.reshape(shape)
+
+
+def _row_sum(t, axis: int, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """Sum a per-element tensor (data axis at ``axis``) to ``[rows]``."""
+    if not isinstance(t, torch.Tensor) or t.dim() <= axis:
+        return like.new_full((rows,), float(t.sum()) if isinstance(t, torch.Tensor) else float(t))
+    return t.movedim(axis, 0).reshape(rows, -1).sum(1)
+
+
+class _Program:
+    """The pair on ``n`` datapoints repeated ``chains`` times: draws of the start, and the
+    per-row log-densities with their gradients at any unconstrained state."""
+
+    def __init__(self, pair: ModelGuidePair, xs: torch.Tensor, kw: dict, chains: int, start: str):
+        self.pair, self.n, self.chains = pair, xs.shape[0], chains
+        self.rows = self.n * chains
+        self.x = _repeat(xs, self.n, chains)
+        self.kw = {k: _repeat(v, self.n, chains) for k, v in kw.items()}
+        self.start = start
+
+    # the start: z ~ q(z | x) (and the prior for model latents the guide does not sample)
+    def initial(self) -> tuple[dict[str, torch.Tensor], list[_Site]]:
+        pair = self.pair
+        if self.start == "guide":
+            guide_tr = poutine.trace(pair.guide).get_trace(self.x, **self.kw)
+            model_tr = poutine.trace(poutine.replay(pair.model, trace=guide_tr)).get_trace(
+                self.x, **self.kw
+            )
+        else:
+            guide_tr = None
+            model_tr = poutine.trace(pair.model).get_trace(self.x, **self.kw)
+        self.sites = self._sites(model_tr)
+        names = {s.name for s in self.sites}
+        self.guide_sites: dict[str, dict] = {}
+        if guide_tr is not None:
+            for name, site in guide_tr.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
+                    continue
+                _check_site(name, site, "guide")
+                if name not in names:
+                    raise TraceSiteError(
+                        f"guide site {name!r} has no latent counterpart in the model."
+                    )
+                self.guide_sites[name] = site
+        # a guide with one latent site: its distribution depends on x only, so keep it; else the
+        # guide is traced again (conditioned on the state) at every evaluation
+        self.cached = (
+            {n: s["fn"] for n, s in self.guide_sites.items()}
+            if len(self.guide_sites) == 1
+            else None
+        )
+        z = {s.name: model_tr.nodes[s.name]["value"].detach() for s in self.sites}
+        return z, self.sites
+
+    def _sites(self, model_tr) -> list[_Site]:
+        sites = []
+        for name, site in model_tr.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
+                continue
+            _check_site(name, site, "model")
+            fn = site["fn"]
+            if fn.support.is_discrete:
+                raise DiscreteLatentError(
+                    f"model site {name!r} is a discrete latent ({type(fn).__name__}, support "
+                    f"{fn.support}): AIS moves the latents with HMC, which needs continuous "
+                    "ones. Observe the site (pass its values as data), sum it out inside the "
+                    "model, or use importance sampling (method='is')."
+                )
+            dim = _data_dim(name, site, "model")
+            value = site["value"]
+            axis = value.dim() - len(fn.event_shape) + dim
+            if axis < 0 or value.shape[axis] != self.rows:
+                raise TraceSiteError(
+                    f"model site {name!r} has shape {list(value.shape)}: its data-plate axis "
+                    f"({dim} of the batch shape) does not hold the {self.rows} rows."
+                )
+            sites.append(_Site(name, axis, biject_to(fn.support)))
+        if not sites:
+            raise TraceSiteError("the model has no latent sample site: log p(x) needs no AIS.")
+        return sites
+
+    def to_unconstrained(self, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {s.name: s.transform.inv(z[s.name]).detach() for s in self.sites}
+
+    def evaluate(self, u: dict[str, torch.Tensor]) -> _State:
+        """The per-row densities at ``u`` and their gradients (one model and guide call)."""
+        pair, R = self.pair, self.rows
+        with torch.enable_grad():
+            u = {k: v.detach().requires_grad_(True) for k, v in u.items()}
+            first = next(iter(u.values()))
+            z, log_jac = {}, first.new_zeros(R)
+            for s in self.sites:
+                z[s.name] = s.transform(u[s.name])
+                ladj = s.transform.log_abs_det_jacobian(u[s.name], z[s.name])
+                log_jac = log_jac + _row_sum(ladj, s.axis, R, first)
+            model_tr = poutine.trace(poutine.condition(pair.model, data=z)).get_trace(
+                self.x, **self.kw
+            )
+            log_joint, log_init = first.new_zeros(R), first.new_zeros(R)
+            for name, site in model_tr.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                lp = _to_front(
+                    _masked(site, site["fn"].log_prob(site["value"])),
+                    [(_data_dim(name, site, "model"), R)],
+                )
+                log_joint = log_joint + lp
+                if name in z and name not in self.guide_sites:
+                    log_init = log_init + lp  # drawn from the model's conditional at the start
+            log_init = log_init + self._log_q(z)
+            inputs = list(u.values())
+            g_joint = torch.autograd.grad(
+                (log_joint + log_jac).sum(), inputs, retain_graph=True, allow_unused=True
+            )
+            g_init = torch.autograd.grad((log_init + log_jac).sum(), inputs, allow_unused=True)
+
+        def grads(g):
+            return {
+                k: torch.zeros_like(v) if gk is None else gk for (k, v), gk in zip(u.items(), g)
+            }
+
+        return _State(
+            {k: v.detach() for k, v in u.items()},
+            log_joint.detach(),
+            log_init.detach(),
+            log_jac.detach(),
+            grads(g_joint),
+            grads(g_init),
+        )
+
+    def _log_q(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not self.guide_sites:
+            return 0.0
+        R = self.rows
+        if self.cached is not None:
+            out = 0.0
+            for name, fn in self.cached.items():
+                site = self.guide_sites[name]
+                out = out + _to_front(
+                    _masked(site, fn.log_prob(z[name])), [(_data_dim(name, site, "guide"), R)]
+                )
+            return out
+        data = {k: v for k, v in z.items() if k in self.guide_sites}
+        tr = poutine.trace(poutine.condition(self.pair.guide, data=data)).get_trace(
+            self.x, **self.kw
+        )
+        out = 0.0
+        for name, site in tr.nodes.items():
+            if name in self.guide_sites and site["type"] == "sample":
+                out = out + _to_front(
+                    _masked(site, site["fn"].log_prob(site["value"])),
+                    [(_data_dim(name, site, "guide"), R)],
+                )
+        return out
+
+
+# -- HMC ------------------------------------------------------------------------------------------
+def _hmc(
+    prog: _Program, st: _State, beta: float, eps: torch.Tensor, leapfrog: int
+) -> tuple[_State, torch.Tensor]:
+    """One HMC transition per row leaving f_β invariant (identity mass). Returns the new state
+    and the acceptance probability per row (0 where the Metropolis ratio is not finite)."""
+    sites = prog.sites
+    e = {s.name: _rows(eps, st.u[s.name], s.axis) for s in sites}
+    p = {k: torch.randn_like(v) for k, v in st.u.items()}
+
+    def kinetic(p):
+        return sum(_row_sum(0.5 * p[s.name] ** 2, s.axis, prog.rows, eps) for s in sites)
+
+    h0 = -st.log_target(beta) + kinetic(p)
+    g = st.grad(beta)
+    p = {k: p[k] + 0.5 * e[k] * g[k] for k in p}
+    new = st
+    for step in range(leapfrog):
+        u = {k: new.u[k] + e[k] * p[k] for k in p}
+        new = prog.evaluate(u)
+        g = new.grad(beta)
+        half = 0.5 if step == leapfrog - 1 else 1.0
+        p = {k: p[k] + half * e[k] * g[k] for k in p}
+    h1 = -new.log_target(beta) + kinetic(p)
+    log_ratio = (h0 - h1).double()
+    log_ratio = torch.where(torch.isnan(log_ratio), -math.inf, log_ratio).clamp(max=0.0)
+    # a non-finite proposal (diverged trajectory) is never accepted, whatever the ratio says
+    finite = torch.isfinite(new.log_joint) & torch.isfinite(new.log_init)
+    for s in sites:
+        finite &= _row_sum(~torch.isfinite(new.u[s.name]), s.axis, prog.rows, eps) == 0
+    accept_prob = torch.where(finite, log_ratio.exp(), torch.zeros_like(log_ratio))
+    accept = torch.rand_like(accept_prob) < accept_prob
+    return st.where(accept, new, sites), accept_prob
+
+
+def _anneal(
+    prog: _Program,
+    st: _State,
+    betas: torch.Tensor,
+    bins: list[int],
+    leapfrog: int,
+    *,
+    log_eps: torch.Tensor,
+    adapt: bool = False,
+    target: float = 0.65,
+    num_bins: int = 1,
+    bar=None,
+) -> dict:
+    """Run the chain through ``betas`` (increasing: forward AIS; decreasing: reverse).
+
+    ``log_eps``: [R] log step sizes (adapted in place of a copy when ``adapt``) or
+    [num_bins, R] fixed ones, read at ``bins[t]`` for the transition at β_t.
+    """
+    R, T = prog.rows, betas.numel() - 1
+    log_w = torch.zeros(R, dtype=torch.float64, device=st.log_joint.device)
+    acc_step = torch.zeros(max(T - 1, 0), dtype=torch.float64)
+    acc_row = torch.zeros(R, dtype=torch.float64, device=log_w.device)
+    eps_sum = torch.zeros(num_bins, R, dtype=torch.float64, device=log_w.device)
+    eps_count = torch.zeros(num_bins, dtype=torch.float64)
+    cur = log_eps.clone()
+    for t in range(1, T + 1):
+        b_prev, b = float(betas[t - 1]), float(betas[t])
+        log_w += (b - b_prev) * (st.log_joint.double() - st.log_init.double())
+        if t < T:
+            le = cur if adapt else cur[bins[t]]
+            st, a = _hmc(prog, st, b, le.exp(), leapfrog)
+            acc_step[t - 1] = a.mean().cpu()
+            acc_row += a
+            if adapt:
+                cur = cur + _ADAPT_RATE * (a.to(cur.dtype) - target)
+                eps_sum[bins[t]] += cur.double()
+                eps_count[bins[t]] += 1
+        if bar is not None:
+            bar.update(1)
+    out = {"log_w": log_w, "acc_step": acc_step, "acc_row": acc_row / max(T - 1, 1), "state": st}
+    if adapt:
+        out["log_eps_bins"] = (eps_sum / eps_count.clamp(min=1).unsqueeze(1).to(eps_sum.device)).to(
+            log_eps.dtype
+        )
+    return out
+
+
+def _bins(T: int, num_bins: int) -> list[int]:
+    """The bin of each transition t = 1..T−1 (index 0 unused): equal stretches of the schedule."""
+    if T < 2:
+        return [0] * (T + 1)
+    return [0] + [min(num_bins - 1, (t - 1) * num_bins // (T - 1)) for t in range(1, T)] + [0]
+
+
+# -- the result -----------------------------------------------------------------------------------
+@dataclass
+class AISResult:
+    """AIS estimates and diagnostics for ``N`` datapoints with ``C`` chains (float64, CPU).
+
+    ``log_px`` [N]: logmeanexp of the chains' log-weights (nats; a stochastic lower bound);
+    ``log_px_se`` [N]: its delta-method Monte-Carlo error sqrt(1/ESS − 1/C) (crude for small C);
+    ``log_weights`` [C, N]; ``ess`` [N]: (Σw)²/Σw² across chains, in chains;
+    ``acceptance`` [T−1]: the mean acceptance probability of each transition of the final run;
+    ``acceptance_per_datapoint`` [N]; ``step_sizes`` [num_bins, C, N]: the tuned, fixed HMC step
+    sizes per stretch of the schedule; ``schedule`` [T+1]: the β's. ``gradient_evaluations``:
+    model+guide calls with a backward pass, per chain, tuning included; ``seconds``: wall time.
+    """
+
+    log_px: torch.Tensor
+    log_px_se: torch.Tensor
+    log_weights: torch.Tensor
+    ess: torch.Tensor
+    acceptance: torch.Tensor
+    acceptance_per_datapoint: torch.Tensor
+    step_sizes: torch.Tensor
+    schedule: torch.Tensor
+    num_chains: int
+    num_leapfrog: int
+    tune_steps: int
+    start: str
+    gradient_evaluations: int
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.numel() - 1
+
+    def summary(self) -> dict:
+        """Headline numbers (plain floats/ints) for JSON."""
+        n = self.log_px.numel()
+        return {
+            "method": "ais",
+            "log_px": float(self.log_px.mean()),
+            "log_px_se": float(self.log_px.std() / math.sqrt(n)) if n > 1 else float("nan"),
+            "mc_error_mean": float(self.log_px_se.mean()),
+            "ess_mean": float(self.ess.mean()),
+            "ess_min": float(self.ess.min()),
+            "acceptance_mean": float(self.acceptance.mean())
+            if self.acceptance.numel()
+            else float("nan"),
+            "step_size_median": float(self.step_sizes.median()),
+            "num_datapoints": n,
+            "num_steps": self.num_steps,
+            "num_chains": self.num_chains,
+            "num_leapfrog": self.num_leapfrog,
+            "tune_steps": self.tune_steps,
+            "start": self.start,
+            "gradient_evaluations_per_chain": self.gradient_evaluations,
+            "seconds": round(self.seconds, 3),
+            **self.settings,
+        }
+
+
+def _log_mean_exp(lw: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(lw, 0) - math.log(lw.shape[0])
+
+
+def _ess(lw: torch.Tensor) -> torch.Tensor:
+    return torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0))
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters out of autograd while the chains run (gradients are taken in z only)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+def _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start):
+    for name, v in (
+        ("num_steps", num_steps),
+        ("num_chains", num_chains),
+        ("num_leapfrog", num_leapfrog),
+    ):
+        if int(v) < 1:
+            raise ConfigError(f"{name} must be >= 1; got {v}.")
+    if not 0 < target_accept < 1:
+        raise ConfigError(f"target_accept must be in (0, 1); got {target_accept}.")
+    if not init_step_size > 0:
+        raise ConfigError(f"init_step_size must be > 0; got {init_step_size}.")
+    if start not in ("guide", "prior"):
+        raise ConfigError(f"start must be 'guide' or 'prior'; got {start!r}.")
+
+
+def _slice_kw(kwargs: dict, n: int, sl: slice, device) -> dict:
+    return {
+        k: (v[sl] if v.dim() > 0 and v.shape[0] == n else v).to(device)
+        if isinstance(v, torch.Tensor)
+        else v
+        for k, v in kwargs.items()
+    }
+
+
+def _run_chunks(
+    pair: ModelGuidePair,
+    x: torch.Tensor,
+    kwargs: dict,
+    *,
+    betas: torch.Tensor,
+    tune_betas: torch.Tensor,
+    num_chains: int,
+    num_leapfrog: int,
+    num_bins: int,
+    target_accept: float,
+    init_step_size: float,
+    start: str,
+    batch_size: int,
+    exact: dict[str, torch.Tensor] | None,
+    bar,
+) -> list[dict]:
+    """Tune, then run forward AIS (and reverse AIS from ``exact`` latents, BDMC) per chunk."""
+    n_total, device, out = x.shape[0], pair.device, []
+    T, Tt = betas.numel() - 1, tune_betas.numel() - 1
+    for s0 in range(0, n_total, batch_size):
+        sl = slice(s0, min(s0 + batch_size, n_total))
+        prog = _Program(
+            pair, x[sl].to(device), _slice_kw(kwargs, n_total, sl, device), num_chains, start
+        )
+        z0, sites = prog.initial()
+        st0 = prog.evaluate(prog.to_unconstrained(z0))
+        log_eps = st0.log_joint.new_full((prog.rows,), math.log(init_step_size))
+        tune = _anneal(
+            prog,
+            st0,
+            tune_betas,
+            _bins(Tt, num_bins),
+            num_leapfrog,
+            log_eps=log_eps,
+            adapt=True,
+            target=target_accept,
+            num_bins=num_bins,
+            bar=bar,
+        )
+        eps_bins = tune["log_eps_bins"]
+        z0, _ = prog.initial()  # a fresh start for the run that counts
+        fwd = _anneal(
+            prog,
+            prog.evaluate(prog.to_unconstrained(z0)),
+            betas,
+            _bins(T, num_bins),
+            num_leapfrog,
+            log_eps=eps_bins,
+            bar=bar,
+        )
+        chunk = {"forward": fwd, "log_eps": eps_bins, "n": prog.n, "rows": prog.rows}
+        if exact is not None:
+            ze = {}
+            for s in sites:
+                v = exact[s.name]
+                idx = [slice(None)] * v.dim()
+                idx[s.axis] = sl
+                ze[s.name] = torch.cat([v[tuple(idx)].to(device)] * num_chains, s.axis)
+            bins = _bins(T, num_bins)[::-1]
+            chunk["reverse"] = _anneal(
+                prog,
+                prog.evaluate(prog.to_unconstrained(ze)),
+                betas.flip(0),
+                bins,
+                num_leapfrog,
+                log_eps=eps_bins,
+                bar=bar,
+            )
+        out.append(chunk)
+    return out
+
+
+def _result(chunks: list[dict], key: str, C: int, **meta) -> dict:
+    lw = torch.cat([c[key]["log_w"].detach().cpu().reshape(C, c["n"]) for c in chunks], 1)
+    acc_rows = torch.cat([c[key]["acc_row"].cpu().reshape(C, c["n"]).mean(0) for c in chunks])
+    n_rows = torch.tensor([float(c["rows"]) for c in chunks], dtype=torch.float64)
+    acc_steps = torch.stack([c[key]["acc_step"] for c in chunks])
+    acc = (acc_steps * n_rows.unsqueeze(1)).sum(0) / n_rows.sum()
+    eps = torch.cat(
+        [c["log_eps"].detach().cpu().double().exp().reshape(-1, C, c["n"]) for c in chunks], 2
+    )
+    return {"log_weights": lw, "acc_row": acc_rows, "acceptance": acc, "step_sizes": eps}
+
+
+def _default_tune_steps(num_steps: int) -> int:
+    return min(num_steps, max(100, num_steps // 4))
+
+
+def _prepare(
+    model,
+    x,
+    guide,
+    module,
+    seed,
+    num_steps,
+    num_chains,
+    num_leapfrog,
+    schedule,
+    start,
+    target_accept,
+    init_step_size,
+    tune_steps,
+    num_bins,
+    batch_size,
+    max_rows,
+    kwargs,
+):
+    pair = as_pair(model, guide, module)
+    _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start)
+    betas = _as_schedule(schedule, int(num_steps))
+    T = betas.numel() - 1
+    tune_steps = _default_tune_steps(T) if tune_steps is None else int(tune_steps)
+    if tune_steps < 1:
+        raise ConfigError(f"tune_steps must be >= 1; got {tune_steps}.")
+    tune_betas = (
+        ais_schedule(tune_steps, schedule)
+        if isinstance(schedule, str)
+        else torch.quantile(betas, torch.linspace(0, 1, tune_steps + 1, dtype=torch.float64))
+    )
+    num_bins = max(1, min(int(num_bins), tune_steps - 1, max(T - 1, 1)))
+    if max_rows is None:
+        max_rows = default_max_rows(pair.device) // 2
+    if batch_size is None:
+        batch_size = max(1, int(max_rows) // int(num_chains))
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
+    return pair, betas, tune_betas, tune_steps, num_bins, int(batch_size)
+
+
+def _check_finite_weights(lw: torch.Tensor, what: str) -> None:
+    bad = torch.isnan(lw).any(0) | torch.isneginf(torch.logsumexp(lw, 0))
+    if bad.any():
+        idx = bad.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, idx[:20])) + (" ..." if len(idx) > 20 else "")
+        raise NonFiniteWeightsError(
+            f"{what} log-weights are NaN or −inf for every chain of {len(idx)} datapoint(s), "
+            f"indices [{shown}]. Look for values outside the likelihood's support in those rows, "
+            "or a guide whose draws the model cannot score (log p(x, z) = −inf)."
+        )
+
+
+@torch.no_grad()
+def ais(
+    model,
+    x: torch.Tensor,
+    *,
+    guide: Callable | None = None,
+    module: nn.Module | None = None,
+    num_steps: int = 1000,
+    num_chains: int = 16,
+    num_leapfrog: int = 10,
+    schedule: str | torch.Tensor = "sigmoid",
+    start: str = "guide",
+    target_accept: float = 0.65,
+    init_step_size: float = 0.1,
+    tune_steps: int | None = None,
+    num_bins: int = 50,
+    batch_size: int | None = None,
+    max_rows: int | None = None,
+    seed: int | None = 0,
+    progress: bool | None = None,
+    **kwargs,
+) -> AISResult:
+    """AIS estimate of log p(x_n) per datapoint (nats) with diagnostics, :class:`AISResult`.
+
+    Args:
+        model: a module with ``.model``/``.guide``, or a model callable with ``guide=`` and
+            ``module=`` (:func:`pyro_gen.models.pair.as_pair`); every latent site under
+            ``pyro.plate("data")``.
+        x: ``[N, ...]`` datapoints. Extra keyword arguments (``y=...``) go to model and guide.
+        num_steps: T, the number of intermediate distributions (transitions: T − 1).
+        num_chains: C, independent AIS chains per datapoint.
+        num_leapfrog: leapfrog steps per HMC transition.
+        schedule: ``"sigmoid"`` | ``"linear"`` | ``"geometric"`` (:func:`ais_schedule`) or the
+            β's themselves, ``[T + 1]`` rising from 0 to 1.
+        start: ``"guide"`` (q(z | x); a point-mass guide is refused) or ``"prior"`` (p(z), as
+            Wu et al. 2017; any guide, even a β = 0 autoencoder's).
+        target_accept, init_step_size, tune_steps, num_bins: the tuning pass (``tune_steps``
+            intermediate distributions; default min(T, max(100, T/4))) and the number of
+            stretches of the schedule with their own step size.
+        batch_size, max_rows: datapoints per chunk (default max_rows // C), rows (datapoints x
+            chains) per model call; memory is O(max_rows) activations with gradients.
+        seed: set before the run (None: leave the random state alone).
+        progress: a tqdm bar over transitions (None: only on a terminal).
+
+    Cost: (tune_steps + num_steps − 2) · num_leapfrog model+guide evaluations with a backward
+    pass, per chain and datapoint.
+
+    Raises:
+        ConfigError: a setting out of range or an unknown schedule.
+        DiscreteLatentError: a latent with discrete support (the message names it).
+        TraceSiteError: a latent outside ``pyro.plate("data")``; PointMassGuideError: a Delta
+            guide with ``start="guide"``; DataError/ShapeError: from the pair's checks.
+        NonFiniteWeightsError: every chain of a datapoint has a NaN or −inf weight.
+    """
+    pair, betas, tune_betas, tune_steps, num_bins, batch_size = _prepare(
+        model,
+        x,
+        guide,
+        module,
+        seed,
+        num_steps,
+        num_chains,
+        num_leapfrog,
+        schedule,
+        start,
+        target_accept,
+        init_step_size,
+        tune_steps,
+        num_bins,
+        batch_size,
+        max_rows,
+        kwargs,
+    )
+    T, C = betas.numel() - 1, int(num_chains)
+    t0 = time.perf_counter()
+    with evaluating(pair.module, seed), _frozen(pair.module):
+        x = prepare_and_check(pair, x, "x", **kwargs)
+        if start == "guide":
+            check_guide(pair, x, **kwargs)
+        n_chunks = math.ceil(x.shape[0] / batch_size)
+        with tqdm(
+            total=n_chunks * (tune_steps + T),
+            desc="AIS",
+            unit="step",
+            leave=False,
+            disable=None if progress is None else not progress,
+        ) as bar:
+            chunks = _run_chunks(
+                pair,
+                x,
+                kwargs,
+                betas=betas,
+                tune_betas=tune_betas,
+                num_chains=C,
+                num_leapfrog=int(num_leapfrog),
+                num_bins=num_bins,
+                target_accept=target_accept,
+                init_step_size=init_step_size,
+                start=start,
+                batch_size=batch_size,
+                exact=None,
+                bar=bar,
+            )
+    r = _result(chunks, "forward", C)
+    _check_finite_weights(r["log_weights"], "AIS")
+    return _make_result(
+        r,
+        betas,
+        C,
+        int(num_leapfrog),
+        tune_steps,
+        start,
+        time.perf_counter() - t0,
+        {
+            "schedule": schedule if isinstance(schedule, str) else "custom",
+            "target_accept": target_accept,
+        },
+    )
+
+
+def _make_result(r, betas, C, L, tune_steps, start, seconds, settings) -> AISResult:
+    lw = r["log_weights"]
+    ess = _ess(lw)
+    T = betas.numel() - 1
+    return AISResult(
+        log_px=_log_mean_exp(lw),
+        log_px_se=(1 / ess - 1 / C).clamp(min=0).sqrt(),
+        log_weights=lw,
+        ess=ess,
+        acceptance=r["acceptance"],
+        acceptance_per_datapoint=r["acc_row"],
+        step_sizes=r["step_sizes"],
+        schedule=betas,
+        num_chains=C,
+        num_leapfrog=L,
+        tune_steps=tune_steps,
+        start=start,
+        gradient_evaluations=(max(T - 1, 0) + max(tune_steps - 1, 0)) * L,
+        seconds=seconds,
+        settings=settings,
+    )

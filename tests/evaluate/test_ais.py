@@ -1,0 +1,276 @@
+"""AIS log p(x) against closed forms and quadrature, from poor guides, with constrained latents."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyro_gen.errors import ConfigError
+from pyro_gen.evaluate import log_likelihood
+from pyro_gen.evaluate.ais import DiscreteLatentError, ais, ais_schedule
+from pyro_gen.evaluate.log_likelihood import PointMassGuideError
+from pyro_gen.models import VAE
+
+
+def _within_mc_error(est: torch.Tensor, exact: torch.Tensor, k: float = 4.0) -> None:
+    """The mean over datapoints agrees with the exact value within k standard errors (the
+    spread of the per-datapoint errors), and no datapoint is far off."""
+    d = est - exact
+    se = float(d.std()) / math.sqrt(d.numel())
+    assert abs(float(d.mean())) <= k * se + 1e-3, (float(d.mean()), se)
+
+
+def test_ais_matches_the_closed_form_from_a_poor_guide(lg):
+    make, x = lg
+    m = make(guide="meanfield", widen=3.0, shift=0.7)
+    exact = m.exact_log_px(x)
+    plain = log_likelihood(m, x, num_samples=16)
+    assert float((exact - plain).mean()) > 0.1  # the guide is poor: IS with C draws is off
+    r = ais(m, x, num_steps=100, num_chains=16, num_leapfrog=4, progress=False)
+    assert r.log_px.shape == (20,) and r.log_weights.shape == (16, 20)
+    assert r.log_px.dtype == torch.float64
+    _within_mc_error(r.log_px, exact)
+    assert ((r.log_px - exact).abs() <= 4 * r.log_px_se + 0.1).all()
+    # diagnostics: acceptance near the target, tuned step sizes per stretch and chain
+    assert 0.45 < float(r.acceptance.mean()) < 0.9
+    assert r.acceptance.shape == (99,) and r.step_sizes.shape[1:] == (16, 20)
+    assert (r.ess > 1).all() and (r.ess <= 16 + 1e-9).all()
+    torch.testing.assert_close(r.log_px, torch.logsumexp(r.log_weights, 0) - math.log(16))
+
+
+def test_ais_from_the_exact_posterior_is_exact_at_one_step(lg):
+    # f_0 = q = p(z|x): every weight is p(x) exactly, whatever the transitions do
+    make, x = lg
+    m = make(guide="exact")
+    r = ais(m, x, num_steps=3, num_chains=2, num_leapfrog=2, progress=False)
+    torch.testing.assert_close(r.log_px, m.exact_log_px(x), rtol=0, atol=1e-9)
+
+
+def test_log_likelihood_method_ais_is_the_ais_estimate_and_is_is_unchanged(lg):
+    make, x = lg
+    m = make(guide="meanfield", widen=2.0)
+    settings = dict(num_steps=20, num_chains=4, num_leapfrog=2, seed=5)
+    a = log_likelihood(m, x, method="ais", ais_options={"progress": False}, **settings)
+    b = ais(m, x, progress=False, **settings).log_px
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(
+        log_likelihood(m, x, num_samples=9, seed=2),
+        log_likelihood(m, x, method="is", num_samples=9, seed=2),
+    )
+    with pytest.raises(ConfigError, match="method"):
+        log_likelihood(m, x, method="mcmc")
+
+
+def test_chunks_over_datapoints_keep_each_datapoint_with_its_chains(lg):
+    # from the exact posterior every weight is p(x_n): any mix-up of rows would show
+    make, x = lg
+    m = make(guide="exact")
+    r = ais(m, x, num_steps=4, num_chains=3, num_leapfrog=2, batch_size=6, progress=False)
+    assert r.step_sizes.shape[1:] == (3, 20) and r.acceptance.shape == (3,)
+    torch.testing.assert_close(r.log_px, m.exact_log_px(x), rtol=0, atol=1e-9)
+
+
+def test_start_from_the_prior(lg):
+    make, x = lg
+    m = make(guide="meanfield")
+    r = ais(m, x[:6], num_steps=200, num_chains=8, num_leapfrog=4, start="prior", progress=False)
+    _within_mc_error(r.log_px, m.exact_log_px(x[:6]))
+
+
+# -- a banana-shaped (and bimodal) posterior: quadrature on a grid --------------------------------
+class Banana(nn.Module):
+    """z ~ N(0, I₂), x ~ N(z₂ + z₁², s²): the posterior is a band around the parabola
+    z₂ = x − z₁², bent by the prior; for x > 1/2 it has two modes at z₁ ≈ ±√(x − 1/2). The guide
+    is overconfident: N((0, x/(1 + s²)), 0.15²) at the point of the band on the axis."""
+
+    def __init__(self, s: float = 0.3, width: float = 0.15):
+        super().__init__()
+        self.s, self.width = s, width
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            mean = (z[..., 1] + z[..., 0] ** 2).unsqueeze(-1)
+            pyro.sample("x", dist.Normal(mean, self.s).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            loc = torch.cat([torch.zeros_like(x), x / (1 + self.s**2)], -1)
+            pyro.sample("z", dist.Normal(loc, self.width).to_event(1))
+
+    def quadrature(self, x, half=5.0, points=1001):
+        """log p(x) by the rectangle rule on a square grid (spacing 0.01; the rule converges
+        faster than any power for a smooth density that vanishes at the edges)."""
+        g = torch.linspace(-half, half, points, dtype=torch.float64)
+        z1, z2, h = g[:, None], g[None, :], float(g[1] - g[0])
+        prior = dist.Normal(0.0, 1.0).log_prob(z1) + dist.Normal(0.0, 1.0).log_prob(z2)
+        return torch.stack(
+            [
+                torch.logsumexp(
+                    (prior + dist.Normal(z2 + z1**2, self.s).log_prob(xn[0])).flatten(), 0
+                )
+                + 2 * math.log(h)
+                for xn in x
+            ]
+        )
+
+
+def test_ais_agrees_with_quadrature_on_a_banana_where_is_does_not():
+    m = Banana()
+    x = torch.tensor([[0.2], [1.0], [1.5], [-1.0]], dtype=torch.float64)  # 1.0, 1.5: bimodal
+    exact = m.quadrature(x)
+    torch.testing.assert_close(exact, m.quadrature(x, half=6.0, points=2401), rtol=0, atol=1e-6)
+    C = 64
+    r = ais(m, x, num_steps=150, num_chains=C, num_leapfrog=4, progress=False)
+    assert float(r.log_px_se.mean()) < 0.3  # the tolerance below is not vacuous
+    assert ((r.log_px - exact).abs() <= 4 * r.log_px_se + 0.1).all(), r.log_px - exact
+    assert float((r.log_px - exact).abs().mean()) < 0.2
+    # plain IS at the same number of model evaluations (the final run and the tuning pass)
+    is_est = log_likelihood(m, x, num_samples=C * r.gradient_evaluations, seed=0)
+    assert float((exact - is_est).mean()) > 0.5 and float((exact - is_est).max()) > 1.0
+
+
+# -- a constrained latent: a Gamma precision, Student-t marginal ----------------------------------
+class GammaScale(nn.Module):
+    """τ ~ Gamma(a, b); x | τ ~ N(0, 1/τ) in D dims: p(x) in closed form (a Student-t), the
+    posterior Gamma(a + D/2, b + |x|²/2). The guide, LogNormal(log 4, 0.2²), is narrow and far
+    off."""
+
+    def __init__(self, a=2.0, b=1.5):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            tau = pyro.sample("tau", dist.Gamma(x.new_tensor(self.a), x.new_tensor(self.b)))
+            scale = tau.rsqrt().unsqueeze(-1).expand_as(x)
+            pyro.sample("x", dist.Normal(torch.zeros_like(x), scale).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("tau", dist.LogNormal(x.new_zeros(x.shape[0]) + math.log(4.0), 0.2))
+
+    def exact_log_px(self, x):
+        a, b, D = self.a, self.b, x.shape[1]
+        s = b + 0.5 * (x**2).sum(1)
+        return (
+            a * math.log(b)
+            + math.lgamma(a + D / 2)
+            - math.lgamma(a)
+            - D / 2 * math.log(2 * math.pi)
+            - (a + D / 2) * s.log()
+        )
+
+
+def test_a_positive_latent_runs_in_unconstrained_space_and_matches_the_closed_form():
+    m = GammaScale()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 4, generator=g, dtype=torch.float64) * 0.8
+    exact = m.exact_log_px(x)
+    assert float((exact - log_likelihood(m, x, num_samples=12)).mean()) > 0.5  # poor guide
+    r = ais(m, x, num_steps=100, num_chains=12, num_leapfrog=4, progress=False)
+    _within_mc_error(r.log_px, exact)
+    assert ((r.log_px - exact).abs() <= 4 * r.log_px_se + 0.1).all()
+
+
+# -- refusals and guards --------------------------------------------------------------------------
+class Mixture(nn.Module):
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(x.new_tensor(0.5)))
+            pyro.sample("x", dist.Normal(c * 2.0, 1.0), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(x.new_tensor(0.5)))
+
+
+def test_a_discrete_latent_is_refused_by_name():
+    with pytest.raises(DiscreteLatentError, match="'c'.*discrete"):
+        ais(Mixture(), torch.zeros(3), num_steps=5, num_chains=2, progress=False)
+
+
+class Walled(nn.Module):
+    """z ~ N(0, 1), x ~ N(z, 0.5²): log p(x) = log N(x; 0, 1.25), except for a wall where
+    log p = ``wall`` (NaN or +inf) at z > 1.5, with no posterior mass for x = 0: only diverging
+    trajectories meet it. The guide is the posterior, so every accepted move keeps w = p(x)."""
+
+    def __init__(self, wall: float):
+        super().__init__()
+        self.wall = wall
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_tensor(0.0), 1.0))
+            pyro.factor("wall", torch.where(z > 1.5, self.wall, 0.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros_like(x), math.sqrt(0.2)))
+
+
+@pytest.mark.parametrize("wall", [math.nan, math.inf])
+def test_a_non_finite_metropolis_ratio_rejects(wall):
+    x = torch.zeros(6, dtype=torch.float64)
+    r = ais(
+        Walled(wall), x, num_steps=20, num_chains=8, num_leapfrog=5, init_step_size=3.0,
+        tune_steps=5, progress=False,
+    )  # fmt: skip
+    exact = dist.Normal(0.0, math.sqrt(1.25)).log_prob(x)
+    assert torch.isfinite(r.log_weights).all()
+    assert float(r.acceptance.mean()) < 0.9  # the big steps did hit the wall
+    torch.testing.assert_close(r.log_px, exact, rtol=0, atol=1e-6)
+
+
+def test_a_point_mass_guide_needs_the_prior_start():
+    vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,), beta=0.0)
+    x = (torch.rand(3, 4) > 0.5).float()
+    with pytest.raises(PointMassGuideError):
+        ais(vae, x, num_steps=5, num_chains=2, progress=False)
+    r = ais(vae, x, num_steps=5, num_chains=2, num_leapfrog=2, start="prior", progress=False)
+    assert torch.isfinite(r.log_px).all()
+
+
+def test_schedules_rise_from_zero_to_one():
+    for kind in ("sigmoid", "linear", "geometric"):
+        b = ais_schedule(50, kind)
+        assert b.shape == (51,) and b[0] == 0 and b[-1] == 1 and (b.diff() > 0).all()
+    s = ais_schedule(100, "sigmoid").diff()
+    assert s[0] < s[50] and s[-1] < s[50]  # small steps at both ends
+    g = ais_schedule(100, "geometric")
+    torch.testing.assert_close(g[2] / g[1], g[99] / g[98])
+    with pytest.raises(ConfigError, match="schedule"):
+        ais_schedule(10, "cosine")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"num_steps": 0},
+        {"num_chains": 0},
+        {"num_leapfrog": 0},
+        {"target_accept": 1.0},
+        {"schedule": torch.tensor([0.0, 0.7, 0.5, 1.0])},
+        {"start": "posterior"},
+    ],
+)
+def test_bad_settings_are_config_errors(lg, bad):
+    make, x = lg
+    with pytest.raises(ConfigError):
+        ais(make(guide="meanfield"), x[:2], progress=False, **{"num_steps": 5, **bad})
+
+
+def test_a_custom_schedule_and_the_vae():
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    x = (torch.rand(5, 6) > 0.5).float()
+    betas = torch.linspace(0, 1, 11) ** 2
+    r = ais(vae, x, schedule=betas, num_chains=3, num_leapfrog=2, progress=False)
+    assert r.num_steps == 10 and r.log_px.shape == (5,) and torch.isfinite(r.log_px).all()
+    assert {p.requires_grad for p in vae.parameters()} == {True}  # restored
+    assert vae.training  # mode restored
