@@ -77,7 +77,10 @@ DEFAULTS: dict[str, Any] = {
 # Constructor arguments filled from the data, never flags.
 FROM_DATA = ("data_shape",)
 # Where the CLI's default differs from the constructor's.
-CLI_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"vae": {"latent_dim": 10}}
+CLI_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vae": {"latent_dim": 10},
+    "ssvae": {"elbo": "enum"},  # the missing labels are summed out
+}
 # Descriptions of the usual constructor arguments, for any model that takes them.
 MODEL_HELP = {
     "latent_dim": "size of z",

@@ -117,6 +117,8 @@ class SSVAE(GenerativeModel):
             (K passes; the same value) for the missing labels.
         likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"``.
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
+        num_labels: how many training images keep their label when the batch comes from a
+            data set (:meth:`batch_from_dataset`: the first ``num_labels`` of ``"train"``).
 
     Batches: ``{"x": X, "y": Y, "observed": M}`` with ``Y`` int64 ``[N]`` in ``0..K-1`` and
     ``M`` bool ``[N]`` (``y`` alone: every row labelled; neither: none). Raises ConfigError
@@ -137,6 +139,7 @@ class SSVAE(GenerativeModel):
         enumerate: str = "parallel",
         likelihood: str = "bernoulli",
         activation: str = "relu",
+        num_labels: int = 3000,
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -159,6 +162,9 @@ class SSVAE(GenerativeModel):
                 f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}."
                 + did_you_mean(str(activation), ACTIVATIONS)
             )
+        if int(num_labels) < 0:
+            raise ConfigError(f"num_labels must be >= 0; got {num_labels}.")
+        self.num_labels = int(num_labels)
         self.num_classes = int(num_classes)
         self.latent_dim = int(latent_dim)
         self.alpha = float(alpha)
@@ -271,6 +277,43 @@ class SSVAE(GenerativeModel):
             loc, scale = self.encoder(x, self._one_hot(label))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
+    # -- data ----------------------------------------------------------------------------------
+    def batch_from_dataset(self, dataset, split: str) -> dict[str, torch.Tensor]:
+        """``{"x", "y", "observed"}`` of one split: on ``"train"`` the first ``num_labels``
+        images are labelled, the rest not (their ``y`` is 0 and masked, the true label never
+        enters); other splits are unlabelled, so their ELBO bounds log p(x) as a VAE's does.
+        Raises DataError when the data set has no labels or too few classes."""
+        x = dataset.split(split)
+        n = x.shape[0]
+        if split == "train":
+            if "train" not in dataset.labels:
+                raise DataError(
+                    f"data set {dataset.name!r} has no training labels; the SSVAE needs some "
+                    "(for MNIST use --data mnist, which has labels)."
+                )
+            labels = dataset.labels["train"]
+            observed = torch.arange(n) < self.num_labels
+            known = labels[observed]
+            if known.numel() and int(known.max()) >= self.num_classes:
+                raise DataError(
+                    f"labels of {dataset.name!r} reach {int(labels.max())}, but the model has "
+                    f"{self.num_classes} classes; build it with num_classes="
+                    f"{len(dataset.label_names) or int(labels.max()) + 1}."
+                )
+            y = torch.where(observed, labels, 0)
+        else:
+            observed = torch.zeros(n, dtype=torch.bool)
+            y = torch.zeros(n, dtype=torch.long)
+        return {"x": x, "y": y, "observed": observed}
+
+    @classmethod
+    def config_from_dataset(cls, dataset, kwargs: dict) -> dict:
+        """Constructor arguments with ``num_classes`` from the data set's label names."""
+        kwargs = dict(kwargs)
+        if dataset.label_names:
+            kwargs["num_classes"] = len(dataset.label_names)
+        return kwargs
+
     # -- conveniences --------------------------------------------------------------------------
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -302,6 +345,25 @@ class SSVAE(GenerativeModel):
         check_data_shape(x, self.data_shape)
         y = self.classify(x).to(x.device) if y is None else y
         return self.encoder(x, self._one_hot(y.long()))
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
+        mean: bool = True,
+    ) -> torch.Tensor:
+        """Decode q's means: E[x | y, z = E_q[z | x, y]] with y the known label where
+        ``observed`` (as in a batch), else ``classify(x)`` (a sample of x if not ``mean``)."""
+        guess = self.classify(x).to(x.device)
+        if y is not None:
+            y, observed = self._labels(x, y, observed)
+            guess = torch.where(observed, y, guess)
+        loc, _ = self.encode(x, guess)
+        y = guess.to(loc.device)
+        params = self.decoder(loc, self._one_hot(y))
+        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
 
     @torch.no_grad()
     def sample(

@@ -220,7 +220,7 @@ def test_training_with_few_labels_learns_to_classify():
         classifier_hidden=16,
         alpha=10.0,
     )
-    Trainer(m, elbo="enum", batch_size=50, epochs=40, lr=2e-2, progress=False).fit(
+    Trainer(m, elbo="enum", batch_size=100, epochs=40, lr=3e-2, progress=False).fit(
         {"x": x, "y": y, "observed": observed}
     )
     assert m.accuracy(x, truth) > 0.95
@@ -274,3 +274,23 @@ class TestSSVAEContract(ModelContract):
         y = torch.randint(K, (n,), generator=g)
         observed = torch.arange(n) % 4 == 0
         return {"x": x, "y": torch.where(observed, y, 0), "observed": observed}
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_pyro_gen_train_ssvae_on_shapes(tmp_path):
+    """`pyro-gen train --model ssvae` builds named batches from the data set (the first
+    --num-labels training images labelled), trains with the enum objective by default."""
+    from pyro_gen.cli import main
+    from pyro_gen.models import load_model, read_config
+
+    run = tmp_path / "run"
+    args = (
+        "--model ssvae --data shapes --num-train 128 --num-valid 32 --num-test 32 "
+        "--image-size 16 --batch-size 32 --hidden 16 --classifier-hidden 16 "
+        "--classifier-layers 16 --latent-dim 2 --num-labels 20 --epochs 1 --no-progress"
+    ).split()
+    assert main(["train", *args, "--out", str(run)]) == 0
+    config = read_config(run)
+    assert config["train"]["elbo"] == "enum" and config["model"]["args"]["num_classes"] == 3
+    model = load_model(run)
+    assert isinstance(model, SSVAE) and model.num_labels == 20
