@@ -1,12 +1,14 @@
 """Evaluation that tells the truth: ELBO split, importance-sampled log p(x), diagnostics,
 ArviZ export and model comparison."""
 
+from pyro_gen.evaluate.ais import AISResult, DiscreteLatentError, ais, ais_schedule
 from pyro_gen.evaluate.arviz_export import (
     guide_draws,
     load_inference_data,
     save_inference_data,
     to_inference_data,
 )
+from pyro_gen.evaluate.bdmc import BDMCResult, bdmc, choose_num_steps
 from pyro_gen.evaluate.compare import Comparison, compare
 from pyro_gen.evaluate.diagnostics import (
     AU_THRESHOLD,
@@ -25,6 +27,13 @@ from pyro_gen.evaluate.log_likelihood import (
 from pyro_gen.evaluate.terms import PointwiseTerms, TraceSiteError, elbo_terms, pointwise_terms
 
 __all__ = [
+    "ais",
+    "ais_schedule",
+    "AISResult",
+    "DiscreteLatentError",
+    "bdmc",
+    "BDMCResult",
+    "choose_num_steps",
     "ELBOResult",
     "evaluate_elbo",
     "log_likelihood",
