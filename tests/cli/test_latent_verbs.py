@@ -40,6 +40,7 @@ def test_train_cvae_takes_its_attributes_from_the_data(cvae_run):
     assert (cvae_run / "figures" / "reconstructions.png").is_file()
 
 
+@pytest.mark.slow
 def test_train_cvae_with_chosen_attributes(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--model", "cvae", "--attributes", '["shape", "scale"]', "--out", str(run)]

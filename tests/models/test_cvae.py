@@ -48,6 +48,7 @@ class TestCVAEContract(ModelContract):
         return data(self.num_data)
 
 
+@pytest.mark.slow  # the contract again, for the conv networks and masked attributes
 class TestConvCVAEWithMissingContract(ModelContract):
     def make_model(self):
         torch.manual_seed(0)
