@@ -205,8 +205,9 @@ class GAN(GenerativeModel):
             raise ShapeError(f"y must be class labels of shape [{n}]; got {list(y.shape)}.")
         return F.one_hot(y.long().to(device), self.num_classes).float()
 
-    def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x = G(z [, y]): ``z [N, latent_dim]`` (and labels ``y [N]``) -> ``[N, *data_shape]``."""
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x = G(z [, y]): ``z [N, latent_dim]`` (and labels ``y [N]``) -> ``[N, *data_shape]``
+        (with gradients; :meth:`generate` and :meth:`sample` draw z for you)."""
         if z.dim() != 2 or z.shape[-1] != self.latent_dim:
             raise ShapeError(f"z must be [N, {self.latent_dim}]; got {list(z.shape)}.")
         h = self._onehot(y, z.shape[0], z.device)
@@ -251,7 +252,7 @@ class GAN(GenerativeModel):
             if self.num_classes:
                 probs = x.new_full((self.num_classes,), 1.0 / self.num_classes)
                 y = pyro.sample("y", dist.Categorical(probs), obs=y)
-            return pyro.deterministic("x", self.generate(z, y), event_dim=len(self.data_shape))
+            return pyro.deterministic("x", self.decode(z, y), event_dim=len(self.data_shape))
 
     def guide(self, x: torch.Tensor, *, y: torch.Tensor | None = None) -> torch.Tensor | None:
         """Nothing for a plain GAN; z = E(x) as a point mass for a BiGAN."""
@@ -261,6 +262,62 @@ class GAN(GenerativeModel):
             return pyro.sample("z", dist.Delta(self.encode(x)).to_event(1))
 
     # -- conveniences --------------------------------------------------------------------------
+    def _labels(self, y, n: int, device) -> torch.Tensor | None:
+        """Class labels ``[n]`` from None (classes in turn 0, 1, ..., K−1, 0, ...), an int or a
+        string index, a tensor ``[n]``, or ``{"label": value}`` (as ``pyro-gen generate --attr
+        label=3`` passes)."""
+        if not self.num_classes:
+            if y:
+                raise ConfigError(
+                    f"this GAN is unconditional (num_classes=0); it takes no attributes, got {y!r}."
+                )
+            return None
+        if isinstance(y, dict):
+            unknown = [k for k in y if k != "label"]
+            if unknown:
+                raise ConfigError(f"a conditional GAN has one attribute, 'label'; got {unknown}.")
+            y = y.get("label")
+        if y is None:
+            return torch.arange(n, device=device) % self.num_classes
+        if isinstance(y, torch.Tensor) and y.dim() == 1:
+            return y.to(device).long()
+        try:
+            label = int(y)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"label must be a class index in [0, {self.num_classes}); got {y!r}."
+            ) from None
+        if not 0 <= label < self.num_classes:
+            raise ConfigError(f"label must be in [0, {self.num_classes}); got {label}.")
+        return torch.full((n,), label, device=device, dtype=torch.long)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        y=None,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        mean: bool = False,
+        z: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``n`` images x = G(z [, y]) ``[n, *data_shape]``, z ~ N(0, I) (or the given ``z``
+        ``[n, latent_dim]``). A conditional GAN takes labels ``y``: an index, a tensor ``[n]``
+        or ``{"label": index}`` (default: classes in turn). ``mean`` is accepted for the VAE's
+        signature and changes nothing (x is a deterministic function of z). Pass ``seed`` or a
+        ``torch.Generator`` for reproducible draws."""
+        if int(n) < 1:
+            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
+        n, device = int(n), self.device
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+        if z is None:
+            z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        elif tuple(z.shape) != (n, self.latent_dim):
+            raise ShapeError(f"z must have shape [{n}, {self.latent_dim}]; got {list(z.shape)}.")
+        return self.decode(z, self._labels(y, n, device))
+
     @torch.no_grad()
     def sample(
         self,
@@ -269,25 +326,14 @@ class GAN(GenerativeModel):
         seed: int | None = None,
         generator: torch.Generator | None = None,
         mean: bool = False,
-        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``n`` draws x = G(z), z ~ N(0, I) ``[n, *data_shape]``. ``mean`` is accepted for
-        the VAE's signature and changes nothing (x is a deterministic function of z). A
-        conditional GAN takes labels ``y [n]`` (default: classes in turn 0, 1, ..., K−1, 0, ...).
-        """
-        if int(n) < 1:
-            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
-        device = self.device
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
-        z = torch.randn(int(n), self.latent_dim, generator=generator, device=device)
-        if self.num_classes and y is None:
-            y = torch.arange(int(n), device=device) % self.num_classes
-        return self.generate(z, y)
+        """``n`` draws x = G(z), z ~ N(0, I) (a conditional GAN: classes in turn); see
+        :meth:`generate`."""
+        return self.generate(n, None, seed=seed, generator=generator, mean=mean)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
         """G(E(x)) for a BiGAN (ConfigError for a GAN without an encoder). A BiGAN's
         reconstructions resemble x only semantically: E and G invert each other only at the
         game's optimum (Donahue et al. 2017, Thm. 2)."""
-        return self.generate(self.encode(x))
+        return self.decode(self.encode(x))

@@ -48,14 +48,14 @@ from pyro_gen.models.pair import ModelGuidePair
 
 __all__ = ["AdversarialStep"]
 
-_NEEDS = ("generate", "score", "generator_parameters", "critic_parameters", "latent_dim")
+_NEEDS = ("decode", "score", "generator_parameters", "critic_parameters", "latent_dim")
 
 
 class AdversarialStep(SVIStep):
     """Adversarial training of a :class:`~pyro_gen.adversarial.GAN` (see the module docstring).
 
     Args:
-        pair: the GAN's model/guide pair (the module must have ``generate``, ``score``,
+        pair: the GAN's model/guide pair (the module must have ``decode``, ``score``,
             ``generator_parameters``, ``critic_parameters``, ``latent_dim``).
         objective, critic_steps, gp_weight: override the GAN's own.
         critic_lr: the critic's learning rate (default: ``lr``).
@@ -153,7 +153,7 @@ class AdversarialStep(SVIStep):
         # -- the critic
         z = torch.randn(n, m.latent_dim, device=real.device, dtype=real.dtype)
         with torch.no_grad():
-            fake = m.generate(z, y)
+            fake = m.decode(z, y)
             code = m.encode(real) if m.has_encoder else None
         s_real = m.score(real, y, code)
         s_fake = m.score(fake, y, z if m.has_encoder else None)
@@ -196,7 +196,7 @@ class AdversarialStep(SVIStep):
             return metrics
         # -- the generator (and encoder), against the updated critic
         z = torch.randn(n, m.latent_dim, device=real.device, dtype=real.dtype)
-        fake = m.generate(z, y)
+        fake = m.decode(z, y)
         loss_g = generator_loss(obj, m.score(fake, y, z if m.has_encoder else None))
         if m.has_encoder:  # the encoder plays against the critic with the labels swapped
             loss_g = loss_g + generator_loss(obj, -m.score(real, y, m.encode(real)))

@@ -42,7 +42,7 @@ def test_the_program_has_a_latent_site_and_a_deterministic_x():
     assert [f.name for f in tr.nodes["z"]["cond_indep_stack"]] == ["data"]
     site = tr.nodes["x"]
     assert site["infer"].get("_deterministic") and site["value"].shape == (5, 2)
-    assert torch.equal(site["value"], gan.generate(tr.nodes["z"]["value"]))
+    assert torch.equal(site["value"], gan.decode(tr.nodes["z"]["value"]))
     check_pair(as_pair(gan), x)
     assert poutine.trace(gan.guide).get_trace(x).stochastic_nodes == []
 
@@ -152,7 +152,7 @@ def test_conditional_gan_trains_with_labels():
     ).fit({"x": x, "y": y})
     assert len(history) == 2
     with pytest.raises(ConfigError, match="needs y"):
-        gan.generate(torch.zeros(2, 2))
+        gan.decode(torch.zeros(2, 2))
 
 
 def test_bigan_encodes_and_reconstructs():
@@ -191,3 +191,19 @@ def test_non_finite_critic_is_caught():
     trainer = Trainer(gan, step_class=AdversarialStep, batch_size=8, max_steps=3, progress=False)
     with pytest.raises(NonFiniteError, match="step 0"):
         trainer.fit(mixture(32))
+
+
+def test_generate_takes_labels_like_the_conditional_models():
+    gan = make_gan(num_classes=3)
+    z = torch.randn(4, 2)
+    as_dict = gan.generate(4, {"label": "2"}, z=z)
+    assert torch.equal(as_dict, gan.decode(z, torch.full((4,), 2)))
+    assert torch.equal(gan.generate(4, 2, z=z), as_dict)
+    assert torch.equal(gan.generate(3, seed=5), gan.generate(3, seed=5))
+    assert torch.equal(gan.sample(3, seed=5), gan.generate(3, seed=5))  # classes 0, 1, 2
+    with pytest.raises(ConfigError, match="in \\[0, 3\\)"):
+        gan.generate(2, {"label": 7})
+    with pytest.raises(ConfigError, match="one attribute, 'label'"):
+        gan.generate(2, {"shape": 1})
+    with pytest.raises(ConfigError, match="unconditional"):
+        make_gan().generate(2, {"label": 1})
