@@ -227,6 +227,29 @@ class Diagnostics:
         return int(self.active.sum())
 
     @property
+    def per_site(self) -> dict[str, dict]:
+        """Each latent site (a layer of a hierarchical model): ``{"kl": mean KL (nats, analytic
+        where Pyro has it; for a site after another, given the guide's draw of the earlier
+        one), "active_units", "dims"}``, from the columns named ``site`` or ``site[i]``."""
+        sites: dict[str, dict] = {}
+
+        def site_of(name: str) -> str:
+            return name.split("[", 1)[0]
+
+        kl = self.kl_per_dim.double().mean(0) if self.kl_per_dim.numel() else None
+        for i, name in enumerate(self.kl_names):
+            entry = sites.setdefault(site_of(name), {"kl": 0.0, "active_units": 0, "dims": 0})
+            entry["kl"] += float(kl[i]) if kl is not None else float("nan")
+        active = self.active
+        for i, name in enumerate(self.mean_names):
+            entry = sites.setdefault(
+                site_of(name), {"kl": float("nan"), "active_units": 0, "dims": 0}
+            )
+            entry["dims"] += 1
+            entry["active_units"] += int(active[i])
+        return sites
+
+    @property
     def unreliable(self) -> torch.Tensor:
         """Boolean ``[N]``: k̂ above the threshold (NaN k̂ counts as not computed, not flagged)."""
         return self.khat > self.khat_threshold
@@ -267,6 +290,7 @@ class Diagnostics:
             "kl_names": list(self.kl_names),
             "au_variance": [float(v) for v in self.au_variance],
             "mean_names": list(self.mean_names),
+            "per_site": self.per_site,
         }
 
 

@@ -4,6 +4,7 @@ the pair contract every tool takes, and model persistence (config + safetensors)
 from pyro_gen.models.autoregressive import MADEModel
 from pyro_gen.models.base import GenerativeModel, beta_scale, check_data_shape, check_finite
 from pyro_gen.models.cvae import CVAE, attributes_from_dataset
+from pyro_gen.models.hvae import HierarchicalVAE
 from pyro_gen.models.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -44,6 +45,7 @@ __all__ = [
     "GenerativeModel",
     "VAE",
     "LearnedPriorVAE",
+    "HierarchicalVAE",
     "CVAE",
     "attributes_from_dataset",
     "MADEModel",
