@@ -49,6 +49,7 @@ from pyro_gen.infer import (
     TrainConfig,
     Trainer,
 )
+from pyro_gen.infer.loggers import LOGGERS
 from pyro_gen.io import read_json
 from pyro_gen.models import LIKELIHOODS, MODELS, VAE
 from pyro_gen.models.persistence import load_model, read_config
@@ -72,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "out": None,
     "resume": False,
     "log_every": 20,
+    "logger": "none",
     **{k: None for k in DISTRIBUTED_ARGS},
 }
 # Constructor arguments filled from the data, never flags.
@@ -250,6 +252,12 @@ def add_parser(verbs: Any, model: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--device", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
     g.add_argument("--seed", type=int, help="seed of every random number (default 0)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument(
+        "--logger",
+        choices=LOGGERS,
+        help="also log the loss, validation ELBO, β, lr and sample grids for TensorBoard "
+        "(RUN/tensorboard; needs the tensorboard package; default none)",
+    )
     add_import_argument(g)
     add_data_arguments(
         t.add_argument_group("data"), "data set (default: shapes, generated, no download)"
@@ -540,7 +548,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     step = {"step_class": AdversarialStep} if likelihood_free else {}
     trainer = Trainer(
-        model, run_dir=run, resume=s["resume"], sections=sections, **step, **train_cfg
+        model,
+        run_dir=run,
+        resume=s["resume"],
+        sections=sections,
+        callbacks=_loggers(s),
+        **step,
+        **train_cfg,
     )
     start = time.perf_counter()
     valid = model_batch(model, ds, "valid") if "valid" in ds.splits else None
@@ -633,6 +647,14 @@ def steps_line(total: int, this_session: int, wall: float, rate: float) -> str:
     )
 
 
+def _loggers(s: dict) -> list:
+    """``--logger``: the logging callbacks (TensorBoard), the same on either engine."""
+    from pyro_gen.infer.loggers import make_logger
+
+    logger = make_logger(s.get("logger"), seed=s["seed"])
+    return [logger] if logger is not None else []
+
+
 # flags that make sense on a resume besides the training settings
 RESUME_ARGS = (
     "resume",
@@ -643,6 +665,7 @@ RESUME_ARGS = (
     "seed",
     "device",
     "progress",
+    "logger",
     "devices",
     "num_nodes",
     "strategy",
@@ -696,6 +719,7 @@ def _train_distributed(
             resume=bool(s["resume"]),
             dynamic_binarization=ds.dynamic_binarization,
             sections=sections,
+            callbacks=_loggers(s),
             **train_cfg,
         )
     except ImportError as e:

@@ -78,3 +78,18 @@ def test_make_logger_names_the_choices():
             progress=False,
             callbacks=[TensorBoardLogger()],
         ).fit(torch.ones(8, 4))
+
+
+def test_pyro_gen_train_logger_tensorboard(tmp_path, capsys):
+    from pyro_gen.cli import main
+
+    run = tmp_path / "run"
+    tiny = "--num-train 64 --num-valid 32 --num-test 32 --image-size 16 --batch-size 32 --hidden 8"
+    argv = ["train", *tiny.split(), "--latent-dim", "2", "--no-progress", "--epochs", "1"]
+    assert main([*argv, "--logger", "tensorboard", "--out", str(run)]) == 0
+    acc = _events(run / "tensorboard")
+    assert [e.step for e in acc.Scalars("valid/elbo")] == [2]
+    assert len(acc.Images("samples")) == 1
+    with pytest.raises(SystemExit):
+        main([*argv, "--logger", "wandb", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'wandb'" in capsys.readouterr().err
