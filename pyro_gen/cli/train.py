@@ -293,9 +293,12 @@ def add_parser(verbs: Any, model: str | None = None) -> argparse.ArgumentParser:
         help="SVI objective (default trace): trace = Trace_ELBO (Monte-Carlo KL); meanfield = "
         "analytic KL where it exists; enum = TraceEnum_ELBO, sums out sites marked with "
         "config_enumerate; jit, jit_meanfield, jit_enum = the same compiled with Pyro's JIT "
-        "(fixed shapes, constant β)",
+        "(fixed shapes, constant β); iwae = the per-datapoint importance-weighted bound with "
+        "k = --num-particles; iwae_dreg = the same with the doubly-reparameterised gradient",
     )
-    g.add_argument("--num-particles", type=int, help="ELBO particles per datapoint (default 1)")
+    g.add_argument(
+        "--num-particles", type=int, help="ELBO particles per datapoint; k of iwae (default 1)"
+    )
     g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="β per step (default constant)")
     g.add_argument("--warmup-steps", type=int, help="steps of the linear β warm-up (default 1000)")
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this value")
@@ -613,6 +616,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, "
             f"summary.json, {', '.join(written)})"
         )
+        write_run_report(run)
         return 0
     ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
     result[f"{split}_elbo"] = ev
