@@ -274,3 +274,27 @@ def test_a_custom_schedule_and_the_vae():
     assert r.num_steps == 10 and r.log_px.shape == (5,) and torch.isfinite(r.log_px).all()
     assert {p.requires_grad for p in vae.parameters()} == {True}  # restored
     assert vae.training  # mode restored
+
+
+def test_cli_evaluate_method_ais_writes_the_estimate_and_the_bdmc_gap(tmp_path, capsys):
+    import json
+
+    from pyro_gen.cli import main
+
+    run = tmp_path / "run"
+    tiny = [
+        "--num-train", "64", "--num-valid", "16", "--num-test", "16", "--image-size", "16",
+        "--epochs", "1", "--batch-size", "32", "--hidden", "16", "--latent-dim", "2",
+        "--no-progress",
+    ]  # fmt: skip
+    assert main(["train", *tiny, "--out", str(run)]) == 0
+    argv = ["evaluate", str(run), "--method", "ais", "--num-steps", "6", "--num-chains", "3"]
+    argv += ["--num-leapfrog", "2", "--limit", "5", "--bdmc", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "by AIS (T=6, 3 chains, 2 leapfrog, sigmoid)" in out and "BDMC" in out
+    saved = json.loads((run / "eval" / "ais.json").read_text())
+    assert len(saved["log_px_per_datapoint"]) == 5 and len(saved["acceptance_per_step"]) == 5
+    assert saved["log_px"] == pytest.approx(sum(saved["log_px_per_datapoint"]) / 5)
+    summary = json.loads((run / "summary.json").read_text())["evaluate_ais"]
+    assert summary["num_chains"] == 3 and summary["bdmc"]["num_steps"] == 6
