@@ -115,10 +115,19 @@ def _valid_column(history: list[dict]) -> tuple[str, str]:
     return "valid_elbo", "validation ELBO"
 
 
-def training_curves(history: list[dict], title: str = "training") -> Figure:
+STANDARD_COLUMNS = ("step", "epoch", "loss", "valid_elbo", "valid_reconstruction", "beta", "lr")
+STANDARD_COLUMNS += ("elapsed",)
+
+
+def training_curves(
+    history: list[dict], title: str = "training", loss_label: str | None = None
+) -> Figure:
     """Train loss (−ELBO per datapoint, β-weighted) per step and the validation ELBO per epoch;
     for a β = 0 run (column ``valid_reconstruction``) the loss is −reconstruction and the
-    right panel says it shows the reconstruction term, not an ELBO."""
+    right panel says it shows the reconstruction term, not an ELBO. A history without any
+    validation value (a GAN, no validation set) shows the step's other metrics there instead
+    (e.g. ``divergence``, ``critic_loss``), or nothing; ``loss_label`` names a loss that is not
+    an ELBO (e.g. "generator loss")."""
 
     def column(key):
         pts = [(r["step"], float(r[key])) for r in history if r.get(key) not in ("", None)]
@@ -126,19 +135,29 @@ def training_curves(history: list[dict], title: str = "training") -> Figure:
 
     key, label = _valid_column(history)
     point_mass = key == "valid_reconstruction"
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps_v, valid = column(key)
+    extra = [] if valid else list(dict.fromkeys(k for r in history for k in r))
+    extra = [k for k in extra if k not in STANDARD_COLUMNS and column(k)[1]]
+    panels = 2 if valid or extra else 1
+    fig, axes = plt.subplots(1, panels, figsize=(10 if panels == 2 else 5.5, 3.6), squeeze=False)
+    axes = axes[0]
     steps, loss = column("loss")
     axes[0].plot(steps, loss, lw=1)
-    what = "−reconstruction, β = 0" if point_mass else "β-weighted −ELBO"
-    axes[0].set(
-        xlabel="step", ylabel=f"train loss ({what})\nnats / datapoint", title=f"{title}: loss"
-    )
+    if loss_label is None:
+        what = "−reconstruction, β = 0" if point_mass else "β-weighted −ELBO"
+        loss_label = f"train loss ({what})\nnats / datapoint"
+    axes[0].set(xlabel="step", ylabel=loss_label, title=f"{title}: loss")
     if loss:
         lo, hi = min(loss), sorted(loss)[int(0.95 * (len(loss) - 1))]
         axes[0].set_ylim(lo - 0.05 * abs(lo), hi + 0.05 * abs(hi) + 1e-9)
-    steps, valid = column(key)
-    axes[1].plot(steps, valid, marker="o", lw=1, color="C1")
-    axes[1].set(xlabel="step", ylabel=f"{label}\nnats / datapoint", title=label)
+    if valid:
+        axes[1].plot(steps_v, valid, marker="o", lw=1, color="C1")
+        axes[1].set(xlabel="step", ylabel=f"{label}\nnats / datapoint", title=label)
+    elif extra:
+        for i, k in enumerate(extra):
+            axes[1].plot(*column(k), lw=1, color=f"C{i + 1}", label=k.replace("_", " "))
+        axes[1].set(xlabel="step", title="the step's other metrics (no validation value)")
+        axes[1].legend(fontsize="small")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()

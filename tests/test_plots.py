@@ -102,3 +102,17 @@ def test_compare_curves_labels_each_run():
         "a (validation ELBO)",
         "b (validation reconstruction E log p(x|z) (not an ELBO))",
     ]
+
+
+def test_curves_without_validation_show_the_step_s_other_metrics():
+    rows = [
+        {"step": 2, "loss": 1.0, "valid_elbo": "", "critic_loss": 1.2, "divergence": 0.1},
+        {"step": 4, "loss": 0.9, "valid_elbo": "", "critic_loss": 1.1, "divergence": 0.2},
+    ]
+    fig = plots.training_curves(rows, loss_label="generator loss")
+    assert fig.axes[0].get_ylabel() == "generator loss"
+    right = fig.axes[1]
+    assert "ELBO" not in right.get_title() + right.get_ylabel()
+    assert [line.get_label() for line in right.lines] == ["critic loss", "divergence"]
+    one = plots.training_curves([{"step": 1, "loss": 2.0, "valid_elbo": ""}])
+    assert len(one.axes) == 1  # no empty 'validation ELBO' panel

@@ -581,8 +581,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     model.to("cpu").eval()
     figures = run / "figures"
+    loss_label = "generator loss (not an ELBO)" if likelihood_free else None
     plots.save_figure(
-        plots.training_curves(history, title=run.name), figures / "training_curves.png"
+        plots.training_curves(history, run.name, loss_label), figures / "training_curves.png"
     )
     split = "test" if "test" in ds.splits else "train"
     test = {k: v[:20] for k, v in model_batch(model, ds, split).items()}

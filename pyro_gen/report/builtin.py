@@ -102,7 +102,7 @@ def overview(run: RunRecord) -> Section | None:
         caution = _caution(ev)
         if caution:
             cautions.append(caution)
-    else:
+    elif "final_divergence" not in train:  # a likelihood-free model (GAN) has no log p(x)
         paragraphs.append(
             "No evaluation yet: pyro-gen evaluate RUN --num-samples 1000 adds log p(x), the gap, "
             "KL per dimension, active units and the reliability of the estimate (PSIS k̂)."
@@ -139,6 +139,13 @@ def config(run: RunRecord) -> Section | None:
     return Section("Configuration", tables=tables, details=details)
 
 
+def _loss_label(run: RunRecord) -> str | None:
+    """A likelihood-free run (GAN) trains on the generator's loss, not an ELBO."""
+    if "final_divergence" in (run.summary.get("train") or {}):
+        return "generator loss"
+    return None
+
+
 @register_section("training", order=30)
 def training(run: RunRecord) -> Section | None:
     from pyro_gen import plots
@@ -148,7 +155,7 @@ def training(run: RunRecord) -> Section | None:
         run.claim("training_curves")  # redrawn from history.csv (the source of truth)
         figures.append(
             Image(
-                data_uri(plots.training_curves(run.history, title=run.name)),
+                data_uri(plots.training_curves(run.history, run.name, _loss_label(run))),
                 "Training loss per logged step (β-weighted −ELBO per datapoint) and the "
                 "validation value after each epoch.",
             )
