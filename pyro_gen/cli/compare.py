@@ -61,6 +61,40 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     return p
 
 
+QUALITY_COLUMNS = (
+    ("c2st_accuracy", "two-sample acc. (0.5 best)"),
+    ("frechet_distance", "Fréchet dist."),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("mmd2", "MMD²"),
+    ("classes_covered", "classes covered"),
+)
+
+
+def _quality_table(runs: dict[str, Path]) -> str:
+    """A markdown table of the sample-quality metrics that ``pyro-gen quality`` wrote into each
+    run's summary.json (runs without them show "—"); "" when no run has them."""
+    from pyro_gen.io import read_json
+
+    rows = {}
+    for name, run in runs.items():
+        path = Path(run) / "summary.json"
+        summary = read_json(path, "summary") if path.exists() else {}
+        rows[name] = summary.get("quality") or {}
+    if not any(rows.values()):
+        return ""
+    head = "| run | " + " | ".join(label for _, label in QUALITY_COLUMNS) + " | features |"
+    lines = ["Sample quality (from pyro-gen quality)", "", head]
+    lines.append("|" + " --- |" * (len(QUALITY_COLUMNS) + 2))
+    for name, q in rows.items():
+        cells = [
+            f"{q[k]:.4g}" if isinstance(q.get(k), float) else str(q.get(k, "—"))
+            for k, _ in QUALITY_COLUMNS
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {q.get('features', '—')} |")
+    return "\n".join(lines)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from pyro_gen import plots
     from pyro_gen.evaluate import compare
@@ -80,6 +114,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = [r.name for r in args.runs]
     if len(set(names)) == len(names):
         models = dict(zip(names, models.values()))
+    out = args.out or args.runs[0] / "eval"
+    quality = _quality_table(dict(zip(models, args.runs)))
+    if quality:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison_quality.md").write_text(quality + "\n")
+        print(quality)
+    # likelihood-free models (GANs) have no log p(x): they appear in the quality table only
+    free = [k for k, m in models.items() if getattr(m, "likelihood_free", False)]
+    models = {k: m for k, m in models.items() if k not in free}
+    if free:
+        print(
+            f"pyro-gen: note: {', '.join(free)} likelihood-free (no p(x|z)): no log p(x) "
+            "columns; compared by sample quality only (pyro-gen quality RUN)."
+        )
+    if not models:
+        if not quality:
+            raise ConfigError(
+                "no run here has a likelihood, and none has sample-quality metrics yet: run "
+                "'pyro-gen quality RUN' on each first."
+            )
+        print(f"pyro-gen: wrote {out / 'comparison_quality.md'}")
+        return 0
     result = compare(
         models,
         x,
@@ -88,8 +144,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=args.progress,
     )
-    out = args.out or args.runs[0] / "eval"
     paths = result.write(out)
+    if quality:
+        paths.append(out / "comparison_quality.md")
     ranked = result.ranked_rows
     if ranked:  # the figure shows log p̂(x): runs flagged as not a bound have none
         paths.append(plots.save_figure(plots.comparison_plot(ranked), out / "comparison.png"))

@@ -62,12 +62,32 @@ def test_quality_writes_metrics_and_figures(gan_run, capsys):
 
 
 @pytest.mark.slow
-def test_quality_of_a_vae_run(tmp_path, capsys):
+def test_quality_of_a_vae_run_and_compare(gan_run, tmp_path, capsys):
     run = tmp_path / "vae"
     assert main(["train", *DATA, "--hidden", "32", "--max-steps", "3", "--batch-size", "32",
                  "--out", str(run), "--no-progress"]) == 0  # fmt: skip
     assert main(["quality", str(run), *QUALITY]) == 0
     assert json.loads((run / "eval" / "quality.json").read_text())["samples"] == "E[x|z]"
+    # compare: the VAE ranked by log p(x), both runs in the sample-quality table
+    if not (gan_run / "eval" / "quality.json").exists():
+        assert main(["quality", str(gan_run), *QUALITY]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(run), str(gan_run), "--num-samples", "4", "--limit", "16",
+                 "--out", str(tmp_path / "cmp")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    table = (tmp_path / "cmp" / "comparison_quality.md").read_text()
+    assert "| vae |" in table and "| run |" in table and "likelihood-free" in out
+    assert (tmp_path / "cmp" / "comparison.md").is_file()
+
+
+def test_compare_of_a_gan_run_shows_its_sample_quality(gan_run, capsys, tmp_path):
+    if not (gan_run / "eval" / "quality.json").exists():
+        assert main(["quality", str(gan_run), *QUALITY]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(gan_run), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Sample quality" in out and "likelihood-free" in out
+    assert "| run |" in (tmp_path / "comparison_quality.md").read_text()
 
 
 def test_quality_help():
