@@ -408,9 +408,10 @@ def _anneal(
             bar.update(1)
     out = {"log_w": log_w, "acc_step": acc_step, "acc_row": acc_row / max(T - 1, 1), "state": st}
     if adapt:
-        out["log_eps_bins"] = (eps_sum / eps_count.clamp(min=1).unsqueeze(1).to(eps_sum.device)).to(
-            log_eps.dtype
-        )
+        count = eps_count.unsqueeze(1).to(eps_sum.device)
+        mean = eps_sum / count.clamp(min=1)
+        # a stretch without tuning transitions (a one-step tuning pass) keeps the initial size
+        out["log_eps_bins"] = torch.where(count > 0, mean, log_eps.double()).to(log_eps.dtype)
     return out
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.evaluate import log_likelihood
+from pyro_gen.evaluate import diagnose, log_likelihood
 from pyro_gen.evaluate.ais import DiscreteLatentError, ais, ais_schedule
 from pyro_gen.evaluate.log_likelihood import PointMassGuideError
 from pyro_gen.models import VAE
@@ -41,6 +41,19 @@ def test_ais_matches_the_closed_form_from_a_poor_guide(lg):
     assert r.acceptance.shape == (99,) and r.step_sizes.shape[1:] == (16, 20)
     assert (r.ess > 1).all() and (r.ess <= 16 + 1e-9).all()
     torch.testing.assert_close(r.log_px, torch.logsumexp(r.log_weights, 0) - math.log(16))
+
+
+def test_where_khat_is_low_ais_and_is_agree_within_their_errors(lg):
+    make, x = lg
+    m = make(guide="meanfield", widen=1.3)
+    K = 2000
+    d = diagnose(m, x, num_samples=K)
+    low = d.khat < 0.5
+    assert low.sum() >= 10  # most datapoints: the check is not vacuous
+    is_se = (1 / d.ess - 1 / K).clamp(min=0).sqrt()
+    r = ais(m, x, num_steps=30, num_chains=16, num_leapfrog=3, progress=False)
+    err = (is_se**2 + r.log_px_se**2).sqrt()
+    assert ((r.log_px - d.log_px).abs()[low] <= 4 * err[low] + 0.02).all()
 
 
 def test_ais_from_the_exact_posterior_is_exact_at_one_step(lg):
@@ -235,6 +248,14 @@ def test_a_point_mass_guide_needs_the_prior_start():
         ais(vae, x, num_steps=5, num_chains=2, progress=False)
     r = ais(vae, x, num_steps=5, num_chains=2, num_leapfrog=2, start="prior", progress=False)
     assert torch.isfinite(r.log_px).all()
+
+
+def test_a_tuning_pass_without_transitions_keeps_the_initial_step_size(lg):
+    make, x = lg
+    r = ais(
+        make(), x[:3], num_steps=5, num_chains=2, init_step_size=0.3, tune_steps=1, progress=False
+    )
+    torch.testing.assert_close(r.step_sizes, torch.full_like(r.step_sizes, 0.3))
 
 
 def test_schedules_rise_from_zero_to_one():
