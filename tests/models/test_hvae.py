@@ -108,3 +108,21 @@ class TestHierarchicalVAE(ModelContract):
 
     def make_data(self):
         return binary(self.num_data, (12,))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "hvae", "--latent-dims", "3,2", "--hidden", "16", "--hidden-top", "8"],
+        ["--model", "vamp_vae", "--latent-dim", "2", "--hidden", "16", "--num-components", "5"],
+        ["--latent-dim", "2", "--hidden", "16", "--elbo", "iwae_dreg", "--num-particles", "3"],
+    ],
+)
+def test_cli_trains_the_new_models_and_objectives(tmp_path, args):
+    from pyro_gen.cli import main
+
+    tiny = "--num-train 64 --num-valid 32 --num-test 32 --image-size 16 --batch-size 16".split()
+    run = tmp_path / "run"
+    assert main(["train", *tiny, *args, "--epochs", "1", "--no-progress", "--out", str(run)]) == 0
+    assert (run / "model.safetensors").is_file()
