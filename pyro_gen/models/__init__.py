@@ -40,6 +40,7 @@ from pyro_gen.models.registry import (
 )
 from pyro_gen.models.ssvae import SSVAE
 from pyro_gen.models.vae import VAE
+from pyro_gen.models.vqvae import VQVAE
 
 __all__ = [
     "GenerativeModel",
@@ -49,6 +50,7 @@ __all__ = [
     "CVAE",
     "attributes_from_dataset",
     "MADEModel",
+    "VQVAE",
     "SSVAE",
     "beta_scale",
     "check_data_shape",

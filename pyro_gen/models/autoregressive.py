@@ -140,7 +140,9 @@ class AutoregressiveCategorical(TorchDistribution):
         """``[*value.shape, K]`` log-probabilities of every variable given the ones before it."""
         lead = value.shape[: value.dim() - len(self.event_shape)]
         K, D = self.num_categories, self.num_vars
-        onehot = F.one_hot(value.reshape(*lead, D).long(), K).to(_dtype(self.net))
+        # one-hot by comparison: F.one_hot reads the values on the host (no captured graph)
+        ks = torch.arange(K, device=value.device)
+        onehot = (value.reshape(*lead, D, 1) == ks).to(_dtype(self.net))
         out = self.net(onehot.reshape(*lead, D * K)).reshape(*lead, D, K)
         return out.log_softmax(-1).reshape(*value.shape, K)
 
