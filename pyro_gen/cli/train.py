@@ -599,6 +599,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.state.best_valid if trainer.state.best_valid > -float("inf") else None
         ),
         "steps_this_session": trainer.steps_this_fit,
+        # which weights model.safetensors holds: the best validation ELBO's (step, epoch)
+        "best": trainer.best,
         "device": str(device),
     }
     if likelihood_free:
