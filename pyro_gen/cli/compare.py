@@ -151,6 +151,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if ranked:  # the figure shows log p̂(x): runs flagged as not a bound have none
         paths.append(plots.save_figure(plots.comparison_plot(ranked), out / "comparison.png"))
     print(result.to_markdown())
+    from pyro_gen.evaluate.diagnostics import KHAT_THRESHOLD, khat_caution
+
+    for r in ranked:
+        caution = khat_caution(
+            r["khat_share"], KHAT_THRESHOLD, r["num_datapoints"], r["num_samples"]
+        )
+        if caution:
+            print(f"pyro-gen: caution: {r['model']}: {caution.replace('K = ', '--num-samples ')}")
     flagged = [r["model"] for r in result.rows if not r["is_bound"]]
     if flagged:
         print(f"pyro-gen: note: not ranked (not a bound: point-mass guide): {', '.join(flagged)}")

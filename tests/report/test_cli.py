@@ -48,6 +48,9 @@ def test_compare_writes_a_page_over_the_runs(evaluated_run, tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", str(evaluated_run), str(other), "--num-samples", "25", "--limit", "16"]
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    share = max(float(line.split("|")[10]) for line in printed.splitlines()[2:4])
+    assert (f"caution: {other.name}: Pareto k̂ > 0.7" in printed) == (share > 0.1)
     html = (out / "comparison.html").read_text()
     assert "<h2>Ranking on the same test points</h2>" in html
     assert "same 16 test points with K = 25" in html
