@@ -64,11 +64,14 @@ class GAN(GenerativeModel):
     Args:
         data_shape: one datapoint's shape, e.g. ``(1, 28, 28)`` or ``(2,)``.
         latent_dim: size of z.
-        network: generator/encoder networks, ``"mlp"`` or ``"conv"`` (images).
-        hidden, channels: the generator's MLP widths / conv channels (encoder mirrors them).
-        critic: ``"mlp"`` or ``"conv"``; ``critic_hidden``, ``critic_channels`` its sizes.
-        output: ``"sigmoid"`` (pixel intensities in [0, 1]) or ``"identity"`` (real data).
-        objective: one of :data:`~pyro_gen.adversarial.objectives.OBJECTIVES` (training's).
+        network: generator/encoder networks, "mlp" or "conv" (images).
+        hidden: the generator's MLP widths (the encoder mirrors them).
+        channels: the generator's conv channels (the encoder mirrors them).
+        critic: the critic's network, "mlp" or "conv".
+        critic_hidden: the MLP critic's widths.
+        critic_channels: the conv critic's channels.
+        output: "sigmoid" (pixel intensities in [0, 1]) or "identity" (real-valued data).
+        objective: minimax, nonsaturating, kl, reverse_kl, js, pearson, hellinger or wgan-gp.
         critic_steps: critic updates per generator update (5 for WGAN-GP in Gulrajani et al.).
         gp_weight: λ of the WGAN-GP gradient penalty.
         num_classes: > 0 makes a conditional generator G(z, y) and critic D(x, y) with a class
