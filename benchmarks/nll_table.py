@@ -1,0 +1,478 @@
+"""The likelihood table: each model trained on statically binarized MNIST under one budget, ranked
+by test negative log-likelihood (nats), with ELBO, gap, active units, train time and a sample grid.
+
+    python benchmarks/nll_table.py --data-dir ../shared/data --minutes 2 --k 5000 --test-subset 1000
+    python benchmarks/nll_table.py --models made,vae --epochs 5 --out benchmarks/results/nll_table
+    python benchmarks/nll_table.py --quick            # tiny generated data, seconds per model
+
+Each entry of ``--models`` is a recipe key below (``made``, ``vqvae``, ``vae``, ``iwae``,
+``vamp``, ``mog``, ``hvae``) or any registered model name (constructor defaults). A recipe
+whose model (or objective) is not registered in this checkout is skipped with a note.
+
+Budget: ``--minutes M`` stops each model's training after M CPU-minutes of this process
+(``time.process_time``; run with ``--threads 1`` so that it is the work done), ``--epochs E``
+after E epochs (no time cap), ``--max-steps S`` after S steps (for smoke tests). Evaluation is
+not counted in the budget.
+
+Test NLL: ``-mean log p̂(x)`` over ``--test-subset`` random test images (the test split is
+sorted by class) with ``pyro_gen.evaluate.diagnose`` and K = ``--k`` importance samples; it is
+exact for an autoregressive model (no latent: every weight is log p(x)), and only the ELBO for
+the VQ-VAE (its guide is a point mass on discrete codes: importance sampling cannot tighten
+the bound, so its "NLL" is an upper bound). The curve of the second figure re-evaluates each
+model at fractions of its budget on ``--curve-subset`` images with ``--curve-k`` samples.
+
+Writes ``OUT.md``, ``OUT.csv``, ``OUT.json`` (every number), ``OUT.png`` (a sample grid per
+model side by side: binary draws on top, the model's mean images below) and ``OUT_cpu.png``
+(test NLL against training CPU-minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pyro  # noqa: E402
+import torch  # noqa: E402
+
+from pyro_gen.evaluate import diagnose, log_likelihood  # noqa: E402
+from pyro_gen.infer import Trainer  # noqa: E402
+from pyro_gen.infer.callbacks import Callback  # noqa: E402
+from pyro_gen.infer.objectives import ELBOS  # noqa: E402
+from pyro_gen.models import MODELS, build_model, forked_rng  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Published test NLL on statically binarized MNIST (nats), as quoted in the issue and DATA.md.
+REFERENCES = {
+    "made": "88.0 (MADE, 1 layer, mask ensemble; Germain et al. 2015)",
+    "vae": "89.9 (1 stochastic layer)",
+    "iwae": "87.1 (IWAE k=50; Burda et al. 2016)",
+    "vamp": "85.6 (VampPrior; Tomczak & Welling 2018)",
+    "mog": "85.6 is the VampPrior's; MoG priors sit between VAE and VampPrior",
+    "hvae": "78-80 (ladder / hierarchical VAEs)",
+    "vqvae": "none on this split (VQ-VAE papers report bits/dim on other data)",
+    "pixelcnn": "81.3 (PixelCNN)",
+}
+
+
+@dataclass
+class Recipe:
+    """One row of the table: a registered model, its constructor arguments and training
+    settings; ``stages`` splits the budget (VQ-VAE: joint, then the prior alone)."""
+
+    label: str
+    model: str
+    config: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    elbo_needed: str | None = None
+    stages: tuple[tuple[str, float], ...] = (("joint", 1.0),)
+
+
+RECIPES = {
+    "made": Recipe("MADE (1x500, exact)", "made", {"hidden": [500]}),
+    "vqvae": Recipe(
+        "VQ-VAE + MADE prior (bound)",
+        "vqvae",
+        {"num_codes": 64, "code_dim": 16, "prior_hidden": [512]},
+        stages=(("joint", 0.7), ("prior", 0.3)),
+    ),
+    "vae": Recipe("VAE 784-500-500-50", "vae", {"latent_dim": 50, "hidden": [500, 500]}),
+    "iwae": Recipe(
+        "VAE, IWAE k=5",
+        "vae",
+        {"latent_dim": 50, "hidden": [500, 500]},
+        {"elbo": "iwae", "num_particles": 5},
+        elbo_needed="iwae",
+    ),
+    "vamp": Recipe("VAE + VampPrior", "vamp_vae", {"prior": "vamp"}),
+    "mog": Recipe("VAE + MoG prior", "vamp_vae", {"prior": "mog"}),
+    "hvae": Recipe("hierarchical VAE (2 layers)", "hvae", {}),
+}
+DEFAULT_MODELS = "made,vqvae,vae,iwae,vamp,mog,hvae"
+
+
+def recipe_for(key: str) -> Recipe:
+    if key in RECIPES:
+        return RECIPES[key]
+    return Recipe(key, key)  # any registered name with its constructor defaults
+
+
+# -- budget and the NLL-vs-CPU curve -------------------------------------------------------------
+class CPUBudget(Callback):
+    """Stops a fit after ``budget`` CPU-seconds of training (evaluations excluded) and evaluates
+    the model's log p(x) when the training CPU time passes each of ``marks`` (seconds)."""
+
+    def __init__(self, budget: float | None, marks: list[float], evaluate, offset: float = 0.0):
+        self.budget, self.marks, self.evaluate = budget, sorted(marks), evaluate
+        self.offset = offset  # training CPU seconds of earlier stages
+        self.points: list[tuple[float, float]] = []
+        self.eval_cpu = 0.0
+        self.t0 = 0.0
+
+    def cpu(self) -> float:
+        return time.process_time() - self.t0 - self.eval_cpu + self.offset
+
+    def on_fit_start(self, trainer) -> None:
+        self.t0 = time.process_time()
+
+    def on_step_end(self, trainer, metrics) -> None:
+        used = self.cpu()
+        while self.marks and used >= self.marks[0]:
+            self.marks.pop(0)
+            self.point(trainer.module, used)
+        if self.budget is not None and used >= self.budget:
+            trainer.should_stop = True
+
+    def point(self, module, used: float) -> None:
+        t = time.process_time()
+        self.points.append((used / 60, self.evaluate(module)))
+        self.eval_cpu += time.process_time() - t
+
+
+# -- one model -----------------------------------------------------------------------------------
+def sample_images(model, n: int, mean: bool) -> torch.Tensor | None:
+    if not hasattr(model, "sample"):
+        return None
+    params = inspect.signature(model.sample).parameters
+    kw = {"seed": 0} if "seed" in params else {}
+    if mean:
+        if "mean" not in params:
+            return None
+        kw["mean"] = True
+    with torch.no_grad():
+        return model.sample(n, **kw).detach().float().cpu().clamp(0, 1)
+
+
+def run_model(key: str, data: dict, args, device: torch.device) -> dict:
+    recipe = recipe_for(key)
+    row: dict = {"key": key, "label": recipe.label, "model": recipe.model}
+    if recipe.model not in MODELS:
+        row["status"] = f"skipped: model {recipe.model!r} is not registered in this checkout"
+        return row
+    if recipe.elbo_needed and recipe.elbo_needed not in ELBOS:
+        row["status"] = f"skipped: objective {recipe.elbo_needed!r} is not available"
+        return row
+    pyro.set_rng_seed(args.seed)
+    config = {"data_shape": list(data["train"].shape[1:]), **recipe.config}
+    model = build_model(recipe.model, config).to(device)
+    x_curve = data["test"][: args.curve_subset].to(device)
+
+    def curve_eval(module) -> float:
+        with forked_rng(device), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(1)
+            lp = log_likelihood(module, x_curve, num_samples=args.curve_k, seed=None)
+        return -float(lp.mean())
+
+    total = args.minutes * 60 if args.minutes else None
+    used, steps, epochs, wall = 0.0, 0, 0, 0.0
+    points: list[tuple[float, float]] = []
+    settings = dict(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        progress=False,
+        log_every=100,
+        seed=args.seed,
+        device=str(device),
+        **recipe.train,
+    )
+    for stage, share in recipe.stages:
+        budget = None if total is None else used + share * total
+        if args.max_steps:
+            settings_stage = {**settings, "max_steps": max(1, int(share * args.max_steps))}
+        elif args.epochs:
+            settings_stage = {**settings, "epochs": max(1, round(share * args.epochs))}
+        else:
+            settings_stage = {**settings, "epochs": 100000}
+        marks = [] if budget is None else [used + f * (budget - used) for f in (0.34, 0.67)]
+        cb = CPUBudget(budget, marks, curve_eval, offset=used)
+        t_wall = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if stage == "prior":
+                with model.prior_only():
+                    trainer = Trainer(model, callbacks=[cb], **settings_stage)
+                    trainer.fit(data["train"], data["valid"])
+            else:
+                trainer = Trainer(model, callbacks=[cb], **settings_stage)
+                trainer.fit(data["train"], data["valid"])
+        wall += time.perf_counter() - t_wall
+        used = cb.cpu()
+        cb.point(model, used)  # the end of each stage is a point of the curve
+        points += cb.points
+        steps += trainer.state.step
+        epochs += trainer.state.epoch
+    row.update(train_cpu_min=used / 60, train_wall_min=wall / 60, steps=steps, epochs=epochs)
+    row["curve"] = points
+    # -- evaluation ------------------------------------------------------------------------------
+    t_eval = time.process_time()
+    x_test = data["test"][: args.test_subset].to(device)
+    pyro.set_rng_seed(args.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = diagnose(model, x_test, num_samples=args.k, batch_size=args.eval_batch)
+    s = d.summary()
+    au = [v for v in s["au_variance"] if v == v]
+    latent = s["latent_dims"]
+    if latent == 0:
+        kind, active = "exact", "—"
+    elif recipe.model == "vqvae":
+        kind, active = "ELBO (point-mass guide)", "n/a (discrete)"
+    else:
+        kind, active = f"IS K={args.k}", f"{s['active_units']}/{latent}" if au else "n/a"
+    row.update(
+        status="ok",
+        test_nll=s["nll"],
+        test_nll_se=s["log_px_se"],
+        nll_kind=kind,
+        elbo=s["elbo"],
+        gap=s["gap"],
+        kl=s["kl"],
+        active_units=active,
+        khat_share_unreliable=s["khat_share_unreliable"],
+        eval_cpu_min=(time.process_time() - t_eval) / 60,
+        reference=REFERENCES.get(key, ""),
+    )
+    if recipe.model == "vqvae":
+        usage = model.codebook_usage(x_test)
+        row["codebook"] = usage
+        row["note"] = (
+            f"codebook perplexity {usage['perplexity']:.1f} of {usage['num_codes']}, "
+            f"{usage['dead_codes']} dead codes on the test subset; NLL column = −ELBO "
+            "(an upper bound on the NLL)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row["_samples"] = sample_images(model, args.num_samples, mean=False)
+        row["_means"] = sample_images(model, args.num_samples, mean=True)
+    return row
+
+
+# -- data ----------------------------------------------------------------------------------------
+def load_data(args) -> tuple[dict, str]:
+    g = torch.Generator().manual_seed(0)
+    if args.quick or args.data == "tiny":
+        from pyro_gen.data import load_dataset
+
+        ds = load_dataset("shapes", num_train=256, num_valid=64, num_test=64, size=16)
+        data = {s: ds.split(s) for s in ("train", "valid", "test")}
+        name = "shapes 16x16 (generated; smoke run)"
+    else:
+        from pyro_gen.data import load_dataset
+
+        ds = load_dataset("binarized_mnist", data_dir=args.data_dir)
+        data = {s: ds.split(s) for s in ("train", "valid", "test")}
+        name = "statically binarized MNIST"
+    # the test split is sorted by class: a random subset; a validation subset keeps it cheap
+    data["test"] = data["test"][torch.randperm(data["test"].shape[0], generator=g)]
+    data["valid"] = data["valid"][: args.valid_subset]
+    return data, name
+
+
+# -- outputs -------------------------------------------------------------------------------------
+def tile(images: torch.Tensor, ncols: int) -> torch.Tensor:
+    x = images.reshape(images.shape[0], -1, *images.shape[-2:])[:, 0]
+    n, h, w = x.shape
+    nrows = math.ceil(n / ncols)
+    canvas = torch.ones(nrows * (h + 1) + 1, ncols * (w + 1) + 1)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = x[i]
+    return canvas
+
+
+def sample_figure(rows: list[dict], path: Path) -> None:
+    done = [r for r in rows if r.get("_samples") is not None]
+    if not done:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "no model could sample", ha="center")
+        ax.set_axis_off()
+    else:
+        fig, axes = plt.subplots(2, len(done), figsize=(2.6 * len(done), 5.6), squeeze=False)
+        for j, r in enumerate(done):
+            ncols = int(math.ceil(math.sqrt(r["_samples"].shape[0])))
+            for i, (key, what) in enumerate((("_samples", "x ~ p(x)"), ("_means", "mean image"))):
+                ax = axes[i][j]
+                ax.set_axis_off()
+                if r.get(key) is None:
+                    ax.text(0.5, 0.5, "no mean image", ha="center", transform=ax.transAxes)
+                    continue
+                ax.imshow(tile(r[key], ncols).numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{r['label']}\n{what}" if i == 0 else what, fontsize=8, pad=2)
+        fig.suptitle(
+            "Samples (top: binary draws; bottom: p(x=1 | z) for z ~ p(z), or for MADE "
+            "p(x_d=1 | drawn x_<d))",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curve_figure(rows: list[dict], path: Path, args) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in rows:
+        if r.get("curve"):
+            xs, ys = zip(*r["curve"])
+            ax.plot(xs, ys, marker="o", lw=1, label=r["label"])
+    ax.set(
+        xlabel="training CPU-minutes (1 thread)",
+        ylabel=f"test NLL, nats (K={args.curve_k}, {args.curve_subset} images)",
+        title="quality per unit of compute (lower is better)",
+    )
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fmt(v, digits: int = 2) -> str:
+    if isinstance(v, float):
+        return "—" if v != v else f"{v:.{digits}f}"
+    return "—" if v is None else str(v)
+
+
+COLUMNS = [
+    ("label", "model"),
+    ("test_nll", "test NLL (nats)"),
+    ("test_nll_se", "± se"),
+    ("nll_kind", "NLL is"),
+    ("elbo", "ELBO"),
+    ("gap", "gap"),
+    ("active_units", "active units"),
+    ("train_cpu_min", "train CPU-min"),
+    ("train_wall_min", "train wall-min"),
+    ("epochs", "epochs"),
+    ("steps", "steps"),
+    ("device", "device"),
+    ("reference", "published"),
+]
+
+
+def write_outputs(rows: list[dict], meta: dict, out: Path, args) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": clean}, indent=1))
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        keys = [k for k, _ in COLUMNS] + ["kl", "eval_cpu_min", "status", "note", "model", "key"]
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in clean:
+            w.writerow({k: r.get(k, "") for k in keys})
+    ok = sorted((r for r in clean if r.get("status") == "ok"), key=lambda r: r["test_nll"])
+    lines = [
+        f"# Test NLL on {meta['data']}",
+        "",
+        f"Budget per model: {meta['budget']}; evaluation: {meta['evaluation']}; "
+        f"device {meta['device']}; {meta['machine']}.",
+        "",
+        "| " + " | ".join(h for _, h in COLUMNS) + " |",
+        "| " + " | ".join("---" for _ in COLUMNS) + " |",
+    ]
+    for r in ok:
+        lines.append("| " + " | ".join(fmt(r.get(k)) for k, _ in COLUMNS) + " |")
+    notes = [f"- {r['label']}: {r['note']}" for r in ok if r.get("note")]
+    notes += [f"- {r['label']}: {r['status']}" for r in clean if r.get("status") != "ok"]
+    lines += ["", "Lower NLL is better. The gap is log p̂(x) − ELBO on the same draws."]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    lines += ["", f"Figures: `{out.name}.png` (samples), `{out.name}_cpu.png` (NLL vs CPU)."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    sample_figure(rows, out.with_suffix(".png"))
+    curve_figure(rows, out.parent / f"{out.name}_cpu.png", args)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma list ({DEFAULT_MODELS})")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="CPU-minutes of training per model")
+    budget.add_argument("--epochs", type=int, help="epochs per model (no time cap)")
+    budget.add_argument("--max-steps", type=int, help="steps per model (smoke tests)")
+    p.add_argument("--k", type=int, default=5000, help="importance samples for test NLL")
+    p.add_argument("--test-subset", type=int, default=1000, help="random test images evaluated")
+    p.add_argument("--curve-k", type=int, default=100, help="K of the NLL-vs-CPU curve points")
+    p.add_argument("--curve-subset", type=int, default=200, help="test images per curve point")
+    p.add_argument("--valid-subset", type=int, default=2000, help="validation images per epoch")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-batch", type=int, default=100, help="datapoints per IS chunk")
+    p.add_argument("--num-samples", type=int, default=36, help="images per sample grid")
+    p.add_argument("--data", default="binarized_mnist", choices=["binarized_mnist", "tiny"])
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny generated data, a few seconds each")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nll_table"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pyro.enable_validation(False)
+    if args.quick:
+        if not (args.minutes or args.epochs or args.max_steps):
+            args.max_steps = 20
+        args.k, args.test_subset = min(args.k, 20), min(args.test_subset, 32)
+        args.curve_k, args.curve_subset, args.num_samples = 5, 16, 16
+    elif not (args.minutes or args.epochs or args.max_steps):
+        args.minutes = 2.0
+    device = torch.device(args.device)
+    data, data_name = load_data(args)
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    t0 = time.process_time()
+    rows = []
+    for key in keys:
+        print(f"== {key}", flush=True)
+        row = run_model(key, data, args, device)
+        row["device"] = (
+            f"{device.type} ({args.threads} thread{'s' if args.threads > 1 else ''})"
+            if device.type == "cpu"
+            else torch.cuda.get_device_name(device)
+        )
+        shown = {k: v for k, v in row.items() if not k.startswith("_") and k != "curve"}
+        print(json.dumps(shown, default=str), flush=True)
+        rows.append(row)
+    if args.minutes:
+        budget = f"{args.minutes:g} CPU-minutes of training"
+    elif args.epochs:
+        budget = f"{args.epochs} epochs"
+    else:
+        budget = f"{args.max_steps} steps"
+    meta = {
+        "data": data_name,
+        "budget": budget,
+        "evaluation": (
+            f"K={args.k} importance samples on {min(args.test_subset, data['test'].shape[0])} "
+            "random test images (exact for MADE; the VQ-VAE's is its ELBO)"
+        ),
+        "device": args.device,
+        "machine": f"{platform.machine()}, torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"{args.threads} thread(s), 2 shared CPU cores",
+        "total_cpu_min": (time.process_time() - t0) / 60,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+    }
+    write_outputs(rows, meta, Path(args.out), args)
+    print(f"total CPU-minutes {meta['total_cpu_min']:.2f}; wrote {args.out}.md/.csv/.json/.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
