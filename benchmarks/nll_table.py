@@ -322,7 +322,7 @@ def sample_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def curve_figure(rows: list[dict], path: Path, args) -> None:
+def curve_figure(rows: list[dict], path: Path, meta: dict) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for r in rows:
         if r.get("curve"):
@@ -330,7 +330,7 @@ def curve_figure(rows: list[dict], path: Path, args) -> None:
             ax.plot(xs, ys, marker="o", lw=1, label=r["label"])
     ax.set(
         xlabel="training CPU-minutes (1 thread)",
-        ylabel=f"test NLL, nats (K={args.curve_k}, {args.curve_subset} images)",
+        ylabel=f"test NLL, nats (K={meta['curve_k']}, {meta['curve_subset']} images)",
         title="quality per unit of compute (lower is better)",
     )
     ax.grid(alpha=0.3)
@@ -364,10 +364,12 @@ COLUMNS = [
 ]
 
 
-def write_outputs(rows: list[dict], meta: dict, out: Path, args) -> None:
+def write_outputs(rows: list[dict], meta: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": clean}, indent=1))
+    images = {r["key"]: {k: r.get(k) for k in ("_samples", "_means")} for r in rows}
+    torch.save(images, out.with_suffix(".samples.pt"))  # for --combine
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         keys = [k for k, _ in COLUMNS] + ["kl", "eval_cpu_min", "status", "note", "model", "key"]
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -394,7 +396,29 @@ def write_outputs(rows: list[dict], meta: dict, out: Path, args) -> None:
     lines += ["", f"Figures: `{out.name}.png` (samples), `{out.name}_cpu.png` (NLL vs CPU)."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     sample_figure(rows, out.with_suffix(".png"))
-    curve_figure(rows, out.parent / f"{out.name}_cpu.png", args)
+    curve_figure(rows, out.parent / f"{out.name}_cpu.png", meta)
+
+
+def combine(runs: list[str], out: Path) -> list[dict]:
+    """One table and figures from several earlier runs' JSON and sample files."""
+    rows, metas = [], []
+    for run in runs:
+        run = Path(run)
+        saved = json.loads(run.with_suffix(".json").read_text())
+        images = torch.load(run.with_suffix(".samples.pt"), weights_only=True)
+        metas.append(saved["meta"])
+        for r in saved["rows"]:
+            rows.append({**r, **images.get(r["key"], {})})
+    meta = dict(metas[0])
+    for key in ("budget", "evaluation", "machine", "curve_k", "curve_subset"):
+        values = {str(m[key]) for m in metas}
+        if len(values) > 1:
+            raise SystemExit(f"the runs differ in {key}: {sorted(values)}; combine like with like")
+    meta["total_cpu_min"] = sum(m["total_cpu_min"] for m in metas)
+    meta["combined_from"] = [str(r) for r in runs]
+    write_outputs(rows, meta, out)
+    print(f"total CPU-minutes {meta['total_cpu_min']:.2f}; wrote {out}.md/.csv/.json/.png")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -422,7 +446,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny generated data, a few seconds each")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nll_table"))
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="RUN",
+        help="merge earlier runs (their --out prefixes, e.g. run in parallel) into one table",
+    )
     args = p.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, Path(args.out))
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
     if args.quick:
@@ -464,12 +496,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "device": args.device,
         "machine": f"{platform.machine()}, torch {torch.__version__}, pyro {pyro.__version__}, "
         f"{args.threads} thread(s), 2 shared CPU cores",
+        "curve_k": args.curve_k,
+        "curve_subset": args.curve_subset,
         "total_cpu_min": (time.process_time() - t0) / 60,
         "argv": sys.argv[1:] if argv is None else argv,
         "batch_size": args.batch_size,
         "lr": args.lr,
     }
-    write_outputs(rows, meta, Path(args.out), args)
+    write_outputs(rows, meta, Path(args.out))
     print(f"total CPU-minutes {meta['total_cpu_min']:.2f}; wrote {args.out}.md/.csv/.json/.png")
     return rows
 

@@ -65,3 +65,8 @@ def test_nll_table_smoke_run_on_tiny_generated_data(tmp_path: Path):
     for png in (out.with_suffix(".png"), tmp_path / "t_cpu.png"):
         assert png.stat().st_size > 1000
     assert all(len(r["curve"]) >= 1 for r in (made, vq))  # one point at the end of each stage
+    # runs made in parallel are merged into one table (rows, samples and CPU time)
+    merged = nll_table.main(["--combine", str(out), "--out", str(tmp_path / "c")])
+    assert [r["key"] for r in merged] == ["made", "vqvae", "not_a_model"]
+    assert (tmp_path / "c.md").read_text().count("| MADE") == 1
+    assert (tmp_path / "c.png").stat().st_size > 1000
