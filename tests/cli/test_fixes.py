@@ -41,3 +41,25 @@ def test_config_file_takes_the_flag_syntax_of_a_list(tmp_path, capsys):
     assert main(["train", *TINY, "--config", str(config), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "hidden in" in err and "[256, 128]" in err and "Traceback" not in err
+
+
+def test_train_shows_random_test_rows_not_the_first(tmp_path, monkeypatch):
+    """A split sorted by label (binarized MNIST's test) showed one digit in reconstructions."""
+    import torch
+
+    from pyro_gen import plots
+    from pyro_gen.data import make_shapes
+
+    seen = {}
+    original = plots.reconstruction_figure
+
+    def spy(x, x_hat, *args, **kwargs):
+        seen["x"] = x.clone()
+        return original(x, x_hat, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "reconstruction_figure", spy)
+    assert main(["train", *TINY, "--hidden", "8", "--max-steps", "1", "--seed", "3",
+                 "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    test = make_shapes(num_train=64, num_valid=32, num_test=32, size=16, seed=3).split("test")
+    rows = torch.randperm(32, generator=torch.Generator().manual_seed(3))[:20]
+    assert torch.equal(seen["x"], test[rows]) and not torch.equal(seen["x"], test[:20])
