@@ -164,7 +164,7 @@ def training_curves(
     return fig
 
 
-def compare_curves(histories: dict[str, list[dict]], title: str = "validation") -> Figure:
+def compare_curves(histories: dict[str, list[dict]], title: str | None = None) -> Figure:
     """The validation value (ELBO, or the reconstruction term of β = 0 runs) per step of
     several runs on one axis; ``histories`` maps a run's name to its history rows."""
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -175,7 +175,8 @@ def compare_curves(histories: dict[str, list[dict]], title: str = "validation") 
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=f"{name} ({label})")
             labels.add(label)
-    ax.set(xlabel="step", ylabel="nats / datapoint", title=f"{title}: " + "; ".join(sorted(labels)))
+    title = title or (" and ".join(sorted(labels)) or "no validation values") + " per step"
+    ax.set(xlabel="step", ylabel="nats / datapoint", title=title)
     if labels:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)

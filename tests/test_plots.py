@@ -102,6 +102,9 @@ def test_compare_curves_labels_each_run():
         "a (validation ELBO)",
         "b (validation reconstruction E log p(x|z) (not an ELBO))",
     ]
+    assert ax.get_title() == (
+        "validation ELBO and validation reconstruction E log p(x|z) (not an ELBO) per step"
+    )
 
 
 def test_curves_without_validation_show_the_step_s_other_metrics():
