@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from pyro_gen.cli import main
 from pyro_gen.cli.train import steps_line
 from pyro_gen.models import read_config
@@ -15,10 +17,14 @@ TINY = (
 ).split()
 
 
-def test_a_resumed_run_gives_this_session_s_steps_with_its_time_and_rate(tmp_path, capsys):
+def test_the_steps_line_keeps_a_session_s_steps_with_its_time_and_rate():
     assert steps_line(780, 780, 6.2, 125.8) == "780 steps in 6.2 s (125.8 steps/s)"
     line = steps_line(780, 156, 6.2, 25.2)
     assert line == "this session 156 steps in 6.2 s (25.2 steps/s); 780 steps in all"
+
+
+@pytest.mark.slow  # two trainings (~5 CPU-s); the line itself is pinned above
+def test_a_resumed_run_gives_this_session_s_steps_with_its_time_and_rate(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--hidden", "16", "--epochs", "1", "--out", str(run)]) == 0
     capsys.readouterr()
