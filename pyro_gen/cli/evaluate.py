@@ -176,6 +176,7 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
             f"{b['gap']:.3f} ± {b['gap_se']:.3f} nats (upper − lower bound); a gap above "
             "~1 nat asks for a longer --num-steps"
         )
+    _report(args.run)
     return 0
 
 

@@ -310,6 +310,62 @@ def evaluation(run: RunRecord) -> Section | None:
     return Section("Evaluation", paragraphs, cautions, [table], figures, details)
 
 
+@register_section("ais", order=55)
+def ais_section(run: RunRecord) -> Section | None:
+    """``pyro-gen evaluate --method ais``: log p(x) by annealed importance sampling (and the
+    BDMC gap where it was asked for), next to the importance-sampled estimate."""
+    a = run.summary.get("evaluate_ais")
+    if not a:
+        return None
+    rows = [
+        [
+            "log p(x) by AIS",
+            _f(a.get("log_px"), 3),
+            _f(a.get("log_px_se"), 3),
+            f"{a.get('num_datapoints')} datapoints",
+        ],
+        ["Monte-Carlo error per datapoint (mean)", _f(a.get("mc_error_mean"), 3), "", ""],
+        [
+            "chains' ESS (mean, min)",
+            f"{_f(a.get('ess_mean'), 1)}, {_f(a.get('ess_min'), 1)}",
+            "",
+            f"of {a.get('num_chains')} chains",
+        ],
+        ["HMC acceptance (mean)", _f(a.get("acceptance_mean"), 2), "", ""],
+    ]
+    paragraphs = [
+        f"{a.get('num_steps')} annealing steps ({a.get('schedule', '?')} schedule) from "
+        f"{a.get('start', 'the guide')}, {a.get('num_chains')} chains of "
+        f"{a.get('num_leapfrog')} leapfrog steps; {_f(a.get('seconds'), 1)} s."
+    ]
+    ev = run.evaluation() or {}
+    if ev.get("log_px") is not None and a.get("log_px") is not None:
+        diff = a["log_px"] - ev["log_px"]
+        paragraphs.append(
+            f"AIS minus importance sampling: {diff:+.2f} nats per datapoint (both are stochastic "
+            "lower bounds on average; the higher one is the tighter; the two were computed on "
+            "the points each command drew)."
+        )
+    b = a.get("bdmc")
+    cautions = []
+    if b:
+        rows.append(
+            [
+                "BDMC gap (upper − lower)",
+                _f(b.get("gap"), 3),
+                _f(b.get("gap_se"), 3),
+                f"{b.get('num_datapoints')} simulated datapoints",
+            ]
+        )
+        if isinstance(b.get("gap"), (int, float)) and b["gap"] > 1:
+            cautions.append(
+                f"The BDMC gap is {b['gap']:.2f} nats: the AIS estimate may still be that far "
+                "below log p(x). More annealing steps (--num-steps) narrow it."
+            )
+    table = Table(["quantity", "nats per datapoint", "± se", ""], rows)
+    return Section("Annealed importance sampling", paragraphs, cautions, [table])
+
+
 @register_section("run_comparison", order=60)
 def run_comparison(run: RunRecord) -> Section | None:
     path = run.path / "eval" / "comparison.csv"

@@ -169,3 +169,21 @@ def test_the_page_over_several_runs(evaluated_run, tmp_path):
     for data in embedded_images(html):
         png_size(data)
     assert load_run(other).khat_share() == 0.5
+
+
+def test_an_ais_evaluation_has_its_section(tmp_path):
+    run = _fake_run(tmp_path, share=0.0)
+    ais = {
+        "method": "ais", "log_px": -89.25, "log_px_se": 0.31, "mc_error_mean": 0.05,
+        "ess_mean": 12.5, "ess_min": 3.0, "acceptance_mean": 0.71, "num_datapoints": 100,
+        "num_steps": 500, "num_chains": 16, "num_leapfrog": 10, "start": "guide",
+        "schedule": "sigmoid", "seconds": 12.0,
+        "bdmc": {"gap": 1.75, "gap_se": 0.2, "num_datapoints": 20},
+    }  # fmt: skip
+    (run / "summary.json").write_text(json.dumps({"evaluate_ais": ais}))
+    html = build_report(run)
+    assert "<h2>Annealed importance sampling</h2>" in html
+    assert "<td>log p(x) by AIS</td><td>-89.250</td><td>0.310</td>" in html
+    assert "AIS minus importance sampling: +1.25 nats" in html  # −89.25 − (−90.5)
+    assert "The BDMC gap is 1.75 nats" in html
+    assert "Annealed importance sampling" not in build_report(_fake_run(tmp_path / "b", 0.0))
