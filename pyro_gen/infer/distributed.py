@@ -41,7 +41,11 @@ class Collective:
 
     def any(self, flag: bool, device: torch.device | None = None) -> bool:
         """True when ``flag`` is True on any process (every process gets the same answer)."""
-        return bool(flag)
+        return self.vote(flag, device=device)[0]
+
+    def vote(self, *flags: bool, device: torch.device | None = None) -> tuple[bool, ...]:
+        """For each flag, whether it is True on any process (one collective for all)."""
+        return tuple(bool(f) for f in flags)
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """``values`` summed over the processes (a new tensor)."""
@@ -84,10 +88,10 @@ class ProcessGroup(Collective):
         self._dist.all_reduce(flat)
         return flat.div_(self.world_size)
 
-    def any(self, flag: bool, device: torch.device | None = None) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+    def vote(self, *flags: bool, device: torch.device | None = None) -> tuple[bool, ...]:
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         self._dist.all_reduce(t, op=self._dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
+        return tuple(bool(v > 0) for v in t.tolist())
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         out = values.clone()

@@ -359,9 +359,9 @@ def argument_error(names, e: TypeError) -> Exception:
     """A ConfigError naming the batch's entries when model or guide refused one (else ``e``)."""
     if "argument" not in str(e):
         return e
-    rest = ", ".join(f"{k}=..." for k in names if k != "x")
+    call = ", ".join(["x", *(f"{k}=..." for k in names if k != "x")])
     return ConfigError(
-        f"the batch's entries {list(names)} are passed to model and guide as model(x, {rest}); "
+        f"the batch's entries {list(names)} are passed to model and guide as model({call}); "
         f"{e}. Give the batch exactly the arguments model and guide take."
     )
 

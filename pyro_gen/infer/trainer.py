@@ -114,7 +114,7 @@ class TrainConfig:
     keep_best: bool = True  # the best validation ELBO's weights end in model + model.safetensors
     log_every: int = 50
     max_bad_batches: int = 0
-    validate: bool = True
+    validate: bool = True  # check the data and the model/guide pair up front (not validation data)
     progress: bool = True
 
     def optimizer_settings(self) -> dict:
@@ -469,6 +469,18 @@ class Trainer:
         """
         self._start(train, valid, dynamic_binarization)
         s = self.state
+        if self.resume and s.step >= self.total_steps:
+            warnings.warn(
+                f"nothing to train: the resumed run is at step {s.step} and the budget is "
+                f"{self.total_steps} steps; raise epochs or max_steps to train further.",
+                stacklevel=2,
+            )
+        if valid is None and self.config.early_stopping is not None:
+            warnings.warn(
+                "early_stopping needs validation data (fit(train, valid)); without it training "
+                "runs to its budget.",
+                stacklevel=2,
+            )
         steps_at_start, t_at_start = s.step, time.perf_counter()
         jit = self.config.elbo.startswith("jit")
         try:
@@ -500,14 +512,15 @@ class Trainer:
         if s.step >= self.total_steps:
             return True
         timed_out = c.max_time is not None and time.perf_counter() - self._t0 >= c.max_time
-        if self.world.world_size > 1:  # the processes stop at the same step, or none does
-            if not self.world.any(timed_out or stop.signal is not None, self.device):
-                return False
-            if stop.signal is None and not timed_out:
-                self.stopped_by = "another process (a signal or max_time there)"
-                self.interrupted = True
+        signalled = stop.signal is not None
+        if self.world.world_size > 1:
+            # the processes stop at the same step for the same reason, or none does (their
+            # clocks and signals differ; what they do next, e.g. a checkpoint, must not)
+            anywhere, timed_out = self.world.vote(signalled, timed_out, device=self.device)
+            if anywhere and not signalled:
+                self.interrupted, self.stopped_by = True, "a signal on another process"
                 return True
-        if stop.signal is not None:
+        if signalled:
             self.interrupted, self.stop_signal = True, stop.signal
             self.stopped_by = signal.Signals(stop.signal).name
             return True
@@ -602,6 +615,12 @@ class Trainer:
             pyro.set_rng_seed(c.seed + _RANK_SEED * world.rank)
         self._train = self._prepare_data(train, "training")
         valid = self._prepare_data(valid, "validation")
+        if valid is not None and set(valid) != set(self._train):
+            raise DataError(
+                f"the validation data's entries {sorted(valid)} differ from the training data's "
+                f"{sorted(self._train)}: model and guide get the same arguments in both; give "
+                "the validation data the same entries."
+            )
         self._n = n = self._train["x"].shape[0]
         shard = n // world.world_size  # datapoints per process and epoch
         if c.batch_size > shard:
@@ -797,6 +816,7 @@ class Trainer:
                 **self.step.state_dict(),
                 "rng": rngs[0],
                 "world_size": world.world_size,
+                "num_data": self._n,
             }
             if world.world_size > 1:
                 state["rng_ranks"] = rngs
@@ -809,8 +829,22 @@ class Trainer:
 
     def _restore(self) -> None:
         self._check_same_run()
-        _, weights, state = resume_checkpoint(self.run_dir, stacklevel=4)
-        self.module.load_state_dict(weights)
+        ckpt, weights, state = resume_checkpoint(self.run_dir, stacklevel=4)
+        try:
+            self.module.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{ckpt} holds the weights of another architecture than this "
+                f"{type(self.module).__name__}: {str(e).splitlines()[0]} Resume with the run's "
+                "model (pyro_gen.models.load_model(run_dir)), or start a new run."
+            ) from None
+        saved_n = int(state.get("num_data", self._n))
+        if saved_n != self._n:
+            raise ConfigError(
+                f"{self.run_dir} was trained on {saved_n} datapoints, this resume gives "
+                f"{self._n}: the data order, the epochs and the N/B scale depend on them. Resume "
+                "with the run's training data."
+            )
         self.step.load_state_dict(state)
         self.state = _State(**state["trainer"])
         saved = int(state.get("world_size", 1))

@@ -113,3 +113,37 @@ def test_single_process_collectives_are_the_identity():
     t = torch.arange(3.0)
     assert world.mean_(t) is t and torch.equal(world.sum(t), t) and world.gather_object(5) == [5]
     assert world.any(False) is False and world.is_global_zero
+
+
+class Remote(Simulated):
+    """Rank 0 of two, whose partner votes ``remote`` (signalled, timed out) from step ``at``."""
+
+    def __init__(self, remote: tuple[bool, bool], at: int) -> None:
+        super().__init__(0)
+        self.remote, self.at, self.calls = remote, at, 0
+
+    def vote(self, *flags, device=None):
+        self.calls += len(flags) == 2  # the budget's vote, once before each step
+        if len(flags) == 2 and self.calls > self.at:
+            return tuple(a or b for a, b in zip(flags, self.remote))
+        return tuple(bool(f) for f in flags)
+
+
+@pytest.mark.parametrize(
+    "remote, stopped_by, interrupted",
+    [((False, True), "max_time", False), ((True, False), "a signal on another process", True)],
+)
+def test_every_process_stops_at_the_same_step_for_the_same_reason(
+    remote, stopped_by, interrupted, tmp_path
+):
+    """Another process's clock ran out (or a signal came there): this one stops after the same
+    step and takes the same reason, so the final checkpoint (a collective) is written by all
+    or by none."""
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    trainer = Trainer(
+        vae, batch_size=8, epochs=10, max_time=3600, progress=False, run_dir=tmp_path / "run",
+        collective=Remote(remote, at=3),
+    )  # fmt: skip
+    trainer.fit(data()["x"])
+    assert trainer.state.step == 3
+    assert (trainer.stopped_by, trainer.interrupted) == (stopped_by, interrupted)
