@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import torch
+
 from pyro_gen.cli.common import (
     load_data,
+    model_batch,
     open_run,
     require_method,
     run_data_spec,
@@ -24,7 +27,9 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
         "Reconstruct test images; writes figures/reconstructions.png.",
         data=True,
     )
-    p.add_argument("--num", type=int, default=20, help="how many images (default 20)")
+    p.add_argument(
+        "--num", type=int, default=20, help="how many images, drawn with --seed (default 20)"
+    )
     p.add_argument("--split", default="test", help="data split (default test)")
     return p
 
@@ -35,8 +40,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     model, config = open_run(args.run, args.device)
     require_method(model, "reconstruct", "reconstruct")
     spec = run_data_spec(args.run, config, args)
-    x = load_data(spec).split(args.split)[: args.num].to(model.device)
-    x_hat = model.reconstruct(x)
+    batch = model_batch(model, load_data(spec), args.split)  # a conditional model's attributes too
+    n = batch["x"].shape[0]
+    # random rows, not the first: a split sorted by label (binarized MNIST's test) shows one class
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed))[: args.num]
+    batch = {k: v[rows].to(model.device) for k, v in batch.items()}
+    x = batch["x"]
+    x_hat = model.reconstruct(**batch)
     path = plots.save_figure(
         plots.reconstruction_figure(x, x_hat), args.run / "figures" / "reconstructions.png"
     )

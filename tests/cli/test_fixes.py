@@ -69,3 +69,27 @@ def test_train_shows_random_test_rows_not_the_first(tmp_path, monkeypatch):
     test = make_shapes(num_train=64, num_valid=32, num_test=32, size=16, seed=3).split("test")
     rows = torch.randperm(32, generator=torch.Generator().manual_seed(3))[:20]
     assert torch.equal(seen["x"], test[rows]) and not torch.equal(seen["x"], test[:20])
+
+
+def test_reconstruct_shows_random_rows_not_the_first(tmp_path, monkeypatch):
+    """The reconstruct verb too (it showed the first --num rows: one digit on binarized MNIST)."""
+    import torch
+
+    from pyro_gen import plots
+    from pyro_gen.data import make_shapes
+
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--hidden", "8", "--max-steps", "1", "--seed", "3",
+                 "--out", str(run)]) == 0  # fmt: skip
+    seen = {}
+    original = plots.reconstruction_figure
+
+    def spy(x, x_hat, *args, **kwargs):
+        seen["x"] = x.clone()
+        return original(x, x_hat, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "reconstruction_figure", spy)
+    assert main(["reconstruct", str(run), "--num", "6", "--seed", "5"]) == 0
+    test = make_shapes(num_train=64, num_valid=32, num_test=32, size=16, seed=3).split("test")
+    rows = torch.randperm(32, generator=torch.Generator().manual_seed(5))[:6]
+    assert torch.equal(seen["x"], test[rows]) and not torch.equal(seen["x"], test[:6])
