@@ -127,7 +127,11 @@ def train_model(kind: str, data: dict, args) -> tuple[torch.nn.Module, dict]:
         )
         step = functools.partial(AdversarialStep, betas=(0.5, 0.9) if wgan else (0.5, 0.999))
         trainer = Trainer(
-            model, step_class=step, lr=5e-4 if wgan else 2e-4, callbacks=[budget], **common
+            model,
+            step_class=step,
+            lr=args.wgan_lr if wgan else args.gan_lr,
+            callbacks=[budget],
+            **common,
         )
         start = time.process_time()
         history = trainer.fit(data["train"])
@@ -173,6 +177,7 @@ def run_part(part: str, args) -> dict:
         features=features,
         classify=classify,
         num_classes=len(data["names"]),
+        c2st_steps=args.c2st_steps,
         seed=0,
     )
     baseline["sharpness"] = sharpness(data["held_out"]) / real_sharp
@@ -196,6 +201,7 @@ def run_part(part: str, args) -> dict:
                 features=features,
                 classify=classify,
                 num_classes=len(data["names"]),
+                c2st_steps=args.c2st_steps,
                 seed=0,
             )
             m["sharpness"] = sharpness(fake) / real_sharp
@@ -298,6 +304,9 @@ def main() -> None:
     p.add_argument("--num", type=int, default=2000, help="samples / real images judged (2000)")
     p.add_argument("--judge-train", type=int, default=10000)
     p.add_argument("--judge-epochs", type=int, default=2)
+    p.add_argument("--gan-lr", type=float, default=1e-3, help="non-saturating GAN lr (1e-3)")
+    p.add_argument("--wgan-lr", type=float, default=5e-4, help="WGAN-GP lr (5e-4)")
+    p.add_argument("--c2st-steps", type=int, default=500, help="two-sample classifier steps")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS / "gan_vs_vae")
     args = p.parse_args()
