@@ -162,6 +162,7 @@ def bdmc(
     num_leapfrog: int = 10,
     schedule: str | torch.Tensor = "sigmoid",
     start: str = "guide",
+    mass: str = "identity",
     target_accept: float = 0.65,
     init_step_size: float = 0.1,
     tune_steps: int | None = None,
@@ -199,6 +200,8 @@ def bdmc(
         max_rows,
         kwargs,
     )
+    if mass not in ("start", "identity"):
+        raise ConfigError(f"mass must be 'start' or 'identity'; got {mass!r}.")
     T, C = betas.numel() - 1, int(num_chains)
     t0 = time.perf_counter()
     with evaluating(pair.module, seed):
@@ -233,6 +236,7 @@ def bdmc(
                 start=start,
                 batch_size=batch_size,
                 exact=latents,
+                mass=mass,
                 bar=bar,
             )
     seconds = time.perf_counter() - t0

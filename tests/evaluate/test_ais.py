@@ -56,6 +56,15 @@ def test_where_khat_is_low_ais_and_is_agree_within_their_errors(lg):
     assert ((r.log_px - d.log_px).abs()[low] <= 4 * err[low] + 0.02).all()
 
 
+def test_a_mass_matrix_from_the_start_distribution_keeps_the_estimate_right(lg):
+    make, x = lg
+    m = make(guide="meanfield", widen=3.0, shift=0.7)
+    r = ais(m, x, num_steps=60, num_chains=16, num_leapfrog=4, mass="start", progress=False)
+    assert r.settings["mass"] == "start"
+    _within_mc_error(r.log_px, m.exact_log_px(x))
+    assert ((r.log_px - m.exact_log_px(x)).abs() <= 4 * r.log_px_se + 0.1).all()
+
+
 def test_ais_from_the_exact_posterior_is_exact_at_one_step(lg):
     # f_0 = q = p(z|x): every weight is p(x) exactly, whatever the transitions do
     make, x = lg
@@ -279,6 +288,7 @@ def test_schedules_rise_from_zero_to_one():
         {"target_accept": 1.0},
         {"schedule": torch.tensor([0.0, 0.7, 0.5, 1.0])},
         {"start": "posterior"},
+        {"mass": "dense"},
     ],
 )
 def test_bad_settings_are_config_errors(lg, bad):
