@@ -240,6 +240,7 @@ def train_judge(
     channels: Sequence[int] = (32, 64),
     hidden_layers: Sequence[int] = (256,),
     dropout: float = 0.0,
+    convs_per_stage: int = 1,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> Judge:
@@ -304,6 +305,7 @@ def train_judge(
         "channels": [int(c) for c in channels],
         "hidden_layers": [int(h) for h in hidden_layers],
         "dropout": float(dropout),
+        "convs_per_stage": int(convs_per_stage),
     }
     batch_size = min(int(batch_size), n)
     ys = [targets[h["name"]] for h in heads]

@@ -40,6 +40,8 @@ class Classifier(nn.Module):
         hidden_layers: widths of the MLP's earlier layers (the MLP only).
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
         dropout: dropout probability before the output layer (0: none).
+        convs_per_stage: convolutions per resolution (the conv net only): ``k - 1`` 3x3
+            convolutions of stride 1, then one of stride 2.
 
     Raises ConfigError (unknown network/activation, bad sizes) and ShapeError (conv on
     non-image data, or an input of the wrong shape).
@@ -55,6 +57,7 @@ class Classifier(nn.Module):
         hidden_layers: Sequence[int] = (256,),
         activation: str = "relu",
         dropout: float = 0.0,
+        convs_per_stage: int = 1,
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -86,6 +89,9 @@ class Classifier(nn.Module):
             layers: list[nn.Module] = []
             c = self.data_shape[0]
             for c_out in channels:
+                for _ in range(int(convs_per_stage) - 1):  # stride-1 convolutions first
+                    layers += [nn.Conv2d(c, int(c_out), 3, padding=1), act()]
+                    c = int(c_out)
                 layers += [nn.Conv2d(c, int(c_out), 3, stride=2, padding=1), act()]
                 c = int(c_out)
             body = nn.Sequential(*layers, nn.Flatten())

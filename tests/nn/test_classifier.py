@@ -28,3 +28,10 @@ def test_errors():
         Classifier((10,), 2, network="conv")
     with pytest.raises(ShapeError, match=r"\[N, 10\]"):
         Classifier((10,), 2)(torch.zeros(3, 9))
+
+
+def test_convs_per_stage_adds_stride_one_convolutions():
+    net = Classifier((1, 16, 16), 3, channels=(4, 8), convs_per_stage=2, hidden=5)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(1, 1), (2, 2), (1, 1), (2, 2)]
+    assert net.features(torch.zeros(2, 1, 16, 16)).shape == (2, 5)
