@@ -66,8 +66,8 @@ class AdversarialStep(SVIStep):
             accepted (an adversarial step has no ELBO).
     """
 
-    # its two optimisers' updates do not average over processes (step.reduce): one process only
-    data_parallel = False
+    # each player's loss and gradients are averaged over processes through step.reduce
+    data_parallel = True
 
     def __init__(
         self,
@@ -145,8 +145,24 @@ class AdversarialStep(SVIStep):
             return None
         return torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
 
+    def _averaged(self, loss: torch.Tensor, params: list) -> torch.Tensor:
+        """Data-parallel runs (``self.reduce`` set by the loop): ``loss`` and the gradients of
+        ``params`` averaged over the processes in one collective; else ``loss`` as it is."""
+        if self.reduce is None:
+            return loss
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        head = loss.detach().reshape(1).to(grads[0].dtype)
+        flat = self.reduce(torch.cat([head] + [g.reshape(-1) for g in grads]))
+        offset = 1
+        for p, g in zip(params, grads):
+            p.grad = flat[offset : offset + g.numel()].view_as(p)
+            offset += g.numel()
+        return flat[0]
+
     def update(self, batch: Mapping[str, torch.Tensor], *, check: bool = True) -> dict:
-        """One critic update, and a generator update every ``critic_steps``-th call."""
+        """One critic update, and a generator update every ``critic_steps``-th call. In a
+        data-parallel run each player's loss and gradients are averaged over the processes
+        (one collective per player and update), so every process takes the same steps."""
         m, obj = self.module, self.objective_name
         real, y = batch["x"], batch.get("y")
         n = real.shape[0]
@@ -178,6 +194,7 @@ class AdversarialStep(SVIStep):
             estimate = divergence_estimate(obj, s_real, s_fake)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss_c.backward()
+        loss_c = self._averaged(loss_c, self.params_c)
         probe = _finite_probe(loss_c, self.params_c, self._clip(self.params_c))
         metrics = {
             "loss": gen_value,
@@ -203,6 +220,7 @@ class AdversarialStep(SVIStep):
         grads = torch.autograd.grad(loss_g, self.params_g, allow_unused=True)
         for p, g in zip(self.params_g, grads):
             p.grad = g
+        loss_g = self._averaged(loss_g.detach(), self.params_g)
         probe_g = _finite_probe(loss_g, self.params_g, self._clip(self.params_g))
         metrics["probe"] = probe + probe_g
         if check and not bool(torch.isfinite(probe_g)):

@@ -207,3 +207,40 @@ def test_generate_takes_labels_like_the_conditional_models():
         gan.generate(2, {"shape": 1})
     with pytest.raises(ConfigError, match="unconditional"):
         make_gan().generate(2, {"label": 1})
+
+
+def test_data_parallel_averages_each_players_gradients():
+    """The loop sets ``step.reduce`` (an average over processes) in a data-parallel run: the
+    step sends each player's loss and gradients through it once per update."""
+    from pyro_gen.models import as_pair
+
+    gan = make_gan(critic_steps=1)
+    step = AdversarialStep(as_pair(gan))
+    batch = {"x": mixture(16)}
+    step.init(batch, num_data=16, total_steps=4)
+    sizes = []
+
+    def reduce(flat):
+        sizes.append(flat.numel())
+        return flat * 0.5  # "the other process had zero gradients"
+
+    step.reduce = reduce
+    critic_before = [p.detach().clone() for p in gan.critic_parameters()]
+    metrics = step.update(batch)
+    n_c = sum(p.numel() for p in gan.critic_parameters())
+    n_g = sum(p.numel() for p in gan.generator_parameters())
+    assert sizes == [1 + n_c, 1 + n_g]
+    assert step.data_parallel and "skipped" not in metrics
+    assert any(not torch.equal(a, b) for a, b in zip(critic_before, gan.critic_parameters()))
+
+
+def test_the_loop_runs_the_step_in_a_simulated_world_of_two():
+    from pyro_gen.infer.distributed import Collective
+
+    class Simulated(Collective):  # rank 1 of 2 whose collectives see only this process
+        rank, world_size = 1, 2
+
+    trainer = Trainer(make_gan(), step_class=AdversarialStep, batch_size=8, max_steps=3,
+                      progress=False, collective=Simulated())  # fmt: skip
+    trainer.fit(mixture(64))
+    assert trainer.state.step == 3 and trainer.step.reduce is not None
