@@ -139,7 +139,8 @@ def plot(results: list[dict], path: Path, budget: float) -> None:
             [r["num_labels"] for r in rows],
             [100 * r["test_accuracy"] for r in rows],
             "o-",
-            label=f"{name} (M2)",
+            label=f"{name} (M2, {min(r['epochs'] for r in rows):g}–"
+            f"{max(r['epochs'] for r in rows):g} epochs)",
         )
     ax.set_xscale("log")
     ax.set_xlabel("labelled training images")
