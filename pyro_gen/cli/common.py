@@ -340,7 +340,25 @@ def require_method(model: torch.nn.Module, method: str, verb: str) -> None:
 
 
 def update_summary(run: Path, verb: str, values: dict) -> None:
+    """Set ``summary.json``'s section ``verb`` to ``values``. A ``train`` (a resume) marks the
+    evaluations made of the weights before it as stale (``"stale"``: why), so that neither the
+    report nor a reader takes them for the new weights'."""
+    from pyro_gen.report.run import stale_note, weights_digest, weights_step
+
     path = run / "summary.json"
     summary = read_json(path, "summary") if path.exists() else {}
     summary[verb] = values
+    if verb == "train":
+        digest, step = weights_digest(run), weights_step(values)
+        for key in ("evaluate", "evaluate_ais"):
+            ev = summary.get(key)
+            if isinstance(ev, dict) and not ev.get("stale"):
+                # an evaluation without a stamp (an older pyro-gen) came before this training
+                why = stale_note(ev, digest, step) if ev.get("weights_digest") else None
+                if why is None and not ev.get("weights_digest"):
+                    at = ev.get("weights_step", "?")
+                    why = f"evaluated at step {at}; the weights are now at step {step}: run "
+                    why += "pyro-gen evaluate again"
+                if why:
+                    ev["stale"] = why
     write_json(path, summary)

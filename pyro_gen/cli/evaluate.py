@@ -14,6 +14,7 @@ from pyro_gen.cli.common import load_data, open_run, run_data_spec, subset, upda
 from pyro_gen.cli.report import write_run_report
 from pyro_gen.evaluate import evaluate_elbo
 from pyro_gen.io import write_json
+from pyro_gen.report.run import weights_stamp
 
 __all__ = ["add_parser", "cmd_evaluate"]
 
@@ -117,6 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
     result = evaluate_elbo(model, x, num_particles=args.num_particles, seed=args.seed).summary()
     result["split"] = args.split
+    result.update(weights_stamp(args.run))  # which weights: the report drops it after a resume
     if skipped:
         result["skipped"] = skipped
     update_summary(args.run, "evaluate", result)
@@ -147,7 +149,7 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
         progress=args.progress,
     )
     r = ais(model, x, **settings)
-    result = {**r.summary(), "split": args.split}
+    result = {**r.summary(), "split": args.split, **weights_stamp(args.run)}
     if args.bdmc:
         result["bdmc"] = bdmc(model, x, **settings).summary()
     eval_dir = args.run / "eval"
@@ -203,7 +205,12 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
         progress=args.progress,
     )
     wall = time.perf_counter() - start
-    result = {**diag.summary(), "split": args.split, "wall_seconds": round(wall, 2)}
+    result = {
+        **diag.summary(),
+        "split": args.split,
+        "wall_seconds": round(wall, 2),
+        **weights_stamp(args.run),
+    }
     result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()
     }

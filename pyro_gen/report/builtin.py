@@ -107,6 +107,7 @@ def overview(run: RunRecord) -> Section | None:
             "No evaluation yet: pyro-gen evaluate RUN --num-samples 1000 adds log p(x), the gap, "
             "KL per dimension, active units and the reliability of the estimate (PSIS k̂)."
         )
+    cautions += run.stale_notes()
     if run.point_mass:
         cautions.append(POINT_MASS_NOTE)
     return Section("Overview", paragraphs, cautions, tables=[Table(["", ""], rows)] if rows else [])
@@ -209,9 +210,9 @@ def samples(run: RunRecord) -> Section | None:
 
 @register_section("evaluation", order=50)
 def evaluation(run: RunRecord) -> Section | None:
-    ev = run.evaluation()
+    ev, stale = run.evaluation(), run.stale_notes()
     if not ev:
-        return None
+        return Section("Evaluation", cautions=stale) if stale else None
     point_mass = run.point_mass or ev.get("is_bound") is False
     rows = [
         [
@@ -271,7 +272,7 @@ def evaluation(run: RunRecord) -> Section | None:
             f"{ev.get('khat_threshold')}: for them the importance-sampled log p(x) cannot be "
             "trusted (k̂ ≤ 0.5 good, 0.5–0.7 usable, above 0.7 unreliable; Vehtari et al.)."
         )
-    cautions = [POINT_MASS_NOTE] if point_mass else []  # the k̂ caution is in the overview
+    cautions = stale + ([POINT_MASS_NOTE] if point_mass else [])  # k̂'s is in the overview
     details = []
     if ev.get("kl_per_dim"):
         au = dict(zip(ev.get("mean_names") or [], ev.get("au_variance") or []))
@@ -288,20 +289,25 @@ def evaluation(run: RunRecord) -> Section | None:
                 caption=f"KL per latent dimension ({len(kl_rows)} rows)",
             )
         )
+    # the figures are eval/diagnostics.json's: say so when that evaluation is of older weights
+    old = run.stale(run.diagnostics)
+    was = f"Of the older evaluation ({old}): " if old else ""
     figures = [
         f
         for f in (
-            _figure(run, "kl_per_dimension", "Mean KL per latent dimension; grey: inactive units."),
+            _figure(
+                run, "kl_per_dimension", was + "Mean KL per latent dimension; grey: inactive units."
+            ),
             _figure(
                 run,
                 "khat",
-                "Pareto k̂ per datapoint; right of the dashed line the "
+                was + "Pareto k̂ per datapoint; right of the dashed line the "
                 "estimate of log p(x) is unreliable.",
             ),
             _figure(
                 run,
                 "log_px_vs_elbo",
-                "Per datapoint log p̂(x) against the ELBO: the "
+                was + "Per datapoint log p̂(x) against the ELBO: the "
                 "height above the diagonal is the gap.",
             ),
         )
@@ -347,7 +353,8 @@ def ais_section(run: RunRecord) -> Section | None:
             "the points each command drew)."
         )
     b = a.get("bdmc")
-    cautions = []
+    why = run.stale(a)
+    cautions = [f"This AIS estimate is of older weights: {why}."] if why else []
     if b:
         rows.append(
             [

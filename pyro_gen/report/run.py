@@ -13,16 +13,18 @@ the model's code.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pyro_gen.errors import ConfigError
 
-__all__ = ["RunRecord", "RunSet", "load_run"]
+__all__ = ["RunRecord", "RunSet", "load_run", "stale_note", "weights_stamp"]
 
 
 def _number(text: str) -> Any:
@@ -42,6 +44,71 @@ def _read_json(path: Path) -> Any:
         return None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e}); was it written completely?") from None
+
+
+def weights_digest(path: Path) -> str | None:
+    """The first 16 hex digits of the SHA-256 of ``path/model.safetensors`` (None without one)."""
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def weights_step(train: Any) -> int | None:
+    """The training step ``model.safetensors`` holds, from summary.json's "train" section: the
+    best validation step where the best weights were restored, else the last step."""
+    if not isinstance(train, dict):
+        return None
+    best = train.get("best")
+    if isinstance(best, dict) and best.get("restored") and isinstance(best.get("step"), int):
+        return best["step"]
+    steps = train.get("steps")
+    return steps if isinstance(steps, int) else None
+
+
+def weights_stamp(path: str | os.PathLike) -> dict:
+    """What an evaluation records about the weights it evaluated: ``weights_step`` (the
+    training step), ``weights_digest`` (of model.safetensors) and ``evaluated_at`` (UTC, ISO
+    8601), so that a report can tell an evaluation of older weights (after ``train --resume``)
+    from the current one.
+
+    >>> import tempfile
+    >>> sorted(weights_stamp(tempfile.mkdtemp()))
+    ['evaluated_at', 'weights_digest', 'weights_step']
+    """
+    path = Path(path)
+    summary = _read_json(path / "summary.json")
+    train = summary.get("train") if isinstance(summary, dict) else None
+    return {
+        "weights_step": weights_step(train),
+        "weights_digest": weights_digest(path),
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+    }
+
+
+def stale_note(ev: dict, digest: str | None, step: int | None) -> str | None:
+    """Why the evaluation ``ev`` is of older weights than the run's current ones (``digest``
+    of model.safetensors, training ``step``), or None when it is current or cannot be told."""
+    if ev.get("stale"):
+        return str(ev["stale"])
+    then, now = ev.get("weights_digest"), digest
+    old = (then and now and then != now) or (
+        not then
+        and ev.get("weights_step") is not None
+        and step is not None
+        and ev["weights_step"] != step
+    )
+    if not old:
+        return None
+    at = ev.get("weights_step")
+    return (
+        f"evaluated at step {at if at is not None else '?'}; the weights are now at step "
+        f"{step if step is not None else '?'}: run pyro-gen evaluate again"
+    )
 
 
 @dataclass
@@ -83,14 +150,46 @@ class RunRecord:
         train = self.summary.get("train") or {}
         return "best_valid_reconstruction" in train or self.model_args.get("beta") == 0
 
-    def evaluation(self) -> dict | None:
-        """The fullest evaluation there is: eval/diagnostics.json (importance sampled), else
-        the last ``evaluate`` summary, else the ELBO ``train`` measured at its end."""
+    @property
+    def weights(self) -> tuple[str | None, int | None]:
+        """(digest of model.safetensors, the training step it holds)."""
+        if not hasattr(self, "_weights"):
+            self._weights = (weights_digest(self.path), weights_step(self.summary.get("train")))
+        return self._weights
+
+    def stale(self, ev: dict | None) -> str | None:
+        """Why ``ev`` (an evaluation record) is of older weights, or None."""
+        return stale_note(ev, *self.weights) if ev else None
+
+    def _evaluations(self) -> list[dict]:
+        """The evaluations there are, newest first (``evaluated_at``); on a tie (``evaluate
+        --num-samples`` writes both) or without times, eval/diagnostics.json, the fuller."""
+        found = []
         if self.diagnostics:
-            return {"source": "eval/diagnostics.json", **self.diagnostics}
+            found.append({"source": "eval/diagnostics.json", **self.diagnostics})
         ev = self.summary.get("evaluate")
         if ev:
-            return {"source": "summary.json (evaluate)", **ev}
+            found.append({"source": "summary.json (evaluate)", **ev})
+        return sorted(found, key=lambda e: str(e.get("evaluated_at") or ""), reverse=True)
+
+    def stale_notes(self) -> list[str]:
+        """A note per evaluation left out of the report for being of older weights."""
+        notes = []
+        for ev in self._evaluations():
+            why = self.stale(ev)
+            note = f"The evaluation in {ev['source']} is not shown: {why}."
+            if why and not any(why in n for n in notes):
+                notes.append(note)
+        return notes
+
+    def evaluation(self) -> dict | None:
+        """The newest evaluation of the current weights: eval/diagnostics.json (importance
+        sampled) or the last ``evaluate`` summary, whichever is newer; else the ELBO ``train``
+        measured at its end. One of older weights (before a ``train --resume``) is left out
+        (:meth:`stale_notes` says so)."""
+        for ev in self._evaluations():
+            if not self.stale(ev):
+                return ev
         train = self.summary.get("train") or {}
         for key, value in train.items():
             if key.endswith("_elbo") and isinstance(value, dict):

@@ -1,0 +1,54 @@
+"""What a new user found misleading in the report (issue 14 review): an evaluation of older
+weights shown as the run's, a raw comparison table, a folder that is no run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from pyro_gen.cli import main
+from pyro_gen.report import build_report, load_run
+
+
+def _summary(run) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_the_report_drops_an_evaluation_of_the_weights_before_a_resume(evaluated_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    before = json.loads((run / "eval" / "diagnostics.json").read_text())
+    step = _summary(run)["train"]["steps"]
+    assert before["weights_step"] == step and len(before["weights_digest"]) == 16
+    assert load_run(run).evaluation()["source"] == "eval/diagnostics.json"  # current: shown
+
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    summary = _summary(run)
+    now = summary["train"]["steps"]
+    assert now > step
+    note = f"evaluated at step {step}; the weights are now at step {now}"
+    assert summary["evaluate"]["stale"].startswith(note)  # the summary says it too
+    record = load_run(run)
+    ev = record.evaluation()
+    assert ev["source"] == "summary.json (train, test split)"  # the new weights' own ELBO
+    assert ev["elbo"] == summary["train"]["test_elbo"]["elbo"]
+    html = build_report(run)
+    assert note + ": run pyro-gen evaluate again" in html
+    assert f"log p(x)</td><td>{before['log_px']:.2f}" not in html  # not in the headline
+
+    # a later ELBO-only evaluate is the newest evaluation of the current weights: shown
+    assert main(["evaluate", str(run), "--limit", "20"]) == 0
+    new = _summary(run)["evaluate"]
+    assert "stale" not in new and new["weights_step"] == now
+    ev = load_run(run).evaluation()
+    assert ev["source"] == "summary.json (evaluate)" and ev["elbo"] == new["elbo"]
+    assert "20 datapoints; from summary.json (evaluate)" in build_report(run)
+
+
+def test_a_newer_elbo_only_evaluate_of_the_same_weights_is_the_headline(evaluated_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    assert main(["evaluate", str(run), "--limit", "17"]) == 0
+    record = load_run(run)
+    assert record.evaluation()["num_datapoints"] == 17
+    assert record.stale_notes() == []  # the same weights: nothing is called stale
