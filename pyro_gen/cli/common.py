@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -54,11 +55,13 @@ IMPORT_HELP = (
 
 # -- argument types ------------------------------------------------------------------------------
 def int_list(text: str) -> list[int]:
+    """Integers separated by commas and/or whitespace: ``"256,128"``, ``"256 128"`` and
+    ``"256, 128"`` are all ``[256, 128]`` (argparse.ArgumentTypeError for anything else)."""
     try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
+        return [int(v) for v in re.split(r"[,\s]+", text.strip()) if v]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
+            f"expected integers separated by commas or spaces (256,128), got {text!r}"
         ) from None
 
 
