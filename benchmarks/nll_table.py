@@ -309,7 +309,7 @@ def sample_figure(rows: list[dict], path: Path) -> None:
         ax.text(0.5, 0.5, "no model could sample", ha="center")
         ax.set_axis_off()
     else:
-        fig, axes = plt.subplots(2, len(done), figsize=(2.6 * len(done), 5.6), squeeze=False)
+        fig, axes = plt.subplots(2, len(done), figsize=(2.6 * len(done), 6.4), squeeze=False)
         for j, r in enumerate(done):
             ncols = int(math.ceil(math.sqrt(r["_samples"].shape[0])))
             for i, (key, what) in enumerate((("_samples", "x ~ p(x)"), ("_means", "mean image"))):
@@ -326,7 +326,7 @@ def sample_figure(rows: list[dict], path: Path) -> None:
             fontsize=9,
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
