@@ -339,6 +339,7 @@ def diagnose(
             batch_size=batch_size,
             max_rows=max_rows,
             keep_weights=True,
+            on_progress=bar.update,  # per piece of particles, not per chunk of datapoints
             **kwargs,
         ):
             for k in keys:
@@ -368,7 +369,6 @@ def diagnose(
             empty = torch.zeros(n, 0, dtype=torch.float64)
             cols["kl_dim"].append(torch.cat(kl_parts, 1) if kl_parts else empty)
             cols["mean"].append(torch.cat(mean_parts, 1) if mean_parts else empty)
-            bar.update(n)
         bar.close()
     cat = {k: torch.cat(v) for k, v in cols.items()}
     return Diagnostics(

@@ -40,3 +40,38 @@ def test_log_likelihood_shows_its_progress(capsys):
     shown = log_likelihood(_vae(0), x, num_samples=10, batch_size=10, progress=True)
     assert "log p(x) (K=10)" in capsys.readouterr().err
     assert torch.equal(quiet, shown)  # the bar changes nothing
+
+
+def test_the_bar_moves_within_a_chunk_per_piece_of_particles():
+    from pyro_gen.evaluate.log_likelihood import importance_chunks
+    from pyro_gen.models.pair import as_pair
+
+    x = torch.bernoulli(torch.full((10, 4), 0.5))
+    steps: list[int] = []
+    with torch.no_grad():
+        chunks = list(
+            importance_chunks(
+                as_pair(_vae(0), None, None), x, 20, batch_size=10, max_rows=50,
+                on_progress=steps.append,
+            )
+        )  # fmt: skip
+    assert len(chunks) == 1  # one chunk of 10 datapoints, 20 particles in pieces of 5
+    assert steps == [2, 3, 2, 3]  # 10 x 5/20 = 2.5, 5, 7.5, 10 datapoints' worth, floored
+
+
+def test_diagnose_advances_its_bar_more_often_than_once_per_chunk(monkeypatch):
+    import pyro_gen.evaluate.diagnostics as d
+    from pyro_gen.evaluate.progress import progress_bar
+
+    updates: list[int] = []
+
+    def recording_bar(*args, **kwargs):
+        bar = progress_bar(*args, **kwargs)
+        update = bar.update
+        bar.update = lambda n=1: (updates.append(n), update(n))[1]
+        return bar
+
+    monkeypatch.setattr(d, "progress_bar", recording_bar)
+    x = torch.bernoulli(torch.full((20, 4), 0.5))
+    diagnose(_vae(0), x, num_samples=30, batch_size=10, max_rows=100, progress=False)
+    assert sum(updates) == 20 and len(updates) == 6  # 2 chunks x 3 pieces of 10 particles
