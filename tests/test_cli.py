@@ -104,9 +104,12 @@ def test_sample(trained, capsys):
 
 
 def test_reconstruct(trained, capsys):
-    assert main(["reconstruct", str(trained), "--num", "12"]) == 0
-    assert "wrote" in capsys.readouterr().out
-    assert is_png(trained / "figures" / "reconstructions.png")
+    before = (trained / "figures" / "reconstructions.png").read_bytes()
+    assert main(["reconstruct", str(trained), "--num", "12", "--seed", "7"]) == 0
+    assert "reconstructions-seed7.png" in capsys.readouterr().out
+    assert is_png(trained / "figures" / "reconstructions-seed7.png")
+    # the training run's figure stays as train wrote it
+    assert (trained / "figures" / "reconstructions.png").read_bytes() == before
     s = summary(trained)["reconstruct"]
     assert s["num"] == 12 and s["split"] == "test" and 0 <= s["mean_abs_error"] <= 1
 

@@ -1,8 +1,10 @@
-"""``pyro-gen reconstruct RUN``: encode and decode data (figures/reconstructions.png)."""
+"""``pyro-gen reconstruct RUN``: encode and decode data (``figures/reconstructions-seed<S>.png``;
+``figures/reconstructions.png`` stays the training run's)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +18,13 @@ from pyro_gen.cli.common import (
     update_summary,
 )
 
-__all__ = ["add_parser", "cmd_reconstruct"]
+__all__ = ["add_parser", "cmd_reconstruct", "default_path"]
+
+
+def default_path(run: Path, seed: int) -> Path:
+    """``RUN/figures/reconstructions-seed<seed>.png``: the verb never overwrites the figure of
+    the training run (``figures/reconstructions.png``)."""
+    return run / "figures" / f"reconstructions-seed{seed}.png"
 
 
 def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
@@ -24,7 +32,8 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
         verbs,
         "reconstruct",
         "encode and decode test data",
-        "Reconstruct test images; writes figures/reconstructions.png.",
+        "Reconstruct test images drawn with --seed; writes figures/reconstructions-seed<SEED>.png "
+        "(figures/reconstructions.png stays the one train wrote).",
         data=True,
     )
     p.add_argument(
@@ -48,7 +57,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     x = batch["x"]
     x_hat = model.reconstruct(**batch)
     path = plots.save_figure(
-        plots.reconstruction_figure(x, x_hat), args.run / "figures" / "reconstructions.png"
+        plots.reconstruction_figure(x, x_hat), default_path(args.run, args.seed)
     )
     err = float((x - x_hat).abs().mean())
     update_summary(

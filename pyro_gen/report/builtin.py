@@ -200,9 +200,11 @@ def samples(run: RunRecord) -> Section | None:
         image = _figure(run, stem, caption)
         if image:
             figures.append(image)
-    for stem in sorted(run.figures):  # pyro-gen sample's own figures
+    for stem in sorted(run.figures):  # pyro-gen sample's and reconstruct's own figures
         if stem.startswith("sample-"):
             figures.append(_figure(run, stem, f"pyro-gen sample: {stem}"))
+        elif stem.startswith("reconstructions-seed"):
+            figures.append(_figure(run, stem, f"pyro-gen reconstruct: {stem}"))
     if not figures:
         return None
     return Section("Samples and reconstructions", figures=figures)
