@@ -143,3 +143,18 @@ def main(argv: list[str] | None = None) -> int:
     except PyroGenError as e:
         print(f"pyro-gen {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pyro-gen evaluate ... | head`: the reader left; end quietly
+        _silence_stdout()
+        return 141  # as a shell reports a process ended by SIGPIPE (128 + 13)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush of the broken pipe
+    prints no second error (the Python documentation's recipe for SIGPIPE)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test's captured stdout)
+        pass

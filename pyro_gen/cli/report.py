@@ -12,6 +12,8 @@ from pyro_gen.errors import ConfigError
 
 __all__ = ["add_parser", "cmd_report", "write_run_report"]
 
+RUN_FILES = ("config.json", "summary.json", "history.csv")  # one of them makes a run folder
+
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     p = verbs.add_parser(
@@ -57,6 +59,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not run.is_dir():
             raise ConfigError(
                 f"run folder {run} does not exist (a folder written by pyro-gen train)."
+            )
+        if not any((run / f).is_file() for f in RUN_FILES):
+            raise ConfigError(
+                f"{run} is not a run folder: it has none of {', '.join(RUN_FILES)} (what "
+                "pyro-gen train writes). Give the folder passed to train --out."
             )
     if args.out is not None and len(args.runs) == 1:
         raise ConfigError(

@@ -284,11 +284,12 @@ def evaluation(run: RunRecord) -> Section | None:
             var = au.get(name)
             state = "–" if var is None else ("active" if var > threshold else "inactive")
             kl_rows.append([name, _f(kl, 4), "–" if var is None else f"{var:.3g}", state])
+        rows_word = "row" if len(kl_rows) == 1 else "rows"
         details.append(
             Table(
                 ["latent", "KL (nats)", "Cov_x E_q[z]", "unit"],
                 kl_rows,
-                caption=f"KL per latent dimension ({len(kl_rows)} rows)",
+                caption=f"KL per latent dimension ({len(kl_rows)} {rows_word})",
             )
         )
     # the figures are eval/diagnostics.json's: say so when that evaluation is of older weights

@@ -213,15 +213,33 @@ def load_run(path: str | os.PathLike) -> RunRecord:
     if (path / "history.csv").is_file():
         with open(path / "history.csv", newline="") as f:
             history = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    config, summary = _read_json(path / "config.json"), _read_json(path / "summary.json")
+    diagnostics = _read_json(path / "eval" / "diagnostics.json")
+    for name, value in (
+        ("config.json", config),
+        ("summary.json", summary),
+        ("eval/diagnostics.json", diagnostics),
+    ):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(
+                f"{path / name} holds {type(value).__name__} {value!r:.40}, not a JSON object as "
+                "pyro-gen writes it; restore it or remove the file and run the verb again."
+            )
+    for key, value in (summary or {}).items():
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{path / 'summary.json'}: section {key!r} is {value!r:.40}, not a JSON object "
+                f"as pyro-gen writes it; remove the section (or rerun pyro-gen {key})."
+            )
     figures = {}
     if (path / "figures").is_dir():
         figures = {p.stem: p for p in sorted((path / "figures").glob("*.png"))}
     return RunRecord(
         path=path,
-        config=_read_json(path / "config.json") or {},
-        summary=_read_json(path / "summary.json") or {},
+        config=config or {},
+        summary=summary or {},
         history=history,
-        diagnostics=_read_json(path / "eval" / "diagnostics.json"),
+        diagnostics=diagnostics,
         figures=figures,
     )
 

@@ -52,3 +52,41 @@ def test_a_newer_elbo_only_evaluate_of_the_same_weights_is_the_headline(evaluate
     record = load_run(run)
     assert record.evaluation()["num_datapoints"] == 17
     assert record.stale_notes() == []  # the same weights: nothing is called stale
+
+
+def test_the_report_verb_refuses_a_folder_that_is_no_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run folder" in err and "config.json" in err and "summary.json" in err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_a_malformed_summary_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text(json.dumps({"train": 5}))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "section 'train' is 5, not a JSON object" in err and "Traceback" not in err
+    (tmp_path / "summary.json").write_text("[1, 2]")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds list" in capsys.readouterr().err
+
+
+def test_one_latent_dimension_is_one_row(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    diag = {"elbo": -1.0, "kl_per_dim": [0.5], "kl_names": ["z"], "split": "test"}
+    (run / "eval" / "diagnostics.json").write_text(json.dumps(diag))
+    html = build_report(run)
+    assert "KL per latent dimension (1 row)" in html
+
+
+def test_a_broken_pipe_ends_quietly(monkeypatch, capsys):
+    import pyro_gen.cli as cli
+
+    def reader_left(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", reader_left)
+    assert cli.main(["report", "x"]) == 141
+    assert "Traceback" not in capsys.readouterr().err
