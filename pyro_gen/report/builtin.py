@@ -13,7 +13,7 @@ from typing import Any
 from pyro_gen.evaluate.diagnostics import KHAT_THRESHOLD, khat_caution
 from pyro_gen.report.render import data_uri
 from pyro_gen.report.run import RunRecord, RunSet
-from pyro_gen.report.sections import Image, Section, Table, register_section
+from pyro_gen.report.sections import Image, Link, Section, Table, register_section
 
 __all__: list[str] = []
 
@@ -376,6 +376,40 @@ def ais_section(run: RunRecord) -> Section | None:
     return Section("Annealed importance sampling", paragraphs, cautions, [table])
 
 
+def _comparison_header(cols: list[str]) -> list[str]:
+    from pyro_gen.evaluate.compare import COLUMNS
+
+    return [COLUMNS[c][0].replace("\\|", "|") if c in COLUMNS else c for c in cols]
+
+
+def _comparison_row(row: dict, cols: list[str]) -> list[str]:
+    """One row of ``pyro-gen compare``'s table for a person: ranks from 1, nats to 2 decimals,
+    the share of k̂ > 0.7 in percent, – for what a model does not have (NaN, empty)."""
+    out = []
+    for c in cols:
+        v = row.get(c)
+        if isinstance(v, str) and c != "model":
+            try:
+                v = float(v) if v.strip() else None
+            except ValueError:
+                pass
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        if v is None or v == "":
+            out.append("–")
+        elif c == "rank":
+            out.append(str(int(v) + 1))
+        elif c == "khat_share":
+            out.append(f"{100 * v:.1f}%")
+        elif c in ("active_units", "num_datapoints", "num_samples"):
+            out.append(str(int(v)))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(f"{v:.2f}")
+        else:
+            out.append(str(v))
+    return out
+
+
 @register_section("run_comparison", order=60)
 def run_comparison(run: RunRecord) -> Section | None:
     path = run.path / "eval" / "comparison.csv"
@@ -385,9 +419,10 @@ def run_comparison(run: RunRecord) -> Section | None:
         rows = list(csv.DictReader(f))
     cols = ["rank", "model", "test_nll", "nll_se", "elbo", "gap", "khat_share", "d_log_px"]
     table = Table(
-        cols,
-        [[r.get(c, "") for c in cols] for r in rows],
-        caption="pyro-gen compare (eval/comparison.csv), nats per datapoint",
+        _comparison_header(cols),
+        [_comparison_row(r, cols) for r in rows],
+        caption="pyro-gen compare (eval/comparison.csv); nats per datapoint, – where a model "
+        "has no such value (a β = 0 run has no log p(x), ELBO or k̂)",
     )
     image = _figure(run, "comparison", "log p̂(x) ± se and paired differences")
     if image is None and (run.path / "eval" / "comparison.png").is_file():
@@ -419,14 +454,20 @@ def runs_table(runs: RunSet) -> Section:
         "active units",
         "k̂ > 0.7",
     ]
-    rows, cautions, links = [], [], []
+    rows, cautions = [], []
     for r in runs.runs:
+        name: str | Link = r.name
+        if (r.path / "report.html").is_file():  # the run's own page, relative to this one
+            where = r.path / "report.html"
+            if runs.links_from is not None:
+                where = Path(os.path.relpath(where, runs.links_from))
+            name = Link(r.name, where.as_posix())
         ev = r.evaluation() or {}
         share = r.khat_share()
         train = r.summary.get("train") or {}
         rows.append(
             [
-                r.name,
+                name,
                 r.model_name or "–",
                 r.model_args.get("latent_dim"),
                 r.model_args.get("beta"),
@@ -443,17 +484,11 @@ def runs_table(runs: RunSet) -> Section:
             cautions.append(f"{r.name}: {caution}")
         if r.point_mass:
             cautions.append(f"{r.name}: {POINT_MASS_NOTE}")
-        if (r.path / "report.html").is_file():
-            where = r.path / "report.html"
-            if runs.links_from is not None:
-                where = Path(os.path.relpath(where, runs.links_from))
-            links.append(str(where))
     paragraphs = [
         "Each run's own evaluation (nats per datapoint); the test points may differ "
-        "between runs unless they were compared with pyro-gen compare."
+        "between runs unless they were compared with pyro-gen compare. A run's name links to "
+        "its own page."
     ]
-    if links:
-        paragraphs.append("Each run's own page: " + ", ".join(links) + ".")
     return Section("Runs", paragraphs, cautions, [Table(header, rows)])
 
 
@@ -482,8 +517,9 @@ def ranking(runs: RunSet) -> Section | None:
     from pyro_gen import plots
     from pyro_gen.evaluate.compare import COLUMNS, NOT_A_BOUND
 
-    header = [h.replace("\\|", "|") for h, _ in COLUMNS.values()]
-    rows = [[r.get(k) for k in COLUMNS] for r in c.rows]
+    cols = list(COLUMNS)
+    header = _comparison_header(cols)
+    rows = [_comparison_row(r, cols) for r in c.rows]
     ranked = c.ranked_rows
     figures = (
         [

@@ -33,6 +33,7 @@ from pyro_gen.errors import ConfigError
 
 __all__ = [
     "Section",
+    "Link",
     "Table",
     "Image",
     "SectionProvider",
@@ -43,12 +44,23 @@ __all__ = [
 ]
 
 
-def _cell(value: Any) -> str:
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links: ``text`` shown, ``href`` a relative path (e.g. another run's
+    report.html); both are escaped by the template."""
+
+    text: str
+    href: str
+
+
+def _cell(value: Any) -> str | Link:
     if value is None:
         return "–"
+    if isinstance(value, Link):
+        return value
     if isinstance(value, float):
-        if value != value:
-            return "nan"
+        if value != value:  # NaN: a value that is not there (e.g. log p(x) of a β = 0 run)
+            return "–"
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.6g}"
     return str(value)
 
@@ -56,7 +68,7 @@ def _cell(value: Any) -> str:
 @dataclass
 class Table:
     """A table: ``header`` (column names) and ``rows`` (cells; numbers are formatted to 4
-    significant digits, None shows as –)."""
+    significant digits, None and NaN show as –, a :class:`Link` as a link)."""
 
     header: list[str]
     rows: list[list[Any]]

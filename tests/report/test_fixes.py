@@ -90,3 +90,43 @@ def test_a_broken_pipe_ends_quietly(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "report", reader_left)
     assert cli.main(["report", "x"]) == 141
     assert "Traceback" not in capsys.readouterr().err
+
+
+COMPARISON_CSV = (
+    "rank,model,test_nll,nll_se,elbo,reconstruction,kl,gap,active_units,khat_share,d_log_px,"
+    "d_log_px_se,num_datapoints,num_samples,is_bound,note\n"
+    "0,c,45.5614821475915,1.6928459414324248,-58.191353052556515,-56.25,1.95,12.629870904965017,"
+    "3,0.2109375,0.0,0.0,128,200,True,\n"
+    "1,a,45.665408869341135,1.786204442814804,-55.586470461785794,-53.8,1.77,9.921061592444659,"
+    "4,0.265625,0.10392672174963774,0.15898155930988375,128,200,True,\n"
+    ',b0,nan,nan,nan,-71.74,nan,nan,,nan,nan,nan,128,,False,"not a bound"\n'
+)
+
+
+def test_the_comparison_section_is_formatted_for_a_person(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "comparison.csv").write_text(COMPARISON_CSV)
+    html = build_report(run)
+    table = html[html.index("Comparison with other runs") :]
+    assert "<th>test NLL</th>" in table and "<th>share k̂ &gt; 0.7</th>" in table
+    assert "test_nll" not in table and "45.5614821" not in table  # no raw CSV
+    row = "<td>1</td><td>c</td><td>45.56</td><td>1.69</td><td>-58.19</td><td>12.63</td>"
+    assert row + "<td>21.1%</td><td>0.00</td>" in table  # ranks from 1, 2 decimals
+    assert "<td>2</td><td>a</td><td>45.67</td>" in table
+    assert "<td>–</td><td>b0</td><td>–</td>" in table and "nan" not in table
+
+
+def test_the_page_over_runs_links_each_run_s_report(tmp_path):
+    from pyro_gen.report import build_comparison_report
+
+    runs = []
+    for name in ("r1", "r2"):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"train": {"steps": 3}}))
+        (run / "report.html").write_text("<html></html>")
+        runs.append(run)
+    html = build_comparison_report(runs, links_from=tmp_path / "r1" / "eval")
+    assert '<a href="../report.html">r1</a>' in html
+    assert '<a href="../../r2/report.html">r2</a>' in html
