@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     first = args.__dict__.pop("imports_first", None) or []
     if first or getattr(args, "imports", None):
         args.imports = [*first, *(getattr(args, "imports", None) or [])]
+    plain_notes = warnings.formatwarning
+    warnings.formatwarning = _format_warning  # our own warnings as one-line notes
     try:
         if args.verb != "train":
             import_modules(getattr(args, "imports", None))
@@ -146,6 +149,23 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `pyro-gen evaluate ... | head`: the reader left; end quietly
         _silence_stdout()
         return 141  # as a shell reports a process ended by SIGPIPE (128 + 13)
+    finally:
+        warnings.formatwarning = plain_notes
+
+
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A UserWarning of pyro_gen's (a β = 0 run's "not a bound", a skipped checkpoint) as the
+    one line ``pyro-gen: note: ...`` a user reads, not Python's file, line and source line;
+    warnings of other libraries keep Python's format."""
+    if issubclass(category, UserWarning) and str(Path(filename).resolve()).startswith(_PACKAGE):
+        return f"pyro-gen: note: {message}\n"
+    return _PLAIN_FORMAT(message, category, filename, lineno, line)
+
+
+_PLAIN_FORMAT = warnings.formatwarning
 
 
 def _silence_stdout() -> None:

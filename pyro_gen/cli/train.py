@@ -623,8 +623,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.state.best_valid if trainer.state.best_valid > -float("inf") else None
         ),
         "steps_this_session": trainer.steps_this_fit,
-        # which weights model.safetensors holds: the best validation ELBO's (step, epoch)
-        "best": trainer.best,
+        # which weights model.safetensors holds: the best validation ELBO's (step, epoch);
+        # a point-mass guide's value is the reconstruction term, so it is named so
+        "best": (
+            {
+                ("valid_reconstruction" if k == "valid_elbo" else k): v
+                for k, v in trainer.best.items()
+            }
+            if trainer.point_mass and isinstance(trainer.best, dict)
+            else trainer.best
+        ),
         "device": str(device),
     }
     if likelihood_free:

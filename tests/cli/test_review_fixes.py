@@ -39,3 +39,33 @@ def test_a_config_file_takes_a_space_separated_list(tmp_path):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--config", str(config), "--out", str(run)]) == 0
     assert read_config(run)["model"]["args"]["hidden"] == [16, 8]
+
+
+def test_pyro_gen_s_warnings_are_one_line_notes_in_the_cli(monkeypatch):
+    import warnings
+
+    import pyro_gen.cli as cli
+
+    ours = cli.__file__.replace("__init__.py", "train.py")
+    line = cli._format_warning(UserWarning("not a bound"), UserWarning, ours, 584, "src")
+    assert line == "pyro-gen: note: not a bound\n"
+    other = cli._format_warning(UserWarning("x"), UserWarning, "/elsewhere/lib.py", 3, "src")
+    assert "lib.py:3" in other  # another library's warning keeps Python's format
+    seen = {}
+
+    def verb(args):
+        seen["format"] = warnings.formatwarning
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "report", verb)
+    before = warnings.formatwarning
+    assert cli.main(["report", "x"]) == 0
+    assert seen["format"] is cli._format_warning and warnings.formatwarning is before
+
+
+def test_a_beta_zero_run_s_best_is_named_a_reconstruction(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", *TINY, "--beta", "0", "--max-steps", "2", "--out", str(run)]
+    assert main(argv) == 0
+    best = json.loads((run / "summary.json").read_text())["train"]["best"]
+    assert "valid_reconstruction" in best and "valid_elbo" not in best
