@@ -136,6 +136,7 @@ def part_shapes(args) -> dict:
         data_shape=ds.image_shape,
         attributes=attributes_from_dataset(ds),
         latent_dim=args.latent_dim,
+        beta=args.beta,
         network=args.network,
         hidden=(512, 256),
     )
@@ -209,6 +210,7 @@ def part_mnist(args) -> dict:
         data_shape=ds.image_shape,
         attributes=attributes_from_dataset(ds),
         latent_dim=args.latent_dim,
+        beta=args.beta,
         network=args.network,
         hidden=(512, 256),
     )
@@ -331,6 +333,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--latent-dim", type=int, default=4, help="z of the CVAE (default 4)")
+    p.add_argument("--beta", type=float, default=1.0, help="the CVAE's KL weight (default 1)")
     p.add_argument("--vae-latent-dim", type=int, default=10, help="z of the arithmetic VAE")
     p.add_argument("--judge-images", type=int, default=10000, help="judge training images")
     p.add_argument("--network", choices=("mlp", "conv"), default="mlp")
