@@ -169,14 +169,20 @@ def training(run: RunRecord) -> Section | None:
         return None
     if train:
         best_key = next((k for k in train if k.startswith("best_valid")), None)
-        words = [f"{train.get('steps')} steps in {_f(train.get('wall_seconds'), 1)} s"]
-        if train.get("steps_this_session") not in (None, train.get("steps")):
-            words.append(
-                f"{train['steps_this_session']} of them in the last session at "
-                f"{_f(train.get('steps_per_second'), 1)} steps/s"
-            )
-        elif train.get("steps_per_second") is not None:
-            words.append(f"{_f(train['steps_per_second'], 1)} steps/s")
+        words = [f"{train.get('steps')} steps"]
+        rate, session = train.get("steps_per_second"), train.get("steps_this_session")
+        # the rate is the training loop's: its time goes beside it, the wall time (with
+        # setup and the evaluation at the end) apart
+        loop = (
+            f"{_f(session / rate, 1)} s of training at {_f(rate, 1)} steps/s"
+            if isinstance(rate, (int, float)) and rate > 0 and isinstance(session, int)
+            else None
+        )
+        if session not in (None, train.get("steps")):
+            words.append(f"{session} of them in the last session" + (f", {loop}" if loop else ""))
+        elif loop:
+            words.append(loop)
+        words.append(f"{_f(train.get('wall_seconds'), 1)} s with setup")
         if train.get("final_train_loss") is not None:
             words.append(f"final train loss {_f(train['final_train_loss'])}")
         if best_key and train.get(best_key) is not None:

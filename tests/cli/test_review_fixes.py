@@ -69,3 +69,16 @@ def test_a_beta_zero_run_s_best_is_named_a_reconstruction(tmp_path):
     assert main(argv) == 0
     best = json.loads((run / "summary.json").read_text())["train"]["best"]
     assert "valid_reconstruction" in best and "valid_elbo" not in best
+
+
+def test_the_steps_line_puts_the_loop_s_time_beside_the_loop_s_rate():
+    from pyro_gen.cli.train import steps_line
+
+    # 24 steps at 8 steps/s took 3 s in the loop; 9 s with setup: both said, each labelled
+    line = steps_line(24, 24, 9.0, 8.0)
+    assert line == "24 steps in 3.0 s of training (8 steps/s; 9.0 s with setup)"
+    line = steps_line(48, 24, 9.0, 8.0)
+    assert line == (
+        "this session 24 steps in 3.0 s of training (8 steps/s; 9.0 s with setup); 48 steps in all"
+    )
+    assert steps_line(780, 780, 6.2, 125.8) == "780 steps in 6.2 s (125.8 steps/s)"  # agree

@@ -130,3 +130,15 @@ def test_the_page_over_runs_links_each_run_s_report(tmp_path):
     html = build_comparison_report(runs, links_from=tmp_path / "r1" / "eval")
     assert '<a href="../report.html">r1</a>' in html
     assert '<a href="../../r2/report.html">r2</a>' in html
+
+
+def test_the_training_paragraph_puts_the_loop_s_time_beside_its_rate(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    train = {"steps": 48, "steps_this_session": 24, "steps_per_second": 8.0, "wall_seconds": 9.0}
+    (run / "summary.json").write_text(json.dumps({"train": train}))
+    html = build_report(run)
+    assert (
+        "48 steps; 24 of them in the last session, 3.0 s of training at 8.0 steps/s; "
+        "9.0 s with setup" in html
+    )
