@@ -464,6 +464,9 @@ class Trainer:
     ) -> list[dict]:
         """Train on ``train``; evaluate the validation ELBO on ``valid`` after each epoch.
 
+        ``dynamic_binarization``: every training batch is a fresh Bernoulli draw of the grey
+        values; ``valid`` is binarized once (seeded), so epochs are compared on the same data.
+
         Returns the history (also written to ``run_dir/history.csv``). Ctrl-C or SIGTERM stops
         at the next step with a checkpoint written; ``self.interrupted`` is then True.
         """
@@ -615,6 +618,11 @@ class Trainer:
             pyro.set_rng_seed(c.seed + _RANK_SEED * world.rank)
         self._train = self._prepare_data(train, "training")
         valid = self._prepare_data(valid, "validation")
+        if valid is not None and dynamic:
+            # one fixed binarization (seeded): epochs are compared on the same binary data
+            xv = valid["x"]
+            g = torch.Generator().manual_seed(c.seed + 2)
+            valid["x"] = torch.bernoulli(xv.detach().cpu().clamp(0, 1), generator=g).to(xv)
         if valid is not None and set(valid) != set(self._train):
             raise DataError(
                 f"the validation data's entries {sorted(valid)} differ from the training data's "
