@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -147,12 +148,13 @@ def training_curves(
         what = "−reconstruction, β = 0" if point_mass else "β-weighted −ELBO"
         loss_label = f"train loss ({what})\nnats / datapoint"
     axes[0].set(xlabel="step", ylabel=loss_label, title=f"{title}: loss")
-    if loss:
-        lo, hi = min(loss), sorted(loss)[int(0.95 * (len(loss) - 1))]
-        axes[0].set_ylim(lo - 0.05 * abs(lo), hi + 0.05 * abs(hi) + 1e-9)
+    if loss and min(loss) > 0 and max(loss) > 10 * min(loss):
+        axes[0].set_yscale("log")  # every point shown, the early large losses too
     if valid:
         axes[1].plot(steps_v, valid, marker="o", lw=1, color="C1")
-        axes[1].set(xlabel="step", ylabel=f"{label}\nnats / datapoint", title=label)
+        short = "E log p(x|z)" if point_mass else "validation ELBO"  # the title says the rest
+        axes[1].set(xlabel="step", ylabel=f"{short}\nnats / datapoint")
+        axes[1].set_title(textwrap.fill(label, 40))  # a β = 0 run's long title in two lines
     elif extra:
         for i, k in enumerate(extra):
             axes[1].plot(*column(k), lw=1, color=f"C{i + 1}", label=k.replace("_", " "))
@@ -176,7 +178,9 @@ def compare_curves(histories: dict[str, list[dict]], title: str | None = None) -
             ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=f"{name} ({label})")
             labels.add(label)
     title = title or (" and ".join(sorted(labels)) or "no validation values") + " per step"
-    ax.set(xlabel="step", ylabel="nats / datapoint", title=title)
+    ax.set(xlabel="step", ylabel="nats / datapoint")
+    # a long title (two kinds of runs) in a smaller font, so that it stays on the page
+    ax.set_title(title, fontsize="medium" if len(title) <= 60 else "small", wrap=True)
     if labels:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)

@@ -157,7 +157,10 @@ def training(run: RunRecord) -> Section | None:
         figures.append(
             Image(
                 data_uri(plots.training_curves(run.history, run.name, _loss_label(run))),
-                "Training loss per logged step (β-weighted −ELBO per datapoint) and the "
+                "Training loss per logged step (−reconstruction per datapoint: β = 0 has no "
+                "ELBO) and the validation reconstruction term after each epoch."
+                if run.point_mass
+                else "Training loss per logged step (β-weighted −ELBO per datapoint) and the "
                 "validation value after each epoch.",
             )
         )

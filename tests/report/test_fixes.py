@@ -142,3 +142,41 @@ def test_the_training_paragraph_puts_the_loop_s_time_beside_its_rate(tmp_path):
         "48 steps; 24 of them in the last session, 3.0 s of training at 8.0 steps/s; "
         "9.0 s with setup" in html
     )
+
+
+def _inside(fig, artist) -> bool:
+    fig.canvas.draw()
+    box, page = artist.get_window_extent(), fig.bbox
+    return box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y1 <= page.y1 + 1
+
+
+def test_figures_keep_their_titles_labels_and_first_points_on_the_page():
+    import matplotlib.pyplot as plt
+
+    from pyro_gen import plots
+
+    history = [
+        {"step": s, "epoch": s // 5, "loss": 500.0 / (s + 1) + 40.0, "valid_elbo": "",
+         "valid_reconstruction": -40.0 - 10 / (s + 1) if s % 5 == 4 else ""}
+        for s in range(30)
+    ]  # fmt: skip
+    fig = plots.training_curves(history, "b0")
+    loss_ax, valid_ax = fig.axes
+    lo, hi = loss_ax.get_ylim()
+    assert lo <= min(r["loss"] for r in history) and hi >= 540.0  # the first point is shown
+    assert _inside(fig, valid_ax.yaxis.label) and _inside(fig, valid_ax.title)
+    plt.close(fig)
+    fig = plots.compare_curves({"a-long-run-name": history, "b": [dict(r) for r in history]})
+    assert _inside(fig, fig.axes[0].title)
+    plt.close(fig)
+
+
+def test_a_beta_zero_run_s_curves_are_not_called_an_elbo(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.csv").write_text(
+        "step,epoch,loss,valid_elbo,beta,lr,elapsed,valid_reconstruction\n"
+        "10,1,50.0,,0.0,0.001,1.0,-49.0\n"
+    )
+    html = build_report(run)
+    assert "β-weighted −ELBO" not in html and "validation reconstruction term" in html
