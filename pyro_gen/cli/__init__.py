@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb != "train":
             import_modules(getattr(args, "imports", None))
-        return COMMANDS[args.verb](args)
+        status = COMMANDS[args.verb](args)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit
+        return status
     except PyroGenError as e:
         print(f"pyro-gen {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -175,7 +175,7 @@ def training(run: RunRecord) -> Section | None:
         words = [f"{train.get('steps')} steps"]
         rate, session = train.get("steps_per_second"), train.get("steps_this_session")
         # the rate is the training loop's: its time goes beside it, the wall time (with
-        # setup and the evaluation at the end) apart
+        # the setup around the loop) apart
         loop = (
             f"{_f(session / rate, 1)} s of training at {_f(rate, 1)} steps/s"
             if isinstance(rate, (int, float)) and rate > 0 and isinstance(session, int)
