@@ -435,6 +435,45 @@ def _check_observed_shape(name: str, site: dict, model_tr) -> None:
     )
 
 
+def _support_tensors(constraint, depth: int = 0) -> list[torch.Tensor]:
+    """The tensors a constraint holds (an Interval's bounds, an independent's base's ...)."""
+    if depth > 4:
+        return []
+    out = []
+    for v in vars(constraint).values():
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, torch.distributions.constraints.Constraint):
+            out.extend(_support_tensors(v, depth + 1))
+    return out
+
+
+def _support_moves_with_latents(pair: ModelGuidePair, x, kwargs: dict, name: str, fn) -> bool:
+    """Whether the support of observed site ``name`` depends on the latents (x ~ Uniform(0, z)).
+
+    The pair runs once more (validation off, on a forked random stream) with a second guide
+    draw; the support depends on the latents when its bound tensors differ between the two
+    draws. A support without tensors (Boolean, real, positive, ...) or with the same bounds
+    both times is fixed, so values outside it are the data's fault.
+    """
+    first = _support_tensors(fn.support)
+    if not first:
+        return False
+    try:
+        with forked_rng(x.device), pyro.validation_enabled(False), torch.no_grad():
+            guide_tr = poutine.trace(pair.guide).get_trace(x, **kwargs)
+            model_tr = poutine.trace(poutine.replay(pair.model, guide_tr)).get_trace(x, **kwargs)
+        second = _support_tensors(model_tr.nodes[name]["fn"].support)
+    except Exception:  # the rerun failing is no evidence either way: blame the data as before
+        return False
+    if len(first) != len(second):
+        return True
+    return any(
+        a.shape != b.shape or not torch.equal(a.detach(), b.detach())
+        for a, b in zip(first, second, strict=True)
+    )
+
+
 def check_pair(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
     """Run guide and model once on ``x`` (a small batch) with Pyro's validation on.
 
@@ -445,7 +484,9 @@ def check_pair(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
             site's shape shown, ``Trace.format_shapes()``).
         DataError: NaN/Inf in ``x``, values outside a site's support (the support named, no
             tensor dump), a dtype mismatch (both dtypes named), a distribution parameter
-            outside its constraint.
+            outside its constraint. An observed site whose support depends on the latents
+            (x ~ Uniform(0, z): its bounds change with a second guide draw) is not blamed on
+            the data: a zero likelihood for some z is part of such a model.
         ConfigError: ``poutine.scale`` with a scale that is not > 0.
     """
     if isinstance(x, torch.Tensor) and x.is_floating_point():
@@ -489,6 +530,12 @@ def check_pair(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
                 try:
                     site["fn"].log_prob(site["value"])
                 except (ValueError, RuntimeError, IndexError) as e:
+                    if (
+                        site["is_observed"]
+                        and "within the support" in str(e)
+                        and _support_moves_with_latents(pair, x, kwargs, name, site["fn"])
+                    ):
+                        continue  # e.g. x ~ Uniform(0, z): −inf for some z is the model's own
                     raise _classify(
                         e,
                         role,

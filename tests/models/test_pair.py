@@ -143,6 +143,36 @@ def test_guide_draws_outside_the_priors_support_name_the_latent_site():
         check_pair(as_pair(PositiveLatent().model, PositiveLatent().guide, nn.ReLU()), vectors())
 
 
+class UniformBelowLatent(nn.Module):
+    """z ~ Gamma(2, 1), x ~ Uniform(0, z) (p(x) = e^-x): the support moves with z, so a −inf
+    likelihood for one guide draw is the model's, not the data's (``high`` gives fixed bounds
+    instead, where values outside are the data's fault)."""
+
+    def __init__(self, high: float | None = None) -> None:
+        super().__init__()
+        self.high = high
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Gamma(2.0, 1.0))
+            high = z if self.high is None else torch.full_like(z, self.high)
+            pyro.sample("x", dist.Uniform(0.0, high), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.LogNormal(x.new_zeros(x.shape[0]), 1.0))
+
+
+def test_a_support_that_depends_on_the_latents_is_not_blamed_on_the_data():
+    x = torch.tensor([0.5, 2.0, 4.0, 6.0, 8.0])  # P(z > 8) under LogNormal(0, 1) is 2 %
+    m = UniformBelowLatent()
+    for seed in range(3):
+        pyro.set_rng_seed(seed)
+        assert prepare_and_check(as_pair(m), x) is not None  # no DataError
+    with pytest.raises(DataError, match=r"observed site 'x' are outside the support Interval"):
+        check_pair(as_pair(UniformBelowLatent(high=1.0)), x)  # fixed bounds: the data's fault
+
+
 def test_a_dtype_mismatch_is_a_data_error_naming_both_dtypes():
     with pytest.raises(DataError) as info:
         check_pair(as_pair(VectorModel()), vectors().double())
