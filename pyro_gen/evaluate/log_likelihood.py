@@ -294,7 +294,7 @@ def log_likelihood(
     guide: Callable | None = None,
     module: nn.Module | None = None,
     num_samples: int = 1000,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     max_rows: int | None = None,
     seed: int | None = 0,
     return_weights: bool = False,
@@ -313,13 +313,15 @@ def log_likelihood(
     instead (:func:`pyro_gen.evaluate.ais`, whose result holds the diagnostics): ``num_steps``
     intermediate distributions on ``schedule``, ``num_chains`` chains of ``num_leapfrog``
     leapfrog steps; ``ais_options`` (a dict) holds its other settings (``start``,
-    ``target_accept``, ``tune_steps``, ``progress``, ...); ``num_samples`` is not used, and
-    ``return_weights=True`` returns the ``[num_chains, N]`` AIS log-weights.
+    ``target_accept``, ``tune_steps``, ...); ``progress`` and ``batch_size`` (datapoints per
+    chunk; None: ``max_rows // num_chains``) go to it too (a key in ``ais_options`` wins);
+    ``num_samples`` is not used, and ``return_weights=True`` returns the ``[num_chains, N]``
+    AIS log-weights.
 
     ``model`` is a module with ``.model``/``.guide`` or a model callable with ``guide=`` and
     ``module=`` (see :func:`pyro_gen.models.pair.as_pair`); every sample site must sit under
-    ``pyro.plate("data")``. ``num_samples`` is K; ``batch_size`` datapoints are done at a time,
-    with at most ``max_rows`` datapoint x particle rows per model call. With
+    ``pyro.plate("data")``. ``num_samples`` is K; ``batch_size`` datapoints (None: 1000) are
+    done at a time, with at most ``max_rows`` datapoint x particle rows per model call. With
     ``return_weights=True`` also returns the ``[K, N]`` log-weights (memory K x N floats).
     Extra keyword arguments (e.g. ``y=...``) go to model and guide. ``progress``: a bar over
     the datapoints (None: on a terminal only; True; False).
@@ -337,9 +339,10 @@ def log_likelihood(
     if method == "ais":
         from pyro_gen.evaluate.ais import ais
 
+        options = {"progress": progress, "batch_size": batch_size, **(ais_options or {})}
         r = ais(
             pair, x, num_steps=num_steps, num_chains=num_chains, num_leapfrog=num_leapfrog,
-            schedule=schedule, max_rows=max_rows, seed=seed, **(ais_options or {}), **kwargs,
+            schedule=schedule, max_rows=max_rows, seed=seed, **options, **kwargs,
         )  # fmt: skip
         return (r.log_px, r.log_weights) if return_weights else r.log_px
     if method != "is":
@@ -355,7 +358,7 @@ def log_likelihood(
             pair,
             x,
             num_samples,
-            batch_size=batch_size,
+            batch_size=1000 if batch_size is None else batch_size,
             max_rows=max_rows,
             keep_weights=return_weights,
             on_progress=bar.update,  # per piece of particles, not per chunk of datapoints

@@ -88,6 +88,21 @@ def test_log_likelihood_method_ais_is_the_ais_estimate_and_is_is_unchanged(lg):
         log_likelihood(m, x, method="mcmc")
 
 
+def test_log_likelihood_method_ais_passes_progress_and_batch_size_on(lg, capsys):
+    make, x = lg
+    m = make(guide="meanfield", widen=2.0)
+    settings = dict(num_steps=6, num_chains=3, num_leapfrog=2, seed=5)
+    a = log_likelihood(m, x[:4], method="ais", batch_size=1, progress=False, **settings)
+    torch.testing.assert_close(a, ais(m, x[:4], batch_size=1, progress=False, **settings).log_px)
+    whole = ais(m, x[:4], progress=False, **settings).log_px  # one chunk: other random draws
+    assert not torch.equal(a, whole)
+    capsys.readouterr()
+    log_likelihood(m, x[:2], method="ais", progress=True, **settings)
+    assert "AIS" in capsys.readouterr().err  # the bar was asked for and shown
+    log_likelihood(m, x[:2], method="ais", progress=False, **settings)
+    assert "AIS" not in capsys.readouterr().err
+
+
 def test_chunks_over_datapoints_keep_each_datapoint_with_its_chains(lg):
     # from the exact posterior every weight is p(x_n): any mix-up of rows would show
     make, x = lg
