@@ -5,6 +5,7 @@ annealed importance sampling with HMC (and ``--bdmc``, its sandwich gap on simul
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from typing import Any
 
@@ -155,17 +156,19 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
     eval_dir = args.run / "eval"
     write_json(
         eval_dir / "ais.json",
-        {
-            **result,
-            "log_px_per_datapoint": r.log_px.tolist(),
-            "mc_error_per_datapoint": r.log_px_se.tolist(),
-            "ess_per_datapoint": r.ess.tolist(),
-            "acceptance_per_step": r.acceptance.tolist(),
-        },
+        _strict_json(
+            {
+                **result,
+                "log_px_per_datapoint": r.log_px.tolist(),
+                "mc_error_per_datapoint": r.log_px_se.tolist(),
+                "ess_per_datapoint": r.ess.tolist(),
+                "acceptance_per_step": r.acceptance.tolist(),
+            }
+        ),
     )
-    update_summary(args.run, "evaluate_ais", result)
+    update_summary(args.run, "evaluate_ais", _strict_json(result))
     print(
-        f"pyro-gen: {args.split} log p(x) {result['log_px']:.3f} ± {result['log_px_se']:.3f} nats "
+        f"pyro-gen: {args.split} log p(x) {result['log_px']:.3f} ± {_pm(result['log_px_se'])} nats "
         f"by AIS (T={r.num_steps}, {r.num_chains} chains, {r.num_leapfrog} leapfrog, "
         f"{result['schedule']}); acceptance {result['acceptance_mean']:.2f}, chains' ESS "
         f"{result['ess_mean']:.1f}/{r.num_chains} ({result['num_datapoints']} datapoints, "
@@ -175,11 +178,28 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
         b = result["bdmc"]
         print(
             f"pyro-gen: BDMC on {b['num_datapoints']} simulated datapoints: gap "
-            f"{b['gap']:.3f} ± {b['gap_se']:.3f} nats (upper − lower bound); a gap above "
+            f"{b['gap']:.3f} ± {_pm(b['gap_se'])} nats (upper − lower bound); a gap above "
             "~1 nat asks for a longer --num-steps"
         )
     _report(args.run)
     return 0
+
+
+def _strict_json(value):
+    """Strict JSON, as the importance-sampling path writes: NaN and ±inf (a standard error
+    from one datapoint or one chain) become null, in nested dicts and lists too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _pm(se: float | None) -> str:
+    """A standard error for print: 'n/a' where there is none (NaN: one datapoint or chain)."""
+    return "n/a" if se is None or not math.isfinite(se) else f"{se:.3f}"
 
 
 def _report(run) -> None:

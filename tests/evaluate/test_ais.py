@@ -344,3 +344,17 @@ def test_cli_evaluate_method_ais_writes_the_estimate_and_the_bdmc_gap(tmp_path, 
     assert saved["log_px"] == pytest.approx(sum(saved["log_px_per_datapoint"]) / 5)
     summary = json.loads((run / "summary.json").read_text())["evaluate_ais"]
     assert summary["num_chains"] == 3 and summary["bdmc"]["num_steps"] == 6
+    # one datapoint: no standard error over datapoints -> null in strict JSON, "± n/a" printed
+    argv[argv.index("--limit") + 1] = "1"
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "± n/a nats by AIS" in out and "gap" in out and "nan" not in out
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    for path in (run / "eval" / "ais.json", run / "summary.json"):
+        saved = json.loads(path.read_text(), parse_constant=refuse)
+    one = saved["evaluate_ais"]
+    assert one["num_datapoints"] == 1 and one["log_px_se"] is None
+    assert one["bdmc"]["gap_se"] is None and isinstance(one["log_px"], float)
