@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -64,7 +65,13 @@ from pyro_gen.evaluate.terms import (
     _repeat,
     _to_front,
 )
-from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, prepare_and_check
+from pyro_gen.models.pair import (
+    ModelGuidePair,
+    _caller_stacklevel,
+    as_pair,
+    evaluating,
+    prepare_and_check,
+)
 
 __all__ = [
     "AISResult",
@@ -457,7 +464,8 @@ class AISResult:
     """AIS estimates and diagnostics for ``N`` datapoints with ``C`` chains (float64, CPU).
 
     ``log_px`` [N]: logmeanexp of the chains' log-weights (nats; a stochastic lower bound);
-    ``log_px_se`` [N]: its delta-method Monte-Carlo error sqrt(1/ESS − 1/C) (crude for small C);
+    ``log_px_se`` [N]: its delta-method Monte-Carlo error sqrt(1/ESS − 1/C) (crude for small C;
+    NaN for C = 1, with a warning: one chain gives no error estimate);
     ``log_weights`` [C, N]; ``ess`` [N]: (Σw)²/Σw² across chains, in chains;
     ``acceptance`` [T−1]: the mean acceptance probability of each transition of the final run;
     ``acceptance_per_datapoint`` [N]; ``step_sizes`` [num_bins, C, N]: the tuned, fixed HMC step
@@ -835,9 +843,18 @@ def _make_result(r, betas, C, L, tune_steps, start, seconds, settings) -> AISRes
     lw = r["log_weights"]
     ess = _ess(lw)
     T = betas.numel() - 1
+    se = (1 / ess - 1 / C).clamp(min=0).sqrt()
+    if C == 1:  # sqrt(1/1 − 1/1) = 0 would claim an exact estimate: the error is unknown
+        se = torch.full_like(se, float("nan"))
+        warnings.warn(
+            "num_chains=1 gives no Monte-Carlo error estimate (log_px_se is NaN, null in JSON): "
+            "run at least 2 chains (e.g. num_chains=16) to judge the estimate's spread.",
+            UserWarning,
+            stacklevel=_caller_stacklevel(),
+        )
     return AISResult(
         log_px=_log_mean_exp(lw),
-        log_px_se=(1 / ess - 1 / C).clamp(min=0).sqrt(),
+        log_px_se=se,
         log_weights=lw,
         ess=ess,
         acceptance=r["acceptance"],

@@ -103,6 +103,17 @@ def test_log_likelihood_method_ais_passes_progress_and_batch_size_on(lg, capsys)
     assert "AIS" not in capsys.readouterr().err
 
 
+def test_one_chain_reports_an_unknown_error_not_zero(lg):
+    make, x = lg
+    m = make(guide="meanfield", widen=2.0)
+    with pytest.warns(UserWarning, match="num_chains=1 gives no Monte-Carlo error"):
+        r = ais(m, x[:3], num_steps=5, num_chains=1, num_leapfrog=2, progress=False)
+    assert torch.isnan(r.log_px_se).all() and torch.isfinite(r.log_px).all()
+    assert math.isnan(r.summary()["mc_error_mean"])
+    two = ais(m, x[:3], num_steps=5, num_chains=2, num_leapfrog=2, progress=False)
+    assert torch.isfinite(two.log_px_se).all()
+
+
 def test_chunks_over_datapoints_keep_each_datapoint_with_its_chains(lg):
     # from the exact posterior every weight is p(x_n): any mix-up of rows would show
     make, x = lg
