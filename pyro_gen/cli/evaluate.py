@@ -181,6 +181,11 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
             f"{b['gap']:.3f} ± {_pm(b['gap_se'])} nats (upper − lower bound); a gap above "
             "~1 nat asks for a longer --num-steps"
         )
+        if b.get("negative_gap"):
+            print(
+                "pyro-gen: caution: BDMC gap below zero beyond its error: too few chains or "
+                "datapoints for the upper bound; increase --num-chains (or --limit)"
+            )
     _report(args.run)
     return 0
 

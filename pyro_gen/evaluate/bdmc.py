@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,9 +47,14 @@ from pyro_gen.evaluate.ais import (
     _run_chunks,
 )
 from pyro_gen.evaluate.log_likelihood import check_guide
-from pyro_gen.models.pair import evaluating, prepare_and_check, prepare_data
+from pyro_gen.models.pair import _caller_stacklevel, evaluating, prepare_and_check, prepare_data
 
 __all__ = ["BDMCResult", "bdmc", "simulate", "choose_num_steps"]
+
+NEGATIVE_GAP = (
+    "gap below zero beyond its error: too few chains or datapoints for the upper bound; "
+    "increase num_chains"
+)
 
 
 class _FreeSite(Messenger):
@@ -105,7 +111,9 @@ class BDMCResult:
     ``upper`` [N]: reverse AIS from the exact latents (stochastic upper bound); ``gap`` [N] =
     upper − lower; ``forward``: the forward run's :class:`AISResult`; ``reverse_log_weights``
     [C, N]; ``reverse_acceptance`` [T−1] (in the reverse run's order, from β = 1 down);
-    ``seconds``: both directions and the tuning pass.
+    ``seconds``: both directions and the tuning pass. ``negative_gap``: the mean gap lies
+    below zero by more than 2 standard errors (over datapoints): the upper bound is not
+    trustworthy (too few chains or datapoints), so the gap says nothing about convergence.
     """
 
     x: torch.Tensor
@@ -124,16 +132,29 @@ class BDMCResult:
     def mean_gap(self) -> float:
         return float(self.gap.mean())
 
+    @property
+    def gap_se(self) -> float:
+        """Standard error of :attr:`mean_gap` over datapoints (NaN for one datapoint)."""
+        n = self.gap.numel()
+        return float(self.gap.std() / math.sqrt(n)) if n > 1 else float("nan")
+
+    @property
+    def negative_gap(self) -> bool:
+        """The mean gap is below zero beyond 2 standard errors (impossible in expectation)."""
+        se = self.gap_se
+        return math.isfinite(se) and self.mean_gap < -2 * se
+
     def summary(self) -> dict:
         n = self.gap.numel()
-        se = float(self.gap.std() / math.sqrt(n)) if n > 1 else float("nan")
         return {
             "method": "bdmc",
             "lower": float(self.lower.mean()),
             "upper": float(self.upper.mean()),
             "gap": self.mean_gap,
-            "gap_se": se,
+            "gap_se": self.gap_se,
             "gap_max": float(self.gap.max()),
+            "negative_gap": self.negative_gap,
+            **({"warning": NEGATIVE_GAP} if self.negative_gap else {}),
             "num_datapoints": n,
             "num_steps": self.forward.num_steps,
             "num_chains": self.forward.num_chains,
@@ -254,7 +275,7 @@ def bdmc(
         seconds,
         {"schedule": schedule if isinstance(schedule, str) else "custom"},
     )
-    return BDMCResult(
+    result = BDMCResult(
         x=x_sim.detach().cpu(),
         lower=forward.log_px,
         upper=-_log_mean_exp(rev["log_weights"]),
@@ -263,6 +284,13 @@ def bdmc(
         reverse_acceptance=rev["acceptance"],
         seconds=seconds,
     )
+    if result.negative_gap:
+        warnings.warn(
+            f"BDMC gap {result.mean_gap:.3f} ± {result.gap_se:.3f} nats: {NEGATIVE_GAP}",
+            UserWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+    return result
 
 
 def choose_num_steps(
@@ -275,14 +303,15 @@ def choose_num_steps(
 ) -> tuple[int | None, list[dict]]:
     """The smallest schedule length in ``candidates`` (tried in increasing order, stopping at
     the first) whose mean BDMC gap on simulated data is ≤ ``tolerance`` nats, and the table of
-    :meth:`BDMCResult.summary` rows tried; ``None`` when none is. ``settings`` go to
-    :func:`bdmc`."""
+    :meth:`BDMCResult.summary` rows tried; ``None`` when none is. A gap below zero beyond its
+    error (:attr:`BDMCResult.negative_gap`) is not accepted as converged: its upper bound is
+    not trustworthy. ``settings`` go to :func:`bdmc`."""
     if not candidates:
         raise ConfigError("candidates must hold at least one schedule length.")
     rows = []
     for T in sorted(int(c) for c in candidates):
         r = bdmc(model, x, num_steps=T, **settings)
         rows.append(r.summary())
-        if r.mean_gap <= tolerance:
+        if r.mean_gap <= tolerance and not r.negative_gap:
             return T, rows
     return None, rows

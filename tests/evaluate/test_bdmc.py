@@ -66,3 +66,33 @@ def test_bdmc_on_a_vae():
     r = bdmc(vae, x, num_steps=10, num_chains=3, num_leapfrog=2, progress=False)
     assert set(r.x.unique().tolist()) <= {0.0, 1.0}  # simulated binary data, not x
     assert torch.isfinite(r.gap).all() and r.gap.shape == (4,)
+
+
+def test_a_gap_below_zero_beyond_its_error_is_flagged_and_not_converged(lg, monkeypatch):
+    import dataclasses
+    import sys
+
+    make, x = lg
+    m = make(guide="exact")  # forward AIS from the exact posterior: lower = log p(x) exactly
+    settings = dict(num_steps=3, num_chains=2, num_leapfrog=2, progress=False)
+    r = bdmc(m, x[:6], **settings)
+    assert not r.negative_gap and r.summary()["negative_gap"] is False
+    assert "warning" not in r.summary()
+    # an upper bound 1 nat below the lower one on every datapoint (spread 0.1): flagged
+    spread = torch.tensor([0.0, 0.1, -0.1, 0.05, -0.05, 0.0], dtype=torch.float64)
+    bad = dataclasses.replace(r, upper=r.lower - 1.0 + spread)
+    assert bad.negative_gap and bad.gap_se == pytest.approx(float(spread.std()) / math.sqrt(6))
+    s = bad.summary()
+    assert s["negative_gap"] is True and "increase num_chains" in s["warning"]
+    # within 2 standard errors of zero: not flagged
+    assert not dataclasses.replace(r, upper=r.lower - 0.01 + spread).negative_gap
+    # one datapoint: no error to judge by, not flagged
+    assert not dataclasses.replace(bad, lower=bad.lower[:1], upper=bad.upper[:1]).negative_gap
+
+    # choose_num_steps does not take a negative gap (which is <= any tolerance) as converged
+    module = sys.modules["pyro_gen.evaluate.bdmc"]
+    good = dataclasses.replace(r, upper=r.lower + 0.2 + spread)
+    fake = lambda m, x, num_steps, **kw: bad if num_steps < 50 else good  # noqa: E731
+    monkeypatch.setattr(module, "bdmc", fake)
+    T, rows = choose_num_steps(m, x[:6], (10, 100), tolerance=0.5)
+    assert T == 100 and [row["negative_gap"] for row in rows] == [True, False]
