@@ -38,6 +38,7 @@ would bias it). A Metropolis ratio that is NaN or ±inf (a trajectory that diver
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
 import warnings
@@ -51,9 +52,10 @@ from torch import nn
 from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
-from pyro_gen.errors import ConfigError
+from pyro_gen.errors import ConfigError, did_you_mean
 from pyro_gen.evaluate.log_likelihood import (
     NonFiniteWeightsError,
+    PointMassGuideError,
     check_guide,
     default_max_rows,
 )
@@ -677,6 +679,7 @@ def _prepare(
     kwargs,
 ):
     pair = as_pair(model, guide, module)
+    _check_keywords(pair, kwargs)
     _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start)
     betas = _as_schedule(schedule, int(num_steps))
     T = betas.numel() - 1
@@ -698,14 +701,64 @@ def _prepare(
     return pair, betas, tune_betas, tune_steps, num_bins, int(batch_size)
 
 
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return True
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        for p in params
+    )
+
+
+def _check_keywords(pair: ModelGuidePair, kwargs: dict) -> None:
+    """Extra keyword arguments go to model and guide: refuse one that either does not take
+    (a misspelt setting such as ``num_leapfrogs``) before the model sees it."""
+    settings = [n for n in inspect.signature(ais).parameters if n not in ("model", "x", "kwargs")]
+    for name in kwargs:
+        roles = (("model", pair.model), ("guide", pair.guide))
+        takers = [role for role, fn in roles if _accepts(fn, name)]
+        if len(takers) == 2:
+            continue
+        try:
+            model_args = [p for p in inspect.signature(pair.model).parameters if p != "x"]
+        except (TypeError, ValueError):
+            model_args = []
+        refuse = (
+            f"only the {takers[0]} takes it, and extra keywords go to both"
+            if takers
+            else "neither the model nor the guide takes it"
+        )
+        raise ConfigError(
+            f"unknown keyword argument {name!r}: it is no AIS setting, and {refuse}."
+            f"{did_you_mean(name, [*settings, 'site', *model_args])} AIS settings: "
+            f"{', '.join(settings)}."
+        )
+
+
+def _check_guide_for_ais(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> None:
+    """:func:`check_guide`, with AIS's way out named: start from the prior."""
+    try:
+        check_guide(pair, x, **kwargs)
+    except PointMassGuideError as e:
+        raise PointMassGuideError(
+            f'{e} AIS can start from the prior instead: start="prior" (ais(..., '
+            "start='prior'), bdmc(..., start='prior'), or pyro-gen evaluate --method ais "
+            "--start prior), as Wu et al. 2017 do."
+        ) from None
+
+
 def _check_finite_weights(lw: torch.Tensor, what: str) -> None:
     bad = torch.isnan(lw).any(0) | torch.isneginf(torch.logsumexp(lw, 0))
     if bad.any():
         idx = bad.nonzero().flatten().tolist()
         shown = ", ".join(map(str, idx[:20])) + (" ..." if len(idx) > 20 else "")
         raise NonFiniteWeightsError(
-            f"{what} log-weights are NaN or −inf for every chain of {len(idx)} datapoint(s), "
-            f"indices [{shown}]. Look for values outside the likelihood's support in those rows, "
+            f"{what} log-weights are NaN for some chain, or −inf for every chain, of "
+            f"{len(idx)} datapoint(s), indices [{shown}] (either leaves log p(x) undefined). "
+            "Look for values outside the likelihood's support in those rows, "
             "or a guide whose draws the model cannot score (log p(x, z) = −inf)."
         )
 
@@ -767,7 +820,10 @@ def ais(
         DiscreteLatentError: a latent with discrete support (the message names it).
         TraceSiteError: a latent outside ``pyro.plate("data")``; PointMassGuideError: a Delta
             guide with ``start="guide"``; DataError/ShapeError: from the pair's checks.
-        NonFiniteWeightsError: every chain of a datapoint has a NaN or −inf weight.
+        NonFiniteWeightsError: a chain of a datapoint has a NaN weight, or every chain a −inf
+            one.
+        ConfigError: also a keyword argument that model or guide does not take (a misspelt
+            setting), with a did-you-mean.
     """
     pair, betas, tune_betas, tune_steps, num_bins, batch_size = _prepare(
         model,
@@ -795,7 +851,7 @@ def ais(
     with evaluating(pair.module, seed), _frozen(pair.module):
         x = prepare_and_check(pair, x, "x", **kwargs)
         if start == "guide":
-            check_guide(pair, x, **kwargs)
+            _check_guide_for_ais(pair, x, **kwargs)
         n_chunks = math.ceil(x.shape[0] / batch_size)
         with tqdm(
             total=n_chunks * (tune_steps + T),

@@ -39,6 +39,7 @@ from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.ais import (
     AISResult,
     _check_finite_weights,
+    _check_guide_for_ais,
     _frozen,
     _log_mean_exp,
     _make_result,
@@ -46,7 +47,6 @@ from pyro_gen.evaluate.ais import (
     _result,
     _run_chunks,
 )
-from pyro_gen.evaluate.log_likelihood import check_guide
 from pyro_gen.models.pair import _caller_stacklevel, evaluating, prepare_and_check, prepare_data
 
 __all__ = ["BDMCResult", "bdmc", "simulate", "choose_num_steps"]
@@ -231,7 +231,7 @@ def bdmc(
         x_sim, latents = simulate(pair, x.to(pair.device), site, **kw)
         x_sim = prepare_data(pair, x_sim, "simulated x")
         if start == "guide":
-            check_guide(pair, x_sim, **kwargs)
+            _check_guide_for_ais(pair, x_sim, **kwargs)
         n_chunks = math.ceil(x.shape[0] / batch_size)
         with (
             _frozen(pair.module),

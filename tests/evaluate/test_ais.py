@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -279,10 +280,33 @@ def test_a_non_finite_metropolis_ratio_rejects(wall):
 def test_a_point_mass_guide_needs_the_prior_start():
     vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,), beta=0.0)
     x = (torch.rand(3, 4) > 0.5).float()
-    with pytest.raises(PointMassGuideError):
+    with pytest.raises(PointMassGuideError, match=r"start=\"prior\""):
         ais(vae, x, num_steps=5, num_chains=2, progress=False)
     r = ais(vae, x, num_steps=5, num_chains=2, num_leapfrog=2, start="prior", progress=False)
     assert torch.isfinite(r.log_px).all()
+
+
+def test_a_misspelt_keyword_is_a_config_error_before_the_model_runs(lg):
+    make, x = lg
+    m = make(guide="meanfield")
+    with pytest.raises(ConfigError, match="'num_leapfrogs'.*Did you mean 'num_leapfrog'"):
+        ais(m, x[:2], num_steps=3, num_chains=2, num_leapfrogs=3, progress=False)
+    with pytest.raises(ConfigError, match="neither the model nor the guide"):
+        log_likelihood(m, x[:2], method="ais", num_steps=3, tune_step=2)
+
+
+def test_non_finite_weights_text_matches_the_condition():
+    from pyro_gen.evaluate.ais import _check_finite_weights
+    from pyro_gen.evaluate.log_likelihood import NonFiniteWeightsError
+
+    nan, ninf = float("nan"), float("-inf")
+    ok = torch.tensor([[0.0, -1.0], [ninf, -2.0]], dtype=torch.float64)
+    _check_finite_weights(ok, "AIS")  # one −inf chain of two: log p(x) is finite
+    for lw, idx in (([[0.0, nan], [0.0, -1.0]], "[1]"), ([[ninf, 0.0], [ninf, 1.0]], "[0]")):
+        with pytest.raises(NonFiniteWeightsError, match="NaN for some chain, or −inf for every"):
+            _check_finite_weights(torch.tensor(lw, dtype=torch.float64), "AIS")
+        with pytest.raises(NonFiniteWeightsError, match=re.escape(f"indices {idx}")):
+            _check_finite_weights(torch.tensor(lw, dtype=torch.float64), "AIS")
 
 
 def test_a_tuning_pass_without_transitions_keeps_the_initial_step_size(lg):
