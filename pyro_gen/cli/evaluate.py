@@ -51,7 +51,12 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
     p.add_argument(
         "--points", type=int, default=10, help="datapoints with posterior draws in the .nc (10)"
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="datapoints per chunk (1000)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="datapoints per chunk (1000; not used by --method ais)",
+    )
     ais = p.add_argument_group(
         "annealed importance sampling (--method ais)",
         "log p(x) by AIS with HMC from the guide to the posterior (eval/ais.json): for when "
@@ -140,6 +145,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
     from pyro_gen.evaluate import ais, bdmc
 
+    if args.num_samples is not None:
+        print(
+            f"pyro-gen: note: --num-samples {args.num_samples} is not used by --method ais (its "
+            "draws are --num-chains chains per datapoint); drop it or use --method is"
+        )
+    if args.batch_size != 1000:  # the importance-sampling default
+        print(
+            f"pyro-gen: note: --batch-size {args.batch_size} is not used by --method ais (it "
+            "chunks the datapoints by memory itself)"
+        )
     settings = dict(
         num_steps=args.num_steps,
         num_chains=args.num_chains,

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -542,12 +543,20 @@ def _frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+def _check_whole(name: str, v) -> None:
+    """Refuse a count that is not a whole number (2.5 would be silently truncated by int)."""
+    whole = isinstance(v, numbers.Integral) or (isinstance(v, float) and v.is_integer())
+    if isinstance(v, bool) or not whole:
+        raise ConfigError(f"{name} must be a whole number; got {v!r}.")
+
+
 def _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start):
     for name, v in (
         ("num_steps", num_steps),
         ("num_chains", num_chains),
         ("num_leapfrog", num_leapfrog),
     ):
+        _check_whole(name, v)
         if int(v) < 1:
             raise ConfigError(f"{name} must be >= 1; got {v}.")
     if not 0 < target_accept < 1:
@@ -683,6 +692,14 @@ def _prepare(
     _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start)
     betas = _as_schedule(schedule, int(num_steps))
     T = betas.numel() - 1
+    for name, v in (
+        ("tune_steps", tune_steps),
+        ("num_bins", num_bins),
+        ("batch_size", batch_size),
+        ("max_rows", max_rows),
+    ):
+        if v is not None:
+            _check_whole(name, v)
     tune_steps = _default_tune_steps(T) if tune_steps is None else int(tune_steps)
     if tune_steps < 1:
         raise ConfigError(f"tune_steps must be >= 1; got {tune_steps}.")

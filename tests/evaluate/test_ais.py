@@ -286,6 +286,14 @@ def test_a_point_mass_guide_needs_the_prior_start():
     assert torch.isfinite(r.log_px).all()
 
 
+def test_counts_must_be_whole_numbers(lg):
+    make, x = lg
+    with pytest.raises(ConfigError, match="num_steps must be a whole number; got 2.5"):
+        ais(make(), x[:2], num_steps=2.5, num_chains=2, progress=False)
+    r = ais(make(), x[:2], num_steps=3.0, num_chains=2, num_leapfrog=2, progress=False)
+    assert r.num_steps == 3  # a float with a whole value is taken
+
+
 def test_a_misspelt_keyword_is_a_config_error_before_the_model_runs(lg):
     make, x = lg
     m = make(guide="meanfield")
@@ -339,6 +347,11 @@ def test_schedules_rise_from_zero_to_one():
         {"schedule": torch.tensor([0.0, 0.7, 0.5, 1.0])},
         {"start": "posterior"},
         {"mass": "dense"},
+        {"num_steps": 2.5},
+        {"num_chains": 3.7},
+        {"num_leapfrog": "3"},
+        {"tune_steps": 1.5},
+        {"batch_size": 0.5},
     ],
 )
 def test_bad_settings_are_config_errors(lg, bad):
@@ -381,9 +394,11 @@ def test_cli_evaluate_method_ais_writes_the_estimate_and_the_bdmc_gap(tmp_path, 
     assert summary["num_chains"] == 3 and summary["bdmc"]["num_steps"] == 6
     # one datapoint: no standard error over datapoints -> null in strict JSON, "± n/a" printed
     argv[argv.index("--limit") + 1] = "1"
-    assert main(argv) == 0
+    assert main([*argv, "--num-samples", "5", "--batch-size", "7"]) == 0
     out = capsys.readouterr().out
     assert "± n/a nats by AIS" in out and "gap" in out and "nan" not in out
+    assert "--num-samples 5 is not used by --method ais" in out
+    assert "--batch-size 7 is not used by --method ais" in out
 
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
