@@ -846,6 +846,13 @@ class Trainer:
                 f"{type(self.module).__name__}: {str(e).splitlines()[0]} Resume with the run's "
                 "model (pyro_gen.models.load_model(run_dir)), or start a new run."
             ) from None
+        saved = int(state.get("world_size", 1))
+        if saved != self.world.world_size:
+            raise ConfigError(
+                f"{self.run_dir} was trained on {saved} process(es); resume it on the same "
+                f"number (here: {self.world.world_size}): a step's batch and an epoch's order "
+                "depend on it (pyro-gen train --resume --devices N as before)."
+            )
         saved_n = int(state.get("num_data", self._n))
         if saved_n != self._n:
             raise ConfigError(
@@ -855,13 +862,6 @@ class Trainer:
             )
         self.step.load_state_dict(state)
         self.state = _State(**state["trainer"])
-        saved = int(state.get("world_size", 1))
-        if saved != self.world.world_size:
-            raise ConfigError(
-                f"{self.run_dir} was trained on {saved} process(es); resume it on the same "
-                f"number (here: {self.world.world_size}): a step's batch and an epoch's order "
-                "depend on it (pyro-gen train --resume --devices N as before)."
-            )
         rng = state["rng_ranks"][self.world.rank] if saved > 1 else state["rng"]
         self._set_rng_state(rng)
 

@@ -111,7 +111,7 @@ def test_ddp_two_cpu_processes_identical_replicas_and_loadable_run(tmp_path: Pat
     # a 2-process run resumes on 2 processes only
     with pytest.raises(ConfigError, match=r"trained on 2 process\(es\)"):
         fit_lightning(
-            load_model(run), torch.ones(64, 1, 16, 16), run_dir=run, resume=True, **FAST, epochs=3
+            load_model(run), torch.ones(256, 1, 16, 16), run_dir=run, resume=True, **FAST, epochs=3
         )
 
 
