@@ -205,15 +205,18 @@ def _same_data(run: Path, trained: dict, new: dict) -> dict:
     )
 
 
-def subset(x: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
+def subset(x: torch.Tensor | dict, limit: int | None, seed: int) -> torch.Tensor | dict:
     """A seeded random subset of ``limit`` rows, in their original order (test sets may be
-    sorted by class, so the first rows are no sample)."""
-    if limit is None or limit >= x.shape[0]:
+    sorted by class, so the first rows are no sample); of a named batch, the same rows of
+    every entry."""
+    n = (x["x"] if isinstance(x, dict) else x).shape[0]
+    if limit is None or limit >= n:
         return x
     if limit < 1:
         raise ConfigError(f"--limit must be >= 1; got {limit}.")
     g = torch.Generator().manual_seed(seed)
-    return x[torch.randperm(x.shape[0], generator=g)[:limit].sort().values]
+    rows = torch.randperm(n, generator=g)[:limit].sort().values
+    return {k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows]
 
 
 # -- --import ------------------------------------------------------------------------------------

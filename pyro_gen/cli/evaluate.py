@@ -11,7 +11,14 @@ from typing import Any
 
 import torch
 
-from pyro_gen.cli.common import load_data, open_run, run_data_spec, subset, update_summary
+from pyro_gen.cli.common import (
+    load_data,
+    model_batch,
+    open_run,
+    run_data_spec,
+    subset,
+    update_summary,
+)
 from pyro_gen.cli.report import write_run_report
 from pyro_gen.evaluate import evaluate_elbo
 from pyro_gen.io import write_json
@@ -108,21 +115,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pyro_gen.evaluate import PointMassGuideError
 
     model, config = open_run(args.run, args.device)
-    x = load_data(run_data_spec(args.run, config, args)).split(args.split)
-    x = subset(x, args.limit, args.seed)
+    # the model's named batch: a conditional model's attributes (or labels) come with the images
+    batch = subset(
+        model_batch(model, load_data(run_data_spec(args.run, config, args)), args.split),
+        args.limit,
+        args.seed,
+    )
+    x, observed = batch.pop("x"), batch
     skipped = ""
     if args.method == "ais":
-        return _evaluate_ais(args, model, x)
+        return _evaluate_ais(args, model, x, **observed)
     if args.num_samples is not None:
         try:
-            return _evaluate_diagnostics(args, model, x)
+            return _evaluate_diagnostics(args, model, x, **observed)
         except PointMassGuideError as e:  # raised before any file is written
             skipped = (
                 f"skipped the importance-sampled diagnostics (--num-samples {args.num_samples}: "
                 "log p(x), gap, ESS, k̂, KL per dimension, eval/inference_data.nc): they need a "
                 f"density for q(z|x), and {e}"
             )
-    result = evaluate_elbo(model, x, num_particles=args.num_particles, seed=args.seed).summary()
+    result = evaluate_elbo(
+        model, x, num_particles=args.num_particles, seed=args.seed, **observed
+    ).summary()
     result["split"] = args.split
     result.update(weights_stamp(args.run))  # which weights: the report drops it after a resume
     if skipped:
@@ -142,7 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
+def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor, **observed) -> int:
     from pyro_gen.evaluate import ais, bdmc
 
     if args.num_samples is not None:
@@ -164,10 +178,10 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor) -> int:
         seed=args.seed,
         progress=args.progress,
     )
-    r = ais(model, x, **settings)
+    r = ais(model, x, **settings, **observed)
     result = {**r.summary(), "split": args.split, **weights_stamp(args.run)}
     if args.bdmc:
-        result["bdmc"] = bdmc(model, x, **settings).summary()
+        result["bdmc"] = bdmc(model, x, **settings, **observed).summary()
     eval_dir = args.run / "eval"
     write_json(
         eval_dir / "ais.json",
@@ -228,7 +242,7 @@ def _report(run) -> None:
         print(f"pyro-gen: wrote {report} (the run on one page)")
 
 
-def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> int:
+def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **observed) -> int:
     import math
 
     from pyro_gen import plots
@@ -243,6 +257,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
         batch_size=args.batch_size,
         seed=args.seed,
         progress=args.progress,
+        **observed,
     )
     wall = time.perf_counter() - start
     result = {
@@ -256,7 +271,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor) -> i
     }
     eval_dir, figures = args.run / "eval", args.run / "figures"
     write_json(eval_dir / "diagnostics.json", result)
-    idata = to_inference_data(model, x, diag, points=args.points, seed=args.seed)
+    idata = to_inference_data(model, x, diag, points=args.points, seed=args.seed, **observed)
     save_inference_data(idata, eval_dir / "inference_data.nc")
     for name, fig in (
         ("kl_per_dimension", plots.kl_per_dimension(diag)),

@@ -96,3 +96,16 @@ def test_help_explains_each_verb(capsys):
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         assert "Writes figures/" in " ".join(capsys.readouterr().out.split())
+
+
+def test_evaluate_and_reconstruct_a_cvae_run_with_its_attributes(cvae_run, capsys):
+    """Every verb reads the model's named batch: a CVAE is evaluated and reconstructed with
+    the attributes of the same rows (they refused with 'attribute ... is not given')."""
+    assert main(["evaluate", str(cvae_run), "--limit", "16", "--no-progress"]) == 0
+    result = json.loads((cvae_run / "summary.json").read_text())["evaluate"]
+    assert result["num_datapoints"] == 16
+    assert result["elbo"] == pytest.approx(result["reconstruction"] - result["kl"], abs=1e-3)
+    assert main(["evaluate", str(cvae_run), "--limit", "8", "--num-samples", "24",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert main(["reconstruct", str(cvae_run), "--num", "6"]) == 0
+    capsys.readouterr()
