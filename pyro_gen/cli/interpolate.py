@@ -49,14 +49,21 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(len(x), generator=g)
     a, b = perm[: args.pairs], perm[args.pairs : 2 * args.pairs]
-    condition = {k: v[a] for k, v in batch.items()} or None  # a CVAE keeps x0's attributes
-    paths = interpolate(model, x[a], x[b], args.steps, args.method, condition)
+    # a CVAE: each end is encoded/decoded with its own attributes (path_condition in between)
+    condition = {k: v[a] for k, v in batch.items()} or None
+    condition1 = {k: v[b] for k, v in batch.items()} or None
+    paths = interpolate(model, x[a], x[b], args.steps, args.method, condition, condition1)
     kind = "spherical" if args.method == "slerp" else "linear"
     title = (
         f"{args.method} ({kind}) between E[z|x0] and E[z|x1], "
         f"{args.steps} steps, {args.pairs} {args.split} pairs\nrows: pairs; first/last column: "
         "reconstructions of x0/x1"
     )
+    if condition:
+        title += (
+            " with their own attributes; in between: continuous attributes interpolated, "
+            "classes/flags x0's for t < 0.5, x1's after"
+        )
     from pyro_gen import plots
 
     path = plots.save_figure(

@@ -26,7 +26,7 @@ import torch
 from pyro_gen.errors import ConfigError, ShapeError
 from pyro_gen.latent._model import decode_mean, encode_mean
 
-__all__ = ["lerp", "slerp", "interpolate", "INTERPOLATIONS"]
+__all__ = ["lerp", "slerp", "interpolate", "path_condition", "INTERPOLATIONS"]
 
 INTERPOLATIONS = ("lerp", "slerp")
 
@@ -69,6 +69,43 @@ def slerp(
     return w0 * z0 + w1 * z1
 
 
+def _attribute_kinds(model) -> dict[str, str]:
+    return {a["name"]: a.get("kind", "") for a in getattr(model, "attributes", ()) or ()}
+
+
+def path_condition(
+    model,
+    condition0: Mapping[str, Any],
+    condition1: Mapping[str, Any],
+    t: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The attributes along N paths of ``len(t)`` steps, flattened to ``[N * T]`` (pair-major):
+    continuous attributes (``kind == "continuous"`` in ``model.attributes``) are interpolated
+    linearly, (1 − t) y0 + t y1; classes and flags are x0's for t < 0.5 and x1's from t ≥ 0.5,
+    so each end keeps its own attributes."""
+    kinds = _attribute_kinds(model)
+    if set(condition0) != set(condition1):
+        raise ConfigError(
+            f"condition and condition1 must name the same attributes; got {sorted(condition0)} "
+            f"and {sorted(condition1)}."
+        )
+    out: dict[str, torch.Tensor] = {}
+    for k in condition0:
+        y0, y1 = torch.as_tensor(condition0[k]), torch.as_tensor(condition1[k])
+        if y0.shape != y1.shape:
+            raise ShapeError(
+                f"attribute {k!r}: the ends' values have shapes {list(y0.shape)} and "
+                f"{list(y1.shape)}."
+            )
+        tt = t.to(torch.float32).view(1, -1)  # [1, T]
+        if kinds.get(k) == "continuous":
+            y = (1 - tt) * y0.float().unsqueeze(1) + tt * y1.float().unsqueeze(1)
+        else:
+            y = torch.where(tt < 0.5, y0.unsqueeze(1), y1.unsqueeze(1))  # [N, T]
+        out[k] = y.reshape(-1)
+    return out
+
+
 def interpolate(
     model,
     x0: torch.Tensor,
@@ -76,22 +113,30 @@ def interpolate(
     steps: int = 8,
     method: str = "slerp",
     condition: Mapping[str, Any] | None = None,
+    condition1: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Decoded interpolations ``[N, steps, *data_shape]`` between the codes E_q[z | x0] and
     E_q[z | x1] of N pairs of images (``[N, *data_shape]`` each); the ends are the
-    reconstructions of x0 and x1."""
+    reconstructions of x0 and x1.
+
+    A conditional model (a CVAE) takes x0's attributes in ``condition`` and x1's in
+    ``condition1`` (values ``[N]``): each image is encoded with its own, and the steps decode
+    with :func:`path_condition` (continuous attributes interpolated, classes and flags x0's
+    for t < 0.5 and x1's after). Without ``condition1`` x1 uses ``condition`` too (the same
+    attributes at both ends)."""
     if method not in INTERPOLATIONS:
         raise ConfigError(f"unknown interpolation {method!r}; choose one of {INTERPOLATIONS}.")
     if int(steps) < 2:
         raise ConfigError(f"steps must be >= 2 (the two ends); got {steps}.")
-    z0, z1 = encode_mean(model, x0, condition), encode_mean(model, x1, condition)
-    path = (slerp if method == "slerp" else lerp)(z0, z1, int(steps))  # [T, N, L]
+    if condition1 is not None and not condition:
+        raise ConfigError("condition1 (x1's attributes) needs condition (x0's) as well.")
+    if condition and condition1 is None:
+        condition1 = condition
+    z0, z1 = encode_mean(model, x0, condition), encode_mean(model, x1, condition1)
+    t = torch.linspace(0, 1, int(steps))
+    path = (slerp if method == "slerp" else lerp)(z0, z1, t)  # [T, N, L]
     n = len(x0)
     flat = path.transpose(0, 1).reshape(n * int(steps), -1)
-    cond = None
-    if condition:
-        cond = {
-            k: torch.as_tensor(v).repeat_interleave(int(steps), 0) for k, v in condition.items()
-        }
+    cond = path_condition(model, condition, condition1, t) if condition else None
     images = decode_mean(model, flat, cond)
     return images.reshape(n, int(steps), *images.shape[1:])

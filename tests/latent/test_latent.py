@@ -123,3 +123,62 @@ def test_on_a_vae_shapes_and_ends():
     assert traverse(vae, x, num_dims=2).images.shape == (2, 9, 6)
     with pytest.raises(ConfigError, match="slerp"):
         interpolate(vae, x[:2], x[2:], method="spline")
+
+
+class CondRecorder(torch.nn.Module):
+    """encode(x, **y) = (x, 1); decode(z, y) = z, recording the attributes it was given."""
+
+    attributes = [
+        {"name": "shape", "kind": "categorical"},
+        {"name": "scale", "kind": "continuous"},
+        {"name": "flag", "kind": "binary"},
+    ]
+
+    def encode(self, x, **y):
+        return x, torch.ones_like(x)
+
+    def decode(self, z, y):
+        self.seen = {k: v.clone() for k, v in y.items()}
+        return z
+
+
+def test_interpolate_a_conditional_model_keeps_each_ends_attributes():
+    model = CondRecorder()
+    x = torch.zeros(2, 3)
+    c0 = {
+        "shape": torch.tensor([0, 1]),
+        "scale": torch.tensor([0.5, 1.0]),
+        "flag": torch.tensor([0.0, 1.0]),
+    }
+    c1 = {
+        "shape": torch.tensor([2, 2]),
+        "scale": torch.tensor([1.0, 0.5]),
+        "flag": torch.tensor([1.0, 0.0]),
+    }
+    interpolate(model, x, x, steps=5, method="lerp", condition=c0, condition1=c1)
+    seen = {k: v.view(2, 5) for k, v in model.seen.items()}  # t = 0, .25, .5, .75, 1
+    assert seen["shape"].tolist() == [[0, 0, 2, 2, 2], [1, 1, 2, 2, 2]]
+    assert seen["flag"].tolist() == [[0, 0, 1, 1, 1], [1, 1, 0, 0, 0]]
+    torch.testing.assert_close(
+        seen["scale"],
+        torch.tensor([[0.5, 0.625, 0.75, 0.875, 1.0], [1.0, 0.875, 0.75, 0.625, 0.5]]),
+    )
+    with pytest.raises(ConfigError, match="same attributes"):
+        interpolate(model, x, x, 3, "lerp", c0, {"shape": c1["shape"]})
+
+
+def test_interpolate_a_cvae_ends_are_each_images_reconstruction():
+    from pyro_gen.models import CVAE
+
+    torch.manual_seed(0)
+    attrs = [
+        {"name": "shape", "kind": "categorical", "values": ["a", "b", "c"]},
+        {"name": "scale", "kind": "continuous", "loc": 0.7, "scale": 0.2, "low": 0.5, "high": 1.0},
+    ]
+    m = CVAE(data_shape=(1, 4, 4), attributes=attrs, latent_dim=2, hidden=(8,)).eval()
+    x = torch.bernoulli(torch.full((4, 1, 4, 4), 0.5))
+    c0 = {"shape": torch.tensor([0, 0]), "scale": torch.tensor([0.6, 0.9])}
+    c1 = {"shape": torch.tensor([2, 1]), "scale": torch.tensor([0.8, 0.5])}
+    path = interpolate(m, x[:2], x[2:], 4, "slerp", c0, c1)
+    torch.testing.assert_close(path[:, 0], m.reconstruct(x[:2], **c0))
+    torch.testing.assert_close(path[:, -1], m.reconstruct(x[2:], **c1))
