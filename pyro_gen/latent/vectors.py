@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from pyro_gen.errors import DataError, ShapeError
+from pyro_gen.errors import ConfigError, DataError, ShapeError
 from pyro_gen.latent._model import decode_mean, encode_mean
 
 __all__ = ["attribute_vector", "add_vector", "has_attribute"]
@@ -33,14 +33,19 @@ __all__ = ["attribute_vector", "add_vector", "has_attribute"]
 
 def has_attribute(values: torch.Tensor, kind: str, value: Any = None) -> torch.Tensor:
     """Which rows "have" an attribute (bool ``[N]``): a categorical column equal to the class
-    ``value``, a binary column equal to 1, a continuous column above its median (or above
-    ``value`` when given)."""
+    ``value``, a binary column equal to ``value`` (0 or 1; 1 when not given), a continuous
+    column above its median (or above ``value`` when given). Raises ConfigError for a binary
+    ``value`` other than 0 or 1."""
     if kind == "categorical":
         if value is None:
             raise DataError("a categorical attribute needs the class whose vector is wanted.")
         return values.long() == int(value)
     if kind == "binary":
-        return values > 0.5
+        if value is None:
+            value = 1
+        if value not in (0, 1, True, False):
+            raise ConfigError(f"a binary attribute takes the value 0 or 1; got {value!r}.")
+        return values > 0.5 if int(value) == 1 else values < 0.5
     threshold = values.float().median() if value is None else float(value)
     return values.float() > threshold
 

@@ -182,3 +182,16 @@ def test_interpolate_a_cvae_ends_are_each_images_reconstruction():
     path = interpolate(m, x[:2], x[2:], 4, "slerp", c0, c1)
     torch.testing.assert_close(path[:, 0], m.reconstruct(x[:2], **c0))
     torch.testing.assert_close(path[:, -1], m.reconstruct(x[2:], **c1))
+
+
+def test_binary_attribute_honours_the_value():
+    flags = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert has_attribute(flags, "binary").tolist() == [True, True, False, False]
+    assert has_attribute(flags, "binary", 1.0).tolist() == [True, True, False, False]
+    assert has_attribute(flags, "binary", 0).tolist() == [False, False, True, True]
+    model = Identity(torch.ones(3))
+    x = torch.tensor([[1.0, 0.0, 0.0], [3.0, 0.0, 2.0], [0.0, 1.0, 0.0], [0.0, 3.0, 0.0]])
+    toward_0 = attribute_vector(model, x, has_attribute(flags, "binary", 0))
+    torch.testing.assert_close(toward_0, torch.tensor([-2.0, 2.0, -1.0]))
+    with pytest.raises(ConfigError, match="0 or 1"):
+        has_attribute(flags, "binary", 0.5)
