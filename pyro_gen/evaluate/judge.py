@@ -15,7 +15,7 @@ generator's judged accuracy beside ``judge.score(x_test, y_test)``.
 >>> y = (x[:, 0] > 0).long()
 >>> judge = train_judge(x, {"on": y}, epochs=30, batch_size=10, hidden=8, hidden_layers=())
 >>> judge.score(x, {"on": y})
-{'on': 1.0}
+{'on_accuracy': 1.0}
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pyro_gen.io import read_json, write_json
 from pyro_gen.models.persistence import load_tensors, save_tensors
 from pyro_gen.nn.classifier import Classifier
 
-__all__ = ["Judge", "JUDGE_KINDS", "train_judge", "load_judge"]
+__all__ = ["Judge", "JudgeScore", "JUDGE_KINDS", "train_judge", "load_judge"]
 
 JUDGE_KINDS = ("categorical", "binary", "continuous")
 FORMAT = "pyro_gen/judge/1"
@@ -43,12 +43,42 @@ CONFIG = "judge.json"
 WEIGHTS = "judge.safetensors"
 
 
+# a float target of whole numbers with at most this many distinct values is not taken for a
+# regression target without kinds={name: "continuous"}: it is most likely class indices
+MAX_CLASS_LIKE = 20
+
+
 def _infer_kind(name: str, y: torch.Tensor) -> str:
     if y.dtype == torch.bool:
         return "binary"
     if not torch.is_floating_point(y):
         return "categorical"
+    finite = y[torch.isfinite(y)]
+    if finite.numel() and torch.equal(finite, finite.round()):
+        distinct = finite.unique()
+        if len(distinct) <= MAX_CLASS_LIKE:
+            shown = ", ".join(f"{v:g}" for v in distinct.tolist())
+            kind = "binary" if set(distinct.tolist()) <= {0.0, 1.0} else "categorical"
+            raise ConfigError(
+                f"target {name!r} is a float tensor holding only whole numbers "
+                f"({len(distinct)} distinct: {shown}), which looks like class indices or flags, "
+                f"not a regression target; say which: kinds={{{name!r}: {kind!r}}} (or "
+                f"kinds={{{name!r}: 'continuous'}} for a regression)."
+            )
     return "continuous"
+
+
+class JudgeScore(dict):
+    """:meth:`Judge.score`'s result: keys ``"<target>_accuracy"`` (categorical, binary; a
+    fraction in [0, 1]) and ``"<target>_mae"`` (continuous; mean absolute error in the
+    target's units). Looking up a bare target name (``score["shape"]``) also works and gives
+    the same number, for callers written before the keys said what they hold."""
+
+    def __missing__(self, key: str) -> float:
+        for suffix in ("_accuracy", "_mae"):
+            if isinstance(key, str) and f"{key}{suffix}" in self:
+                return self[f"{key}{suffix}"]
+        raise KeyError(key)
 
 
 def _check_target(name: str, kind: str, y: torch.Tensor, n: int, classes: int | None) -> None:
@@ -179,23 +209,26 @@ class Judge:
 
     def score(
         self, x: torch.Tensor, targets: Mapping[str, torch.Tensor], batch_size: int = 1000
-    ) -> dict[str, float]:
-        """Accuracy (fraction in [0, 1]) per categorical/binary target and mean absolute error
-        (the target's units) per continuous one, for the targets given (a subset is fine)."""
+    ) -> JudgeScore:
+        """Accuracy (fraction in [0, 1]) per categorical/binary target, key
+        ``"<name>_accuracy"``, and mean absolute error (the target's units) per continuous one,
+        key ``"<name>_mae"``, for the targets given (a subset is fine); see :class:`JudgeScore`
+        (a bare name is looked up too)."""
         for name in targets:
             self._head(name)
         pred = self.predict(x, batch_size)
-        result = {}
+        result = JudgeScore()
         for name, y in targets.items():
             y = torch.as_tensor(y)
             if y.shape != (len(x),):
                 raise ShapeError(
                     f"target {name!r} must have shape [{len(x)}]; got {list(y.shape)}."
                 )
+            key = f"{name}_{self.metric(name)}"
             if self._head(name)["kind"] == "continuous":
-                result[name] = float((pred[name] - y.float()).abs().mean())
+                result[key] = float((pred[name] - y.float()).abs().mean())
             else:
-                result[name] = float((pred[name] == y.long()).float().mean())
+                result[key] = float((pred[name] == y.long()).float().mean())
         return result
 
     # -- persistence -----------------------------------------------------------------------------
@@ -248,7 +281,10 @@ def train_judge(
 
     ``kinds`` gives each target's kind (``"categorical"``, ``"binary"``, ``"continuous"``);
     missing ones are inferred: integer dtype -> categorical, bool -> binary, float ->
-    continuous. A categorical target's class count is ``num_classes[name]`` or ``max + 1``.
+    continuous, except that a float target holding only whole numbers with at most
+    ``MAX_CLASS_LIKE`` (20) distinct values is refused (ConfigError): it is most likely class
+    indices, so say ``kinds={name: "categorical"}`` (or ``"binary"``, or ``"continuous"``).
+    A categorical target's class count is ``num_classes[name]`` or ``max + 1``.
     The loss is the sum over heads of cross-entropy (nats), logistic loss (nats) and half the
     squared error of the standardised value. ``seed`` fixes the initial weights and the order
     of the minibatches; the global random state is left as it was. ``device``: None/"auto"

@@ -28,9 +28,14 @@ def test_learns_each_kind_and_scores_them():
     assert judge.kinds == {"cls": "categorical", "flag": "binary", "value": "continuous"}
     xt, tt = toy(seed=1)
     score = judge.score(xt, tt)
-    assert score["cls"] > 0.85 and score["flag"] > 0.9
+    assert set(score) == {"cls_accuracy", "flag_accuracy", "value_mae"}
+    assert score["cls_accuracy"] > 0.85 and score["flag_accuracy"] > 0.9
     # the MAE is in the target's units: far below its spread (std 2, MAE of a constant ≈ 1.6)
-    assert score["value"] < 0.5
+    assert score["value_mae"] < 0.5
+    # a bare target name still reads its number (older callers)
+    assert score["cls"] == score["cls_accuracy"] and score["value"] == score["value_mae"]
+    with pytest.raises(KeyError):
+        score["flag_mae"]
     pred = judge.predict(xt)
     assert pred["cls"].dtype == torch.int64 and pred["value"].dtype == torch.float32
     # score is the accuracy / MAE of predict, computed by hand
@@ -92,3 +97,18 @@ def test_bad_targets_and_settings():
         judge.score(x, {"clss": t["cls"]})
     with pytest.raises(ShapeError, match=r"\[N, 5\]"):
         judge.predict(torch.zeros(3, 4))
+
+
+def test_float_class_indices_are_refused_without_a_kind():
+    x, t = toy()
+    as_float = t["cls"].float()
+    with pytest.raises(ConfigError, match=r"kinds=\{'cls': 'categorical'\}"):
+        train_judge(x, {"cls": as_float}, epochs=1)
+    with pytest.raises(ConfigError, match=r"kinds=\{'flag': 'binary'\}"):
+        train_judge(x, {"flag": t["flag"].float()}, epochs=1)
+    judge = train_judge(x, {"cls": as_float}, {"cls": "categorical"}, epochs=1, hidden=4)
+    assert judge.kinds == {"cls": "categorical"}
+    assert set(judge.score(x, {"cls": as_float})) == {"cls_accuracy"}
+    # whole numbers with many distinct values stay a regression target
+    many = torch.arange(len(x), dtype=torch.float32)
+    assert train_judge(x, {"n": many}, epochs=1, hidden=4).kinds == {"n": "continuous"}
