@@ -14,7 +14,7 @@ from pyro_gen.cli.common import open_run, require_method, update_summary
 from pyro_gen.errors import ConfigError, DataError, did_you_mean
 from pyro_gen.latent import add_vector, attribute_vector, has_attribute
 
-__all__ = ["add_parser", "cmd_edit", "float_list", "attribute_column"]
+__all__ = ["add_parser", "cmd_edit", "float_list", "attribute_column", "number_value"]
 
 
 def float_list(text: str) -> list[float]:
@@ -31,13 +31,19 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
         "add an attribute vector to encoded images (latent arithmetic)",
         "Latent arithmetic: v = mean E[z|x] of images with the attribute − mean of those without "
         "(from the run's data); then decode E[z|x] + α v for images that lack it, one column "
-        "per α. Class attributes need --value (a class name or index); continuous ones count "
-        "as 'having' it above the median (or above --value). Writes "
+        "per α. Class attributes need --value (a class name or index); binary ones take --value "
+        "0 or 1 (default 1: the vector toward 1); continuous ones count as 'having' it above "
+        "the median (or above --value, a number). Writes "
         "figures/edit-<attribute>.png, or --out.",
         data=True,
     )
     p.add_argument("--attribute", required=True, help="attribute (or label) of the data")
-    p.add_argument("--value", default=None, help="class of a categorical attribute")
+    p.add_argument(
+        "--value",
+        default=None,
+        help="a class name or index (categorical), 0 or 1 (binary; default 1), or a threshold "
+        "number (continuous; default the median)",
+    )
     p.add_argument(
         "--alpha",
         type=float_list,
@@ -89,6 +95,25 @@ def class_index(value: str | None, classes: list[str], name: str) -> int:
     )
 
 
+def number_value(value: str | None, kind: str, name: str) -> float | None:
+    """--value of a binary (0 or 1) or continuous (a number: the threshold) attribute, or
+    None; a ConfigError names the type expected."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if kind == "binary" and number not in (0.0, 1.0):
+        raise ConfigError(f"{name} is a binary attribute: --value must be 0 or 1; got {value!r}.")
+    if number is None or number != number:
+        raise ConfigError(
+            f"{name} is a continuous attribute: --value must be a number (the threshold above "
+            f"which an image 'has' it; default the median); got {value!r}."
+        )
+    return number
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
     model, config = open_run(args.run, args.device)
     require_method(model, "encode", "edit")
@@ -107,7 +132,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         value = classes[index]
         has = has_attribute(values, kind, index)
     else:
-        has = has_attribute(values, kind, None if args.value is None else float(args.value))
+        has = has_attribute(values, kind, number_value(args.value, kind, args.attribute))
     x = batch.pop("x")
     condition = batch or None  # a conditional model's attributes, as observed
     v = attribute_vector(model, x, has, condition)

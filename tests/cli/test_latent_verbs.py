@@ -9,6 +9,7 @@ import json
 import pytest
 
 from pyro_gen.cli import main
+from pyro_gen.cli.edit import number_value
 from pyro_gen.models import CVAE, load_model
 
 TINY = (
@@ -109,3 +110,15 @@ def test_evaluate_and_reconstruct_a_cvae_run_with_its_attributes(cvae_run, capsy
                  "--no-progress"]) == 0  # fmt: skip
     assert main(["reconstruct", str(cvae_run), "--num", "6"]) == 0
     capsys.readouterr()
+
+
+def test_edit_value_is_checked_against_the_attributes_kind(vae_run, capsys):
+    assert main(["edit", str(vae_run), "--attribute", "scale", "--value", "big"]) == 2
+    assert "continuous attribute: --value must be a number" in capsys.readouterr().err
+    assert main(["edit", str(vae_run), "--attribute", "is_heart", "--value", "2"]) == 2
+    assert "binary attribute: --value must be 0 or 1" in capsys.readouterr().err
+    args = ["edit", str(vae_run), "--attribute", "is_heart", "--value", "0", "--num", "2"]
+    assert main([*args, "--alpha", "0,1"]) == 0
+    assert json.loads((vae_run / "summary.json").read_text())["edit"]["value"] == "0"
+    assert number_value("0.75", "continuous", "scale") == 0.75
+    assert number_value(None, "binary", "is_heart") is None
