@@ -137,7 +137,9 @@ def gaussian_frechet_distance(
 ) -> float:
     """The squared 2-Wasserstein distance between N(mu1, cov1) and N(mu2, cov2):
     ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}) (Dowson & Landau 1982)."""
-    mu1, mu2, cov1, cov2 = (t.double() for t in (mu1, mu2, cov1, cov2))
+    mu1, mu2 = mu1.double().reshape(-1), mu2.double().reshape(-1)
+    d = mu1.shape[0]
+    cov1, cov2 = cov1.double().reshape(d, d), cov2.double().reshape(d, d)
     s1 = _sqrt_psd(cov1)
     cross = _sqrt_psd(s1 @ cov2 @ s1)
     value = (
@@ -149,9 +151,16 @@ def gaussian_frechet_distance(
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted (mean, unbiased covariance) to the rows of
     ``real`` ``[N, F]`` and ``fake`` ``[M, F]`` (feature vectors; other shapes are flattened).
+    One-feature data ``[N]`` or ``[N, 1]`` works (covariances are kept ``[1, 1]``).
     In squared feature units; 0 for identical moments."""
     r, f = _pair(real, fake)
-    return gaussian_frechet_distance(r.mean(0), torch.cov(r.T), f.mean(0), torch.cov(f.T))
+    return gaussian_frechet_distance(r.mean(0), _cov(r), f.mean(0), _cov(f))
+
+
+def _cov(x: torch.Tensor) -> torch.Tensor:
+    """Unbiased covariance ``[F, F]`` of the rows of ``x`` ``[N, F]``; stays 2-D for F = 1
+    (``torch.cov`` returns a 0-d tensor there)."""
+    return torch.cov(x.T).reshape(x.shape[1], x.shape[1])
 
 
 # -- k-NN precision / recall -----------------------------------------------------------------------
