@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro_gen.cli._latent import figure_path, slug, titled_grid
-from pyro_gen.cli.common import open_run, require_method, update_summary
+from pyro_gen.cli.common import open_run, update_summary
 from pyro_gen.errors import ConfigError
 
 __all__ = ["add_parser", "cmd_generate", "parse_attr_flags"]
@@ -57,7 +57,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     model, _ = open_run(args.run, args.device)
     if not callable(getattr(model, "generate", None)):
-        require_method(model, "generate", "generate")
+        raise ConfigError(
+            f"{type(model).__name__} is not a conditional model (it has no generate(n, "
+            "attributes)), so 'pyro-gen generate' cannot fix attributes for it. Draw images "
+            f"from its prior with 'pyro-gen sample {args.run}', or train a conditional model "
+            "('pyro-gen train --model cvae') to generate with --attr NAME=VALUE."
+        )
     if args.num < 1:
         raise ConfigError(f"--num must be >= 1; got {args.num}.")
     asked = parse_attr_flags(args.attr)
