@@ -162,11 +162,12 @@ def test_sample_quality_with_features_and_classes():
 
 
 def test_frechet_and_sample_quality_on_one_feature_data():
-    # 1-D closed form (m1 - m2)^2 + (s1 - s2)^2: fake = 3 a + 2 gives 4 + (s - 3 s)^2 = 4 + 4 s^2
+    # 1-D closed form (m1 - m2)^2 + (s1 - s2)^2: fake = 3 a + 2 gives (2 + 2 m)^2 + 4 s^2
     a = torch.randn(500, 1, generator=_gen(0))
-    var = float(a.double().var())
+    m, var = float(a.double().mean()), float(a.double().var())
+    exact = (2 + 2 * m) ** 2 + 4 * var
     assert frechet_distance(a, a + 2) == pytest.approx(4.0, abs=1e-6)
-    assert frechet_distance(a, 3 * a + 2) == pytest.approx(4 + 4 * var, rel=1e-6)
-    assert frechet_distance(a[:, 0], 3 * a[:, 0] + 2) == pytest.approx(4 + 4 * var, rel=1e-6)
+    assert frechet_distance(a, 3 * a + 2) == pytest.approx(exact, rel=1e-6)
+    assert frechet_distance(a[:, 0], 3 * a[:, 0] + 2) == pytest.approx(exact, rel=1e-6)
     out = sample_quality(a, a + 2, c2st_steps=20)
     assert out["frechet_distance"] == pytest.approx(4.0, abs=1e-6)
