@@ -11,7 +11,7 @@ from pyro_gen.cli._latent import figure_path, slug, titled_grid
 from pyro_gen.cli.common import open_run, update_summary
 from pyro_gen.errors import ConfigError
 
-__all__ = ["add_parser", "cmd_generate", "parse_attr_flags"]
+__all__ = ["add_parser", "cmd_generate", "parse_attr_flags", "display_values"]
 
 
 def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
@@ -52,6 +52,19 @@ def parse_attr_flags(flags: list[str]) -> dict[str, str]:
     return out
 
 
+def display_values(model, asked: dict[str, str]) -> dict[str, str]:
+    """``asked`` with each categorical attribute's class index replaced by its class name
+    (``shape=2`` -> ``shape=heart``), for titles and file names; other values as given."""
+    specs = {a["name"]: a for a in getattr(model, "attributes", ()) or ()}
+    out = dict(asked)
+    for name, value in asked.items():
+        a = specs.get(name)
+        if a is not None and a.get("kind") == "categorical" and hasattr(model, "parse_attributes"):
+            index = int(model.parse_attributes({name: value}, 1)[name][0])
+            out[name] = str(a["values"][index])
+    return out
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from pyro_gen import plots
 
@@ -67,7 +80,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num must be >= 1; got {args.num}.")
     asked = parse_attr_flags(args.attr)
     x = model.generate(args.num, asked, seed=args.seed, mean=args.mean)
-    what = ", ".join(f"{k}={v}" for k, v in asked.items()) or "no attribute fixed"
+    shown = display_values(model, asked)
+    what = ", ".join(f"{k}={v}" for k, v in shown.items()) or "no attribute fixed"
     rest = [n for n in getattr(model, "attribute_names", ()) if n not in asked]
     title = (
         f"{type(model).__name__}: {what}"

@@ -10,6 +10,7 @@ import pytest
 
 from pyro_gen.cli import main
 from pyro_gen.cli.edit import number_value
+from pyro_gen.cli.generate import display_values
 from pyro_gen.models import CVAE, load_model
 
 TINY = (
@@ -66,6 +67,14 @@ def test_generate(cvae_run, capsys):
     assert "[0.5, 1]" in capsys.readouterr().err
     assert main(["generate", str(cvae_run), "--attr", "scale"]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_generate_names_classes_not_indices(cvae_run):
+    assert main(["generate", str(cvae_run), "--attr", "shape=2", "--num", "4"]) == 0
+    assert (cvae_run / "figures" / "generate-shape-heart-seed0.png").is_file()
+    model = load_model(cvae_run)
+    shown = display_values(model, {"shape": "0", "scale": "0.8"})
+    assert shown == {"shape": "square", "scale": "0.8"}
 
 
 def test_generate_needs_a_conditional_model(vae_run, capsys):
