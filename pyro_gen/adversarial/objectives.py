@@ -55,6 +55,8 @@ __all__ = [
     "critic_loss",
     "generator_loss",
     "divergence_estimate",
+    "ESTIMATE_LABELS",
+    "estimate_label",
     "gradient_penalty",
     "check_objective",
 ]
@@ -169,6 +171,26 @@ def divergence_estimate(name: str, real: torch.Tensor, fake: torch.Tensor) -> to
     if name == "wgan-gp":
         return real.mean() - fake.mean()
     return _f_bound(name, real, fake)
+
+
+ESTIMATE_LABELS: dict[str, str] = {
+    "minimax": "JSD(P, Q) (nats, ≤ log 2)",
+    "nonsaturating": "JSD(P, Q) (nats, ≤ log 2)",
+    "kl": "KL(P ‖ Q) (nats)",
+    "reverse_kl": "KL(Q ‖ P) (nats)",
+    "js": "D_JS,f = 2·JSD(P, Q) (nats, ≤ 2 log 2)",
+    "pearson": "Pearson χ²(P ‖ Q)",
+    "hellinger": "2·H²(P, Q) (≤ 2; H² = ½∫(√p − √q)²)",
+    "wgan-gp": "W₁(P, Q) (critic units; needs a 1-Lipschitz critic)",
+}
+"""The quantity :func:`divergence_estimate` returns for each objective (its label in the
+CLI and ``summary.json``): note ``"js"`` estimates 2·JSD while ``"minimax"`` estimates JSD."""
+
+
+def estimate_label(name: str) -> str:
+    """The name of the quantity the critic's estimate is for objective ``name``, e.g.
+    ``estimate_label("js") == "D_JS,f = 2·JSD(P, Q) (nats, ≤ 2 log 2)"``."""
+    return ESTIMATE_LABELS[check_objective(name)]
 
 
 def gradient_penalty(

@@ -639,14 +639,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if likelihood_free:
         last = next((r for r in reversed(history) if r.get("divergence", "") != ""), {})
         result["final_divergence"] = last.get("divergence")
+        from pyro_gen.adversarial.objectives import estimate_label
+
+        result["final_divergence_estimates"] = estimate_label(model.objective)
         update_summary(run, "train", result)
         steps = steps_line(
             result["steps"], trainer.steps_this_fit, wall, result["steps_per_second"]
         )
         print(
-            f"pyro-gen: {steps}; the critic's last estimate of the {model.objective} divergence "
-            f"{result['final_divergence']} (no ELBO: x = G(z) has no density; judge the samples "
-            f"with: pyro-gen quality {run})"
+            f"pyro-gen: {steps}; objective {model.objective}: the critic's last estimate of "
+            f"{result['final_divergence_estimates']} = {result['final_divergence']} "
+            f"(no ELBO: x = G(z) has no density; judge the samples with: pyro-gen quality {run})"
         )
         print(
             f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, "

@@ -30,6 +30,7 @@ def test_train_writes_a_gan_run(gan_run, capsys):
     assert config["model"]["args"]["objective"] == "wgan-gp"
     summary = json.loads((gan_run / "summary.json").read_text())["train"]
     assert summary["steps"] == 4 and "final_divergence" in summary
+    assert summary["final_divergence_estimates"].startswith("W₁(P, Q)")  # what the number is
     assert "test_elbo" not in summary
     header = (gan_run / "history.csv").read_text().splitlines()[0]
     assert "critic_loss" in header and "divergence" in header

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from pyro_gen.adversarial.objectives import (
+    ESTIMATE_LABELS,
     F_DIVERGENCES,
     OBJECTIVES,
     critic_loss,
     divergence_estimate,
+    estimate_label,
     generator_loss,
     gradient_penalty,
 )
@@ -144,3 +146,24 @@ def test_gradient_penalty_is_differentiable_in_the_critic():
 def test_unknown_objective():
     with pytest.raises(ConfigError, match="nonsaturating"):
         critic_loss("non-saturating", torch.zeros(1), torch.zeros(1))
+
+
+def test_estimate_labels_name_the_quantity_each_objective_reports():
+    # exact discrete case: P = (1/2, 1/2), Q = (1/4, 3/4); optimal logit v = log p/q for both
+    p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.25, 0.75])
+    v = torch.log(p / q).double()
+    real, fake = v[[0, 1]], v[[0, 1, 1, 1]]  # samples in exact proportions
+    m = (p + q) / 2
+    jsd = float(0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum())
+    assert float(divergence_estimate("minimax", real, fake)) == pytest.approx(jsd, rel=1e-6)
+    assert float(divergence_estimate("js", real, fake)) == pytest.approx(2 * jsd, rel=1e-6)
+    assert estimate_label("minimax").startswith("JSD(P, Q) (nats")
+    assert estimate_label("js").startswith("D_JS,f = 2·JSD(P, Q) (nats")
+    # hellinger: T* = f'(u) = 1 − u^{−½} = 1 − e^{−v} at v = ½ log p/q; D_f = ∫(√p − √q)² = 2 H²
+    two_h2 = float(((p.sqrt() - q.sqrt()) ** 2).sum())
+    hellinger = float(divergence_estimate("hellinger", real / 2, fake / 2))
+    assert hellinger == pytest.approx(two_h2, rel=1e-5)
+    assert estimate_label("hellinger").startswith("2·H²(P, Q)")
+    assert set(ESTIMATE_LABELS) == set(OBJECTIVES)
+    with pytest.raises(ConfigError):
+        estimate_label("jsd")
