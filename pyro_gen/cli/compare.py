@@ -71,9 +71,34 @@ QUALITY_COLUMNS = (
 )
 
 
+def _judge_warning(rows: dict[str, dict]) -> str:
+    """ "" when every run with sample-quality metrics was measured in the same features (one
+    judge, by the digest of its weights, or pixels everywhere); else a warning saying how to
+    fix it."""
+    spaces = {
+        name: (q.get("judge_digest") or "unknown judge")
+        if q.get("features") == "classifier"
+        else "pixels"
+        for name, q in rows.items()
+        if q
+    }
+    if len(set(spaces.values())) <= 1 and "unknown judge" not in spaces.values():
+        return ""
+    which = ", ".join(f"{n}: {d}" for n, d in spaces.items())
+    return (
+        "WARNING: these runs' metrics were measured with different judges (or one not "
+        f"recorded) ({which}); the Fréchet distance, precision/recall, MMD and two-sample "
+        "accuracy are in different feature spaces and must not be ranked against each other. "
+        "Fix: measure every run with one judge, e.g. pyro-gen quality RUN --judge "
+        "RUN1/eval/judge for each RUN."
+    )
+
+
 def _quality_table(runs: dict[str, Path]) -> str:
     """A markdown table of the sample-quality metrics that ``pyro-gen quality`` wrote into each
-    run's summary.json (runs without them show "—"); "" when no run has them."""
+    run's summary.json (runs without them show "—"), with each run's judge (digest of its
+    weights); a warning when the runs' judges differ (their metrics are not comparable; no run
+    is called best). "" when no run has them."""
     from pyro_gen.io import read_json
 
     rows = {}
@@ -83,15 +108,26 @@ def _quality_table(runs: dict[str, Path]) -> str:
         rows[name] = summary.get("quality") or {}
     if not any(rows.values()):
         return ""
-    head = "| run | " + " | ".join(label for _, label in QUALITY_COLUMNS) + " | features |"
-    lines = ["Sample quality (from pyro-gen quality)", "", head]
-    lines.append("|" + " --- |" * (len(QUALITY_COLUMNS) + 2))
+    warning = _judge_warning(rows)
+    if warning:
+        first = next(Path(r) for n, r in runs.items() if rows[n])
+        warning = warning.replace("RUN1/eval/judge", str(first / "eval" / "judge"))
+    head = "| run | " + " | ".join(label for _, label in QUALITY_COLUMNS) + " | features | judge |"
+    lines = ["Sample quality (from pyro-gen quality)", ""]
+    if warning:
+        lines += [warning, ""]
+    lines.append(head)
+    lines.append("|" + " --- |" * (len(QUALITY_COLUMNS) + 3))
     for name, q in rows.items():
         cells = [
             f"{q[k]:.4g}" if isinstance(q.get(k), float) else str(q.get(k, "—"))
             for k, _ in QUALITY_COLUMNS
         ]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {q.get('features', '—')} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {q.get('features', '—')} | {q.get('judge_digest', '—')} |"
+        )
     return "\n".join(lines)
 
 

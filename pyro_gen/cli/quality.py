@@ -25,7 +25,7 @@ from pyro_gen.cli.common import load_data, open_run, run_data_spec, subset, upda
 from pyro_gen.errors import ConfigError
 from pyro_gen.io import write_json
 
-__all__ = ["add_parser", "cmd_quality", "JUDGE_TARGET"]
+__all__ = ["add_parser", "cmd_quality", "JUDGE_TARGET", "judge_digest"]
 
 JUDGE_TARGET = "label"
 
@@ -64,18 +64,31 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
     return p
 
 
-def _judge(args: argparse.Namespace, ds) -> Any:
-    """The judge to use: --judge, the run's eval/judge, or a new one trained on the run's
-    labelled training images (saved to eval/judge). None for data without labels."""
+def judge_digest(judge) -> str:
+    """``"sha256:<16 hex>"`` of a judge's weights (names, shapes and values): two quality.json
+    files with the same digest were measured in the same features."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(judge.network.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{list(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _judge(args: argparse.Namespace, ds) -> tuple[Any, Path | None]:
+    """The judge to use and its folder: --judge, the run's eval/judge, or a new one trained on
+    the run's labelled training images (saved to eval/judge). (None, None) without labels."""
     from pyro_gen.evaluate.judge import load_judge, train_judge
 
     if args.judge is not None:
-        return load_judge(args.judge)
+        return load_judge(args.judge), Path(args.judge)
     saved = args.run / "eval" / "judge"
     if (saved / "judge.json").is_file():
-        return load_judge(saved)
+        return load_judge(saved), saved
     if not ds.labels or "train" not in ds.labels:
-        return None
+        return None, None
     x = subset(ds.split("train"), args.judge_train, args.seed)
     y = subset(ds.labels["train"], args.judge_train, args.seed)
     judge = train_judge(
@@ -87,7 +100,7 @@ def _judge(args: argparse.Namespace, ds) -> Any:
         device="cpu",
     )
     judge.save(saved)
-    return judge
+    return judge, saved
 
 
 def _samples(model, n: int, seed: int, mean: bool) -> torch.Tensor:
@@ -129,8 +142,9 @@ def cmd_quality(args: argparse.Namespace) -> int:
     ds = load_data(run_data_spec(args.run, config, args))
     real = subset(ds.split(args.split), args.num, args.seed).float()
     fake = _samples(model, real.shape[0], args.seed, args.mean).detach().cpu().float()
-    judge = _judge(args, ds)
+    judge, judge_dir = _judge(args, ds)
     kw: dict[str, Any] = {}
+    judge_info: dict[str, Any] | None = None
     if judge is not None:
         size = next(h["size"] for h in judge.heads if h["name"] == JUDGE_TARGET)
         kw = dict(
@@ -138,7 +152,19 @@ def cmd_quality(args: argparse.Namespace) -> int:
             classify=lambda x: judge.predict(x)[JUDGE_TARGET],
             num_classes=int(size),
         )
+        judge_info = {"path": str(Path(judge_dir).resolve()), "digest": judge_digest(judge)}
+        if ds.labels and args.split in ds.labels:
+            # the class-histogram reference is the split's true labels, not the judge's guesses;
+            # the same rows as `real` (subset is seeded by the number of rows)
+            y = subset(ds.labels[args.split], args.num, args.seed).long()
+            kw["real_labels"] = y
+            score = judge.score(real, {JUDGE_TARGET: y})
+            judge_info["heldout_accuracy"] = float(score[f"{JUDGE_TARGET}_accuracy"])
+            judge_info["heldout_split"] = args.split
     result = sample_quality(real, fake, k=args.k, seed=args.seed, **kw)
+    if judge_info is not None:
+        result["judge"] = judge_info
+        result["judge_digest"] = judge_info["digest"]
     result.update(
         split=args.split,
         samples="E[x|z]" if args.mean and not getattr(model, "likelihood_free", False) else "x",
@@ -146,7 +172,9 @@ def cmd_quality(args: argparse.Namespace) -> int:
     )
     write_json(args.run / "eval" / "quality.json", result)
     update_summary(
-        args.run, "quality", {k: v for k, v in result.items() if not isinstance(v, list)}
+        args.run,
+        "quality",
+        {k: v for k, v in result.items() if not isinstance(v, (list, dict))},
     )
     figures = args.run / "figures"
     written = ["figures/quality_samples.png"]
@@ -167,7 +195,16 @@ def cmd_quality(args: argparse.Namespace) -> int:
             figures / "class_histogram.png",
         )
         written.append("figures/class_histogram.png")
-    feats = "judge features" if judge is not None else "pixels (no labels for a judge)"
+    feats = (
+        f"the features of judge {judge_info['digest']} ({judge_dir}"
+        + (
+            f", held-out accuracy {judge_info['heldout_accuracy']:.3f})"
+            if "heldout_accuracy" in judge_info
+            else ")"
+        )
+        if judge_info is not None
+        else "pixels (no labels for a judge)"
+    )
     print(
         f"pyro-gen: {real.shape[0]} samples vs {args.split} images, in {feats}: two-sample "
         f"accuracy {result['c2st_accuracy']:.3f} (0.5 = indistinguishable), Fréchet distance "

@@ -289,6 +289,7 @@ def sample_quality(
     features: Features | None = None,
     classify: Callable[[torch.Tensor], torch.Tensor] | None = None,
     num_classes: int | None = None,
+    real_labels: torch.Tensor | None = None,
     k: int = 3,
     c2st_steps: int = 500,
     seed: int = 0,
@@ -299,7 +300,8 @@ def sample_quality(
     the two-sample test (default: flattened pixels, which makes the Fréchet distance a pixel
     statistic; pass a classifier's features for an FID-like number). ``classify(x) -> labels
     [N]`` with ``num_classes`` adds the class histogram of the samples (``classes_*`` keys)
-    next to the real data's.
+    next to the real data's: ``real_labels [N_real]`` (the true labels, when the data have
+    them) or else ``classify(real)``; ``classes_reference`` says which.
     """
     fr = features(real) if features is not None else real
     ff = features(fake) if features is not None else fake
@@ -317,7 +319,12 @@ def sample_quality(
     if classify is not None:
         if num_classes is None:
             raise ConfigError("classify needs num_classes for the class histogram.")
-        real_labels = classify(real).cpu()
+        if real_labels is None:
+            real_labels = classify(real).cpu()
+            out["classes_reference"] = "judge predictions"
+        else:
+            real_labels = torch.as_tensor(real_labels).long().cpu()
+            out["classes_reference"] = "true labels"
         hist = class_histogram(classify(fake).cpu(), num_classes, reference=real_labels)
         real_hist = class_histogram(real_labels, num_classes)
         for key, value in asdict(hist).items():

@@ -91,6 +91,41 @@ def test_compare_of_a_gan_run_shows_its_sample_quality(gan_run, capsys, tmp_path
     assert "| run |" in (tmp_path / "comparison_quality.md").read_text()
 
 
+def test_quality_records_its_judge_and_compare_warns_when_judges_differ(gan_run, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    from pyro_gen.cli.common import subset
+    from pyro_gen.data import make_shapes
+
+    if not (gan_run / "eval" / "quality.json").exists():
+        assert main(["quality", str(gan_run), *QUALITY]) == 0
+    q = json.loads((gan_run / "eval" / "quality.json").read_text())
+    judge = q["judge"]
+    assert judge["digest"].startswith("sha256:") and 0.0 <= judge["heldout_accuracy"] <= 1.0
+    assert judge["path"] == str((gan_run / "eval" / "judge").resolve())
+    # the real class proportions are the true labels of the 48 test images drawn (seed 0)
+    assert q["classes_reference"] == "true labels"
+    labels = subset(make_shapes(256, 32, 64, 16, 0).labels["test"], 48, 0)
+    true = (torch.bincount(labels, minlength=len(q["classes_real_proportions"])) / 48).tolist()
+    assert q["classes_real_proportions"] == pytest.approx(true)
+    # a copy of the run measured with its own judge (another seed): compare must warn
+    other = tmp_path / "other"
+    shutil.copytree(gan_run, other)
+    shutil.rmtree(other / "eval")
+    assert main(["quality", str(other), *QUALITY, "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(gan_run), str(other), "--out", str(tmp_path / "c1")]) == 0
+    table = (tmp_path / "c1" / "comparison_quality.md").read_text()
+    assert "different judges" in table and "--judge" in table
+    # one judge for both: no warning, the same digest in both rows
+    assert main(["quality", str(other), *QUALITY, "--judge", str(gan_run / "eval" / "judge")]) == 0
+    assert main(["compare", str(gan_run), str(other), "--out", str(tmp_path / "c2")]) == 0
+    table = (tmp_path / "c2" / "comparison_quality.md").read_text()
+    assert "different judges" not in table and table.count(judge["digest"]) == 2
+
+
 def test_quality_help():
     with pytest.raises(SystemExit) as e:
         main(["quality", "--help"])
