@@ -113,6 +113,21 @@ def test_c2st_chance_for_identical_and_high_for_different():
     assert diff.accuracy == pytest.approx(0.855, abs=0.04) and diff.p_value < 1e-6
 
 
+def test_c2st_drops_held_out_fakes_that_copy_real_training_rows_and_needs_four_samples():
+    a = torch.randn(400, 2, generator=_gen(4))
+    r = classifier_two_sample_test(a, a.clone(), hidden=(32,), steps=100, seed=0)
+    # 200 held out per class; rows copying the other class's training rows are dropped (~half)
+    assert 120 < r.num_duplicates_dropped < 280 and r.num_test == 200
+    # what is left is the same rows on both sides, so exactly chance (was 0.445 with copies in)
+    assert r.accuracy == pytest.approx(0.5) and r.p_value == pytest.approx(0.5)
+    b = torch.randn(400, 2, generator=_gen(5))
+    assert classifier_two_sample_test(a, b, steps=10).num_duplicates_dropped == 0
+    for n in (2, 3):
+        with pytest.raises(DataError, match="too few samples"):
+            classifier_two_sample_test(torch.randn(n, 2), torch.randn(n, 2))
+    assert classifier_two_sample_test(torch.randn(4, 2), torch.randn(4, 2), steps=5).num_test == 2
+
+
 # -- class histogram ---------------------------------------------------------------------------
 def test_class_histogram_exact():
     h = class_histogram(torch.tensor([0, 0, 1, 1]), 4)
