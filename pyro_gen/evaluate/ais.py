@@ -685,10 +685,13 @@ def _prepare(
     num_bins,
     batch_size,
     max_rows,
+    mass,
     kwargs,
 ):
     pair = as_pair(model, guide, module)
     _check_keywords(pair, kwargs)
+    if mass not in ("start", "identity"):
+        raise ConfigError(f"mass must be 'start' or 'identity'; got {mass!r}.")
     _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start)
     betas = _as_schedule(schedule, int(num_steps))
     T = betas.numel() - 1
@@ -859,10 +862,9 @@ def ais(
         num_bins,
         batch_size,
         max_rows,
+        mass,
         kwargs,
     )
-    if mass not in ("start", "identity"):
-        raise ConfigError(f"mass must be 'start' or 'identity'; got {mass!r}.")
     T, C = betas.numel() - 1, int(num_chains)
     t0 = time.perf_counter()
     with evaluating(pair.module, seed), _frozen(pair.module):

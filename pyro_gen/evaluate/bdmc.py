@@ -219,10 +219,9 @@ def bdmc(
         num_bins,
         batch_size,
         max_rows,
+        mass,
         kwargs,
     )
-    if mass not in ("start", "identity"):
-        raise ConfigError(f"mass must be 'start' or 'identity'; got {mass!r}.")
     T, C = betas.numel() - 1, int(num_chains)
     t0 = time.perf_counter()
     with evaluating(pair.module, seed):
