@@ -16,7 +16,7 @@ from pyro.nn import PyroModule
 
 from pyro_gen.errors import ConfigError, DataError, ShapeError
 
-__all__ = ["GenerativeModel", "beta_scale", "check_data_shape", "check_finite"]
+__all__ = ["GenerativeModel", "KLWeighted", "beta_scale", "check_data_shape", "check_finite"]
 
 
 @contextlib.contextmanager
@@ -69,6 +69,22 @@ def check_finite(x: torch.Tensor, what: str = "x") -> None:
             f"{what} holds {int(bad.sum())} non-finite values (NaN or Inf), the first at index "
             f"{first}. Remove or impute them before training or evaluating."
         )
+
+
+class KLWeighted:
+    """Mixin of a model built with a KL weight ``beta``: the β (>= 0) its training objective
+    uses, the trainer's β target (Higgins et al. 2017); ConfigError below 0."""
+
+    @property
+    def beta(self) -> float:
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        value = float(value)
+        if not value >= 0:
+            raise ConfigError(f"beta must be >= 0 (0 gives a plain autoencoder); got {value}.")
+        object.__setattr__(self, "_beta", value)
 
 
 class GenerativeModel(PyroModule):

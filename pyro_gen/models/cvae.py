@@ -40,7 +40,7 @@ from pyro import poutine
 from pyro.distributions.util import is_validation_enabled
 
 from pyro_gen.errors import ConfigError, DataError, ShapeError, did_you_mean
-from pyro_gen.models.base import GenerativeModel, check_data_shape
+from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
 from pyro_gen.nn import ACTIVATIONS
@@ -191,7 +191,7 @@ def attributes_from_dataset(ds, names: Sequence[str] | None = None) -> list[dict
 
 
 @register_model("cvae")
-class CVAE(GenerativeModel):
+class CVAE(KLWeighted, GenerativeModel):
     """A conditional VAE whose attributes are observed sample sites (see the module text).
 
     Args:
@@ -301,18 +301,6 @@ class CVAE(GenerativeModel):
             if self.missing
             else None
         )
-
-    # -- β ---------------------------------------------------------------------------------------
-    @property
-    def beta(self) -> float:
-        return self._beta
-
-    @beta.setter
-    def beta(self, value: float) -> None:
-        value = float(value)
-        if not value >= 0:
-            raise ConfigError(f"beta must be >= 0 (0 gives a plain autoencoder); got {value}.")
-        object.__setattr__(self, "_beta", value)
 
     # -- attributes ------------------------------------------------------------------------------
     @staticmethod

@@ -19,7 +19,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
-from pyro_gen.models.base import GenerativeModel, check_data_shape
+from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
 from pyro_gen.nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -38,7 +38,7 @@ def _generator(seed: int | None, generator: torch.Generator | None, device: torc
 
 
 @register_model("vae")
-class VAE(GenerativeModel):
+class VAE(KLWeighted, GenerativeModel):
     """A VAE with one stochastic layer.
 
     ``capturable = True``: the program keeps no Python state between calls, so the trainer may
@@ -105,18 +105,6 @@ class VAE(GenerativeModel):
         )
         self.likelihood = make_likelihood(likelihood, self.data_shape, **lik_kwargs)
         self._check_decoder()
-
-    # -- β -------------------------------------------------------------------------------------
-    @property
-    def beta(self) -> float:
-        return self._beta
-
-    @beta.setter
-    def beta(self, value: float) -> None:
-        value = float(value)
-        if not value >= 0:
-            raise ConfigError(f"beta must be >= 0 (0 gives a plain autoencoder); got {value}.")
-        object.__setattr__(self, "_beta", value)
 
     # -- checks --------------------------------------------------------------------------------
     def _check_decoder(self) -> None:
