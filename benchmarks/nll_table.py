@@ -118,8 +118,18 @@ class CPUBudget(Callback):
     """Stops a fit after ``budget`` CPU-seconds of training (evaluations excluded) and evaluates
     the model's log p(x) when the training CPU time passes each of ``marks`` (seconds)."""
 
-    def __init__(self, budget: float | None, marks: list[float], evaluate, offset: float = 0.0):
+    def __init__(
+        self,
+        budget: float | None,
+        marks: list[float],
+        evaluate,
+        offset: float = 0.0,
+        anneal: bool = False,
+    ):
         self.budget, self.marks, self.evaluate = budget, sorted(marks), evaluate
+        # anneal: lr = lr0 · ½(1 + cos(π · used/budget)), a cosine over this stage's CPU budget
+        # (an epoch-keyed cosine cannot know how many epochs a CPU budget buys)
+        self.anneal = anneal and budget is not None
         self.offset = offset  # training CPU seconds of earlier stages
         self.points: list[tuple[float, float]] = []
         self.eval_cpu = 0.0
@@ -130,9 +140,16 @@ class CPUBudget(Callback):
 
     def on_fit_start(self, trainer) -> None:
         self.t0 = time.process_time()
+        self.start = self.offset
+        if self.anneal:
+            self.lr0 = [g["lr"] for g in trainer.step.optimizer.param_groups]
 
     def on_step_end(self, trainer, metrics) -> None:
         used = self.cpu()
+        if self.anneal:
+            frac = min(1.0, (used - self.start) / max(1e-9, self.budget - self.start))
+            for g, lr0 in zip(trainer.step.optimizer.param_groups, self.lr0):
+                g["lr"] = lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
         while self.marks and used >= self.marks[0]:
             self.marks.pop(0)
             self.point(trainer.module, used)
@@ -196,6 +213,9 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
     if args.lr is not None:  # the command line wins over the recipe
         settings["lr"] = args.lr
     row["lr"] = settings["lr"]
+    dynamic = bool(data.get("dynamic"))
+    row["train_binarization"] = "dynamic" if dynamic else "static"
+    row["lr_schedule"] = "cosine over the CPU budget" if args.anneal and total else "constant"
     for stage, share in recipe.stages:
         budget = None if total is None else used + share * total
         if args.max_steps:
@@ -205,17 +225,17 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
         else:
             settings_stage = {**settings, "epochs": 100000}
         marks = [] if budget is None else [used + f * (budget - used) for f in (0.34, 0.67)]
-        cb = CPUBudget(budget, marks, curve_eval, offset=used)
+        cb = CPUBudget(budget, marks, curve_eval, offset=used, anneal=args.anneal)
         t_wall = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if stage == "prior":
                 with model.prior_only():
                     trainer = Trainer(model, callbacks=[cb], **settings_stage)
-                    trainer.fit(data["train"], data["valid"])
+                    trainer.fit(data["train"], data["valid"], dynamic_binarization=dynamic)
             else:
                 trainer = Trainer(model, callbacks=[cb], **settings_stage)
-                trainer.fit(data["train"], data["valid"])
+                trainer.fit(data["train"], data["valid"], dynamic_binarization=dynamic)
         wall += time.perf_counter() - t_wall
         used = cb.cpu()
         cb.point(model, used)  # the end of each stage is a point of the curve
@@ -284,6 +304,12 @@ def load_data(args) -> tuple[dict, str]:
         ds = load_dataset("binarized_mnist", data_dir=args.data_dir)
         data = {s: ds.split(s) for s in ("train", "valid", "test")}
         name = "statically binarized MNIST"
+        if args.train_binarization == "dynamic":
+            # grey MNIST's first 50,000 training images, a fresh Bernoulli draw of each batch;
+            # validation and test stay the static split's (the same test images, binarized once)
+            grey = load_dataset("mnist", data_dir=args.data_dir)
+            data["train"], data["dynamic"] = grey.split("train"), True
+            name += " (training: grey MNIST, dynamically binarized)"
     # the test split is sorted by class: a random subset; a validation subset keeps it cheap
     data["test"] = data["test"][torch.randperm(data["test"].shape[0], generator=g)]
     data["valid"] = data["valid"][: args.valid_subset]
@@ -446,6 +472,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--curve-subset", type=int, default=200, help="test images per curve point")
     p.add_argument("--valid-subset", type=int, default=2000, help="validation images per epoch")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--anneal",
+        action="store_true",
+        help="decay each model's lr to 0 by a cosine over its CPU budget (with --minutes)",
+    )
+    p.add_argument(
+        "--train-binarization",
+        default="static",
+        choices=["static", "dynamic"],
+        help="static: the benchmark's training images; dynamic: grey MNIST's first 50,000 "
+        "training images, freshly binarized every batch (validation and test stay static)",
+    )
     p.add_argument("--lr", type=float, help="Adam's lr for every model (default: the recipe's)")
     p.add_argument("--eval-batch", type=int, default=100, help="datapoints per IS chunk")
     p.add_argument("--num-samples", type=int, default=36, help="images per sample grid")

@@ -51,6 +51,18 @@ class CPUBudget(Callback):
             trainer.should_stop = True
 
 
+class ValidAccuracy(Callback):
+    """Print the accuracy of q(y|x) on ``x, y`` (the validation split) after each epoch."""
+
+    def __init__(self, model, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.x, self.y, self.curve = model, x, y, []
+
+    def on_epoch_end(self, trainer) -> None:
+        acc = self.model.accuracy(self.x, self.y)
+        self.curve.append(round(acc, 4))
+        print(f"  epoch {len(self.curve)}: valid accuracy {acc:.4f}", flush=True)
+
+
 def load(name: str, data_dir: str, quick: bool = False):
     if name == "mnist":
         ds = load_dataset("mnist", data_dir=data_dir)  # grey values, dynamic binarization
@@ -86,16 +98,22 @@ def run(ds, dynamic: bool, num_labels: int, args, supervised: bool = False) -> d
     batch = {"x": x, "y": torch.where(observed, y, 0), "observed": observed}
     model = model_for(ds, args)
     budget = CPUBudget(args.supervised_budget if supervised else args.budget)
+    callbacks: list[Callback] = [budget]
+    valid = None
+    if "valid" in ds.splits and len(ds.split("valid")):
+        valid = ValidAccuracy(model, ds.split("valid")[:2000], ds.labels["valid"][:2000])
+        callbacks.append(valid)
     trainer = Trainer(
         model,
         elbo="enum",
         batch_size=min(args.batch_size, len(x)),
         epochs=args.epochs,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         progress=False,
         log_every=100,
         seed=args.seed,
-        callbacks=[budget],
+        callbacks=callbacks,
     )
     cpu0, wall0 = time.process_time(), time.perf_counter()
     history = trainer.fit(batch, dynamic_binarization=dynamic)
@@ -113,6 +131,7 @@ def run(ds, dynamic: bool, num_labels: int, args, supervised: bool = False) -> d
         "wall_seconds": round(wall, 1),
         "stopped_by": trainer.stopped_by or "epochs",
         "final_loss": history[-1]["loss"] if history else None,
+        "valid_accuracy_per_epoch": valid.curve if valid else None,
     }
     if dynamic:  # the classifier trained on binarised draws: also one binarised test draw
         g = torch.Generator().manual_seed(0)
@@ -161,6 +180,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="constant", help="constant, cosine, ...")
     p.add_argument("--alpha", type=float, default=50.0)
     p.add_argument("--latent-dim", type=int, default=32)
     p.add_argument("--hidden", type=int, nargs="+", default=[256])
