@@ -62,11 +62,11 @@ from pyro_gen.evaluate.log_likelihood import (
 )
 from pyro_gen.evaluate.terms import (
     TraceSiteError,
-    _check_site,
-    _data_dim,
-    _masked,
-    _repeat,
-    _to_front,
+    apply_mask,
+    check_not_enumerated,
+    data_plate_dim,
+    repeat_rows,
+    sum_to_front,
 )
 from pyro_gen.models.pair import (
     ModelGuidePair,
@@ -203,8 +203,8 @@ class _Program:
         self.pair, self.n, self.chains = pair, xs.shape[0], chains
         self.scale: dict[str, torch.Tensor] | None = None  # HMC mass diag(1/scale²); None: I
         self.rows = self.n * chains
-        self.x = _repeat(xs, self.n, chains)
-        self.kw = {k: _repeat(v, self.n, chains) for k, v in kw.items()}
+        self.x = repeat_rows(xs, self.n, chains)
+        self.kw = {k: repeat_rows(v, self.n, chains) for k, v in kw.items()}
         self.start = start
 
     # the start: z ~ q(z | x) (and the prior for model latents the guide does not sample)
@@ -227,7 +227,7 @@ class _Program:
             for name, site in guide_tr.nodes.items():
                 if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
                     continue
-                _check_site(name, site, "guide")
+                check_not_enumerated(name, site, "guide")
                 if name not in names:
                     raise TraceSiteError(
                         f"guide site {name!r} has no latent counterpart in the model."
@@ -248,7 +248,7 @@ class _Program:
         for name, site in model_tr.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
                 continue
-            _check_site(name, site, "model")
+            check_not_enumerated(name, site, "model")
             fn = site["fn"]
             if fn.support.is_discrete:
                 raise DiscreteLatentError(
@@ -257,7 +257,7 @@ class _Program:
                     "ones. Observe the site (pass its values as data), sum it out inside the "
                     "model, or use importance sampling (method='is')."
                 )
-            dim = _data_dim(name, site, "model")
+            dim = data_plate_dim(name, site, "model")
             value = site["value"]
             axis = value.dim() - len(fn.event_shape) + dim
             if axis < 0 or value.shape[axis] != self.rows:
@@ -311,9 +311,9 @@ class _Program:
             for name, site in model_tr.nodes.items():
                 if site["type"] != "sample" or site_is_subsample(site):
                     continue
-                lp = _to_front(
-                    _masked(site, site["fn"].log_prob(site["value"])),
-                    [(_data_dim(name, site, "model"), R)],
+                lp = sum_to_front(
+                    apply_mask(site, site["fn"].log_prob(site["value"])),
+                    [(data_plate_dim(name, site, "model"), R)],
                 )
                 log_joint = log_joint + lp
                 if name in z and name not in self.guide_sites:
@@ -347,8 +347,9 @@ class _Program:
             out = 0.0
             for name, fn in self.cached.items():
                 site = self.guide_sites[name]
-                out = out + _to_front(
-                    _masked(site, fn.log_prob(z[name])), [(_data_dim(name, site, "guide"), R)]
+                out = out + sum_to_front(
+                    apply_mask(site, fn.log_prob(z[name])),
+                    [(data_plate_dim(name, site, "guide"), R)],
                 )
             return out
         data = {k: v for k, v in z.items() if k in self.guide_sites}
@@ -358,9 +359,9 @@ class _Program:
         out = 0.0
         for name, site in tr.nodes.items():
             if name in self.guide_sites and site["type"] == "sample":
-                out = out + _to_front(
-                    _masked(site, site["fn"].log_prob(site["value"])),
-                    [(_data_dim(name, site, "guide"), R)],
+                out = out + sum_to_front(
+                    apply_mask(site, site["fn"].log_prob(site["value"])),
+                    [(data_plate_dim(name, site, "guide"), R)],
                 )
         return out
 

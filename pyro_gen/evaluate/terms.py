@@ -31,7 +31,19 @@ from torch.distributions import kl_divergence
 from pyro_gen.errors import PyroGenError
 from pyro_gen.models.pair import DATA_PLATE
 
-__all__ = ["PointwiseTerms", "pointwise_terms", "elbo_terms", "DATA_PLATE", "TraceSiteError"]
+__all__ = [
+    "PointwiseTerms",
+    "pointwise_terms",
+    "elbo_terms",
+    "DATA_PLATE",
+    "TraceSiteError",
+    # per-site building blocks, shared with evaluate.ais
+    "data_plate_dim",
+    "apply_mask",
+    "sum_to_front",
+    "check_not_enumerated",
+    "repeat_rows",
+]
 
 
 class TraceSiteError(PyroGenError, ValueError):
@@ -64,7 +76,12 @@ class PointwiseTerms:
         )
 
 
-def _data_dim(name: str, site: dict, role: str) -> int:
+def data_plate_dim(name: str, site: dict, role: str) -> int:
+    """The (negative) batch dim of ``pyro.plate("data")`` at a trace site.
+
+    ``name``/``role`` (``"model"`` or ``"guide"``) only word the error. Raises
+    :class:`TraceSiteError` when the site is outside the data plate (a global latent).
+    """
     for frame in site["cond_indep_stack"]:
         if frame.name == DATA_PLATE:
             return frame.dim
@@ -76,16 +93,19 @@ def _data_dim(name: str, site: dict, role: str) -> int:
     )
 
 
-def _masked(site: dict, value: torch.Tensor) -> torch.Tensor:
+def apply_mask(site: dict, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (a log-density of the site, any shape broadcasting with the site's mask) with
+    0 where the site's ``poutine.mask`` is False; unchanged without a mask."""
     mask = site["mask"]
     if mask is None or mask is True:
         return value
     return torch.zeros_like(value) if mask is False else torch.where(mask, value, 0.0)
 
 
-def _to_front(value: torch.Tensor, lead: list[tuple[int, int]]) -> torch.Tensor:
+def sum_to_front(value: torch.Tensor, lead: list[tuple[int, int]]) -> torch.Tensor:
     """Move the (negative dim, size) axes in ``lead`` to the front, broadcast them to their
-    sizes, and sum every other axis: ``value`` -> ``[*sizes]``."""
+    sizes, and sum every other axis: ``value`` -> ``[*sizes]`` (e.g. a site's log-density
+    ``[N, D]`` with ``lead=[(-2, N)]`` -> ``[N]``, one number per datapoint)."""
     need = max(-d for d, _ in lead)
     if value.dim() < need:  # a log-density that broadcasts over these axes
         value = value.reshape((1,) * (need - value.dim()) + tuple(value.shape))
@@ -95,7 +115,9 @@ def _to_front(value: torch.Tensor, lead: list[tuple[int, int]]) -> torch.Tensor:
     return value.reshape(*sizes, -1).sum(-1)
 
 
-def _check_site(name: str, site: dict, role: str) -> None:
+def check_not_enumerated(name: str, site: dict, role: str) -> None:
+    """Raise :class:`TraceSiteError` for an enumerated site (it cannot be replayed for
+    importance weighting); ``name``/``role`` word the message."""
     if site["infer"].get("enumerate"):
         raise TraceSiteError(
             f"{role} site {name!r} is enumerated (infer={{'enumerate': ...}}); enumerated "
@@ -104,7 +126,9 @@ def _check_site(name: str, site: dict, role: str) -> None:
         )
 
 
-def _repeat(value, n: int, k: int):
+def repeat_rows(value, n: int, k: int):
+    """A tensor with ``n`` rows ``[n, ...]`` repeated ``k`` times along dim 0 -> ``[k·n, ...]``
+    (row ``j·n + i`` is row ``i``); anything else (no leading axis of ``n``) unchanged."""
     if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
         return value.repeat(k, *([1] * (value.dim() - 1)))
     return value
@@ -130,7 +154,7 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
     for name, site in guide_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
             continue
-        _check_site(name, site, "guide")
+        check_not_enumerated(name, site, "guide")
         lq = per_datapoint(name, site, site["fn"].log_prob(site["value"]), "guide")
         log_q = log_q + lq
         model_site = model_tr.nodes.get(name)
@@ -150,7 +174,7 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
     for name, site in model_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
-        _check_site(name, site, "model")
+        check_not_enumerated(name, site, "model")
         lp = per_datapoint(name, site, site["fn"].log_prob(site["value"]), "model")
         if site["is_observed"]:
             log_lik = log_lik + lp
@@ -163,14 +187,14 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
 def _terms_replicated(model, guide, x, k: int, kwargs) -> PointwiseTerms:
     """Repeat the datapoints ``k`` times along the data plate: works for any program."""
     n = x.shape[0]
-    xk = _repeat(x, n, k)
-    kw = {key: _repeat(v, n, k) for key, v in kwargs.items()}
+    xk = repeat_rows(x, n, k)
+    kw = {key: repeat_rows(v, n, k) for key, v in kwargs.items()}
     guide_tr = poutine.trace(guide).get_trace(xk, **kw)
     model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(xk, **kw)
 
     def per_datapoint(name, site, value, role):
-        dim = _data_dim(name, site, role)
-        return _to_front(_masked(site, value), [(dim, n * k)]).reshape(k, n)
+        dim = data_plate_dim(name, site, role)
+        return sum_to_front(apply_mask(site, value), [(dim, n * k)]).reshape(k, n)
 
     return _collect(guide_tr, model_tr, per_datapoint, k, n)
 
@@ -211,8 +235,8 @@ def _terms_vectorized(model, guide, x, k: int, kwargs, nesting: int) -> Pointwis
     def per_datapoint(name, site, value, role):
         if value.dim() < -pdim or value.shape[pdim] != k:
             raise _NotVectorizable(f"site {name!r} has no particle axis: {list(value.shape)}")
-        dim = _data_dim(name, site, role)
-        return _to_front(_masked(site, value), [(pdim, k), (dim, n)])
+        dim = data_plate_dim(name, site, role)
+        return sum_to_front(apply_mask(site, value), [(pdim, k), (dim, n)])
 
     return _collect(guide_tr, model_tr, per_datapoint, k, n)
 
