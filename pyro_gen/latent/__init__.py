@@ -3,7 +3,7 @@ linear and spherical interpolation, traversals ordered by KL per dimension, and 
 Information Gap (disentanglement against ground-truth factors)."""
 
 from pyro_gen.latent.interpolate import INTERPOLATIONS, interpolate, lerp, slerp
-from pyro_gen.latent.mig import MIGResult, model_mig, mutual_information_gap
+from pyro_gen.latent.mig import MIGBiasWarning, MIGResult, model_mig, mutual_information_gap
 from pyro_gen.latent.traverse import Traversal, kl_per_dimension, traversal_order, traverse
 from pyro_gen.latent.vectors import add_vector, attribute_vector, has_attribute
 
@@ -22,4 +22,5 @@ __all__ = [
     "mutual_information_gap",
     "model_mig",
     "MIGResult",
+    "MIGBiasWarning",
 ]

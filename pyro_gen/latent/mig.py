@@ -11,6 +11,19 @@ same way, a discrete factor (integer values) keeps its values; I and H are the p
 estimates of the discrete distributions, in nats. MIG lies in [0, 1]: 1 when each factor is
 read off one dimension alone, 0 when no dimension knows a factor better than another one does.
 
+Small-sample bias: the plug-in estimate of mutual information is biased upward. For two
+independent variables with ``B_a`` and ``B_b`` occupied bins it is, to first order,
+``(B_a − 1)(B_b − 1) / (2N)`` nats in expectation instead of 0 (Miller 1955; Panzeri & Treves
+1996, "Analytical estimates of limited sampling biases in different information measures"):
+with 20 × 20 bins that is 0.18 nats at N = 1,000 against a factor entropy of at most
+log 20 ≈ 3.0 nats. The bias adds to every dimension's I(z_j; v_k) alike, so it cancels in part
+in the gap, but the runner-up (a max over noisy estimates) and the normalised terms still move,
+and a factor no dimension knows gets a spurious positive I. :func:`mutual_information_gap`
+warns (:class:`MIGBiasWarning`) when this first-order bias exceeds ``BIAS_TOLERANCE`` (2%) of a
+factor's entropy, i.e. when there are too few datapoints per joint bin; give more datapoints
+(about ``(B_a − 1)(B_b − 1) / (2 · 0.02 · H(v_k))``) or fewer bins. The bias per pair is in
+``MIGResult.plug_in_bias``.
+
 >>> import torch
 >>> v = torch.randint(4, (2000, 2)).float()
 >>> round(mutual_information_gap(v, v, discrete=[True, True]).score, 2)
@@ -21,6 +34,7 @@ read off one dimension alone, 0 when no dimension knows a factor better than ano
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +44,8 @@ from pyro_gen.errors import ConfigError, DataError, ShapeError
 from pyro_gen.latent._model import encode_mean
 
 __all__ = [
+    "BIAS_TOLERANCE",
+    "MIGBiasWarning",
     "MIGResult",
     "mutual_information_gap",
     "model_mig",
@@ -37,11 +53,21 @@ __all__ = [
     "discrete_mutual_info",
 ]
 
+# warn when the plug-in estimator's first-order bias exceeds this fraction of a factor's entropy
+BIAS_TOLERANCE = 0.02
+
+
+class MIGBiasWarning(UserWarning):
+    """Too few datapoints per joint bin: the plug-in mutual information (and so MIG) is biased
+    upward by a noticeable fraction of a factor's entropy (see the module docstring)."""
+
 
 @dataclass
 class MIGResult:
     """``score`` (the MIG, in [0, 1]); per factor: ``gap`` (normalised), the best dimension
-    ``top_dim``; ``mutual_info`` ``[D, K]`` and ``factor_entropy`` ``[K]`` in nats."""
+    ``top_dim``; ``mutual_info`` ``[D, K]`` and ``factor_entropy`` ``[K]`` in nats;
+    ``plug_in_bias`` ``[D, K]``: the first-order upward bias of each mutual-information estimate,
+    ``(B_a − 1)(B_b − 1) / (2N)`` nats (occupied bins of code dimension and factor)."""
 
     score: float
     gap: torch.Tensor
@@ -49,6 +75,7 @@ class MIGResult:
     mutual_info: torch.Tensor
     factor_entropy: torch.Tensor
     factor_names: tuple[str, ...] = field(default_factory=tuple)
+    plug_in_bias: torch.Tensor | None = None
 
     def table(self) -> list[dict]:
         """One row per factor: name, entropy, best dimension, its MI, the runner-up's, gap."""
@@ -122,7 +149,9 @@ def mutual_information_gap(
 
     Raises ShapeError (shapes), DataError (NaN/Inf, fewer than 2 rows, a factor that is
     constant: its entropy is 0 and MIG divides by it) and ConfigError (``num_bins``, a
-    ``discrete``/``factor_names`` list of the wrong length).
+    ``discrete``/``factor_names`` list of the wrong length). Warns :class:`MIGBiasWarning`
+    when N is too small for the bins: the plug-in estimate's first-order bias
+    ``(B_a − 1)(B_b − 1) / (2N)`` nats exceeds ``BIAS_TOLERANCE`` of a factor's entropy.
     """
     if codes.dim() != 2 or factors.dim() != 2 or codes.shape[0] != factors.shape[0]:
         raise ShapeError(
@@ -151,7 +180,10 @@ def mutual_information_gap(
     if (entropy <= 0).any():
         bad = int((entropy <= 0).nonzero()[0])
         raise DataError(f"factor {bad} is constant (entropy 0): MIG is undefined for it.")
-    mi = discrete_mutual_info(discretize(codes, num_bins), v)  # [D, K]
+    code_bins = discretize(codes, num_bins)
+    mi = discrete_mutual_info(code_bins, v)  # [D, K]
+    bias = _plug_in_bias(code_bins, v)
+    _warn_if_biased(bias, entropy, len(v), num_bins, factor_names)
     if mi.shape[0] == 1:
         top, second = mi[0], torch.zeros(k, dtype=mi.dtype)
         top_dim = torch.zeros(k, dtype=torch.long)
@@ -166,6 +198,34 @@ def mutual_information_gap(
         mutual_info=mi,
         factor_entropy=entropy,
         factor_names=tuple(factor_names),
+        plug_in_bias=bias,
+    )
+
+
+def _plug_in_bias(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """First-order bias (nats) of the plug-in mutual information of every column pair,
+    ``(B_a − 1)(B_b − 1) / (2N)`` with ``B`` the occupied values of each column (Miller 1955;
+    Panzeri & Treves 1996): ``[D, K]``."""
+    occupied_a = torch.tensor([col.unique().numel() for col in a.T], dtype=torch.float64)
+    occupied_b = torch.tensor([col.unique().numel() for col in b.T], dtype=torch.float64)
+    return (occupied_a - 1)[:, None] * (occupied_b - 1)[None, :] / (2 * a.shape[0])
+
+
+def _warn_if_biased(bias, entropy, n: int, num_bins: int, names: Sequence[str]) -> None:
+    relative = bias.max(0).values / entropy  # [K], worst dimension per factor
+    k = int(relative.argmax())
+    if float(relative[k]) <= BIAS_TOLERANCE:
+        return
+    name = names[k] if names else str(k)
+    needed = int(float(bias[:, k].max()) * n / (BIAS_TOLERANCE * float(entropy[k]))) + 1
+    warnings.warn(
+        f"MIG from {n} datapoints with {num_bins} bins: the plug-in mutual information is "
+        f"biased upward by about {float(bias[:, k].max()):.3f} nats for factor {name!r} "
+        f"({100 * float(relative[k]):.1f}% of its entropy {float(entropy[k]):.2f} nats; "
+        f"tolerance {100 * BIAS_TOLERANCE:g}%). Use about {needed} datapoints or more, or "
+        "fewer bins (num_bins), for a MIG this bias does not move.",
+        MIGBiasWarning,
+        stacklevel=3,
     )
 
 

@@ -4,12 +4,15 @@ code that copies a factor twice, exact plug-in mutual information on small table
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from pyro_gen.errors import ConfigError, DataError, ShapeError
 from pyro_gen.latent.mig import (
+    BIAS_TOLERANCE,
+    MIGBiasWarning,
     discrete_mutual_info,
     discretize,
     model_mig,
@@ -87,7 +90,8 @@ def test_model_mig_reads_the_guide_means_and_restores_the_mode():
     torch.manual_seed(0)
     vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
     x = torch.bernoulli(torch.full((200, 4), 0.5))
-    result = model_mig(vae, x, x[:, :2])
+    with pytest.warns(MIGBiasWarning):  # 20 code bins x 2 values from 200 rows
+        result = model_mig(vae, x, x[:, :2])
     assert 0.0 <= result.score <= 1.0 and result.mutual_info.shape == (2, 2)
     assert vae.training
 
@@ -104,3 +108,32 @@ def test_bad_inputs():
         mutual_information_gap(v, v, discrete=[True])
     with pytest.raises(ConfigError, match="num_bins"):
         mutual_information_gap(v, v, num_bins=1)
+
+
+def test_small_samples_warn_of_the_plug_in_bias_and_large_ones_do_not():
+    # independent noise: the true MI is 0; the plug-in estimate is ≈ (B_a − 1)(B_b − 1) / (2N)
+    g = torch.Generator().manual_seed(3)
+    n = 400
+    codes, v = torch.rand(n, 1, generator=g), torch.rand(n, 1, generator=g)
+    with pytest.warns(MIGBiasWarning, match=r"400 datapoints with 20 bins.*biased upward"):
+        result = mutual_information_gap(codes, v)
+    assert float(result.plug_in_bias[0, 0]) == pytest.approx(19 * 19 / (2 * n))
+    # the bias is real: the estimate of a zero mutual information is near the first-order term
+    assert float(result.mutual_info[0, 0]) == pytest.approx(19 * 19 / (2 * n), rel=0.35)
+    assert issubclass(MIGBiasWarning, UserWarning)
+    # 20 x 20 bins with 20,000 rows: bias 0.009 nats, 0.3% of log 20: no warning
+    big = factors(20000, seed=4)[:, 1:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MIGBiasWarning)
+        result = mutual_information_gap(big, big)
+    assert float(result.plug_in_bias.max()) / math.log(20) < BIAS_TOLERANCE
+
+
+def test_few_values_need_few_datapoints():
+    # a binary code and a binary factor: bias 1 / (2N); 100 rows are plenty
+    g = torch.Generator().manual_seed(5)
+    v = torch.randint(2, (100, 1), generator=g).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MIGBiasWarning)
+        result = mutual_information_gap(v, v)
+    assert float(result.plug_in_bias[0, 0]) == pytest.approx(1 / 200)
