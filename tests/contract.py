@@ -94,7 +94,9 @@ class ModelContract:
         model, data = self.make_model(), self.make_data()
         x, kw = data["x"], {k: v for k, v in data.items() if k != "x"}
         result = evaluate_elbo(model, x, **kw, seed=0)
-        torch.testing.assert_close(result.elbo, result.reconstruction - result.kl)
+        attributes = result.attributes_log_prob  # log p(y) of a conditional model's attributes
+        attributes = 0.0 if attributes is None else attributes
+        torch.testing.assert_close(result.elbo, result.reconstruction + attributes - result.kl)
         pyro.set_rng_seed(0)
         log_px = log_likelihood(model, x, num_samples=64, **kw)
         assert log_px.shape == result.elbo.shape

@@ -1,5 +1,12 @@
 """The ELBO of a trained model, split into reconstruction and KL, per datapoint and on average.
 
+A conditional model (a CVAE's observed attributes, an SSVAE's observed labels) bounds
+log p(x, y), not log p(x): its ELBO has a third part, the observed attribute sites' log p(y),
+reported apart as ``attributes_log_prob`` (and site by site), so that ``reconstruction`` is
+the data site's E_q log p(x | z, y) for every model:
+
+    ELBO = reconstruction + attributes_log_prob − KL    (attributes_log_prob = 0 for a VAE)
+
 >>> import torch
 >>> from pyro_gen.models import VAE
 >>> vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
@@ -11,14 +18,14 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.log_likelihood import _slice_kwargs, point_mass_sites
-from pyro_gen.evaluate.terms import pointwise_terms
+from pyro_gen.evaluate.terms import pointwise_terms, split_observed
 from pyro_gen.models.pair import as_pair, evaluating, prepare_and_check
 
 __all__ = ["ELBOResult", "evaluate_elbo"]
@@ -26,13 +33,27 @@ __all__ = ["ELBOResult", "evaluate_elbo"]
 
 @dataclass
 class ELBOResult:
-    """Per-datapoint ``elbo = reconstruction - kl`` (nats), each ``[N]``."""
+    """Per-datapoint ``elbo = reconstruction + attributes_log_prob - kl`` (nats), each ``[N]``.
+
+    ``reconstruction``: E_q log p(x | z, y) of the data site ``"x"`` only; ``attributes_log_prob``:
+    the other observed sites' log p (a conditional model's attributes y; None when the model
+    has none, i.e. 0), with each site in ``attributes_per_site``. With attributes the ELBO
+    bounds log p(x, y) (``bound_on`` names it)."""
 
     elbo: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
     num_particles: int
     note: str = ""  # set when the numbers are not a bound on log p(x) (β = 0 autoencoder)
+    attributes_log_prob: torch.Tensor | None = None
+    attributes_per_site: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def bound_on(self) -> str:
+        """What the ELBO bounds: ``"log p(x)"``, or ``"log p(x, a, b)"`` with observed sites."""
+        if not self.attributes_per_site:
+            return "log p(x)"
+        return f"log p(x, {', '.join(self.attributes_per_site)})"
 
     @property
     def is_bound(self) -> bool:
@@ -41,10 +62,20 @@ class ELBOResult:
     def summary(self) -> dict[str, float]:
         n = self.elbo.numel()
         extra = {} if self.is_bound else {"is_bound": False, "note": self.note}
+        attributes = {}
+        if self.attributes_per_site:  # a conditional model: the third part of the ELBO
+            attributes = {
+                "attributes_log_prob": float(self.attributes_log_prob.mean()),
+                "attributes_per_site": {
+                    k: float(v.mean()) for k, v in self.attributes_per_site.items()
+                },
+                "bound_on": self.bound_on,
+            }
         return {
             "elbo": float(self.elbo.mean()),
             "elbo_se": float(self.elbo.std() / n**0.5) if n > 1 else float("nan"),
             "reconstruction": float(self.reconstruction.mean()),
+            **attributes,
             "kl": float(self.kl.mean()),
             "num_datapoints": n,
             "num_particles": self.num_particles,
@@ -64,7 +95,9 @@ def evaluate_elbo(
     seed: int | None = 0,
     **kwargs,
 ) -> ELBOResult:
-    """ELBO, E_q log p(x|z) and KL(q(z|x) ‖ p(z)) (analytic where known) for each row of ``x``.
+    """ELBO, E_q log p(x|z) and KL(q(z|x) ‖ p(z)) (analytic where known) for each row of ``x``;
+    for a conditional model also log p(y) of the observed attribute sites (``attributes_log_prob``,
+    the ELBO then bounds log p(x, y); ``elbo = reconstruction + attributes_log_prob - kl``).
 
     β does not enter: this is the model's true bound on log p(x) — except for a point-mass guide
     (a β = 0 autoencoder), where the result says so in ``note`` and ``is_bound`` is False: a
@@ -83,7 +116,7 @@ def evaluate_elbo(
         raise ConfigError(f"num_particles must be >= 1; got {num_particles}.")
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
-    recon, kl = [], []
+    recon, kl, attrs, per_site = [], [], [], []
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
         sites = point_mass_sites(pair, x, **kwargs)
@@ -103,14 +136,31 @@ def evaluate_elbo(
                     (v for s, v in t.kl_per_site.items() if s not in sites),
                     torch.zeros_like(t.log_lik),
                 )
-            recon.append(t.log_lik.mean(0).cpu())
+            x_term, attr_term, sites_term = split_observed(t)
+            recon.append(x_term.mean(0).cpu())
+            attrs.append(attr_term.mean(0).cpu())
+            per_site.append({s: v.mean(0).cpu() for s, v in sites_term.items()})
             kl.append(site_kl.mean(0).cpu())
     note = ""
     if sites:
         note = (
             f"not a bound on log p(x): guide site {sites[0]!r} is a point mass (Delta) (a β = 0 "
             "autoencoder has no density p(x) to estimate). The 'elbo' here is the "
-            "reconstruction term only."
+            "reconstruction term only"
+            + (" (plus the observed attributes' log p(y))." if any(per_site) else ".")
         )
-    reconstruction, kl_all = torch.cat(recon), torch.cat(kl)
-    return ELBOResult(reconstruction - kl_all, reconstruction, kl_all, num_particles, note)
+    reconstruction, kl_all, attributes = torch.cat(recon), torch.cat(kl), torch.cat(attrs)
+    names = list(dict.fromkeys(s for part in per_site for s in part))
+    sites = {  # a site masked out on every row of a chunk added 0 there
+        s: torch.cat([p.get(s, torch.zeros_like(r)) for p, r in zip(per_site, recon)])
+        for s in names
+    }
+    return ELBOResult(
+        reconstruction + attributes - kl_all,
+        reconstruction,
+        kl_all,
+        num_particles,
+        note,
+        attributes if sites else None,
+        sites,
+    )

@@ -7,6 +7,11 @@ over every dimension except the data plate's, giving ``[K, N]`` tables:
 
     log w[k, n] = log p(x_n, z_kn) - log q(z_kn | x_n) = log_lik + log_prior - log_q
 
+``log_lik`` sums every observed site; ``log_lik_per_site`` keeps each one apart (the data site
+``"x"`` and, in a conditional model, the observed attribute or label sites, whose log p(y)
+is part of a bound on log p(x, y)). A site masked out on every row is left out of that table
+(it adds 0).
+
 ``poutine.scale`` (β, subsampling) is ignored on purpose: these are the model's true densities.
 
 >>> import torch
@@ -20,7 +25,7 @@ torch.Size([5, 3])
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import torch
@@ -35,7 +40,9 @@ __all__ = [
     "PointwiseTerms",
     "pointwise_terms",
     "elbo_terms",
+    "split_observed",
     "DATA_PLATE",
+    "DATA_SITE",
     "TraceSiteError",
     # per-site building blocks, shared with evaluate.ais
     "data_plate_dim",
@@ -44,6 +51,8 @@ __all__ = [
     "check_not_enumerated",
     "repeat_rows",
 ]
+
+DATA_SITE = "x"  # the observed site holding the data; other observed sites are conditions (y)
 
 
 class TraceSiteError(PyroGenError, ValueError):
@@ -59,6 +68,8 @@ class PointwiseTerms:
     log_q: torch.Tensor
     kl: torch.Tensor  # analytic KL(q || p) where available, log_q - log_prior otherwise
     kl_per_site: dict[str, torch.Tensor]
+    # each observed site's log p (unscaled, masked); they sum to log_lik
+    log_lik_per_site: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def log_weight(self) -> torch.Tensor:
@@ -67,12 +78,20 @@ class PointwiseTerms:
     @staticmethod
     def cat(parts: list[PointwiseTerms], dim: int) -> PointwiseTerms:
         sites = parts[0].kl_per_site
+        # an observed site masked out on every row of one chunk is absent there: it added 0
+        observed = list(dict.fromkeys(s for p in parts for s in p.log_lik_per_site))
         return PointwiseTerms(
             *(
                 torch.cat([getattr(p, f) for p in parts], dim)
                 for f in ("log_lik", "log_prior", "log_q", "kl")
             ),
             {s: torch.cat([p.kl_per_site[s] for p in parts], dim) for s in sites},
+            {
+                s: torch.cat(
+                    [p.log_lik_per_site.get(s, torch.zeros_like(p.log_lik)) for p in parts], dim
+                )
+                for s in observed
+            },
         )
 
 
@@ -100,6 +119,15 @@ def apply_mask(site: dict, value: torch.Tensor) -> torch.Tensor:
     if mask is None or mask is True:
         return value
     return torch.zeros_like(value) if mask is False else torch.where(mask, value, 0.0)
+
+
+def _masked_everywhere(site: dict) -> bool:
+    """Whether ``poutine.mask`` removes the site on every row (e.g. an unlabelled batch's
+    label site): it adds nothing, and a per-site table need not show it."""
+    mask = site["mask"]
+    if mask is None or mask is True:
+        return False
+    return mask is False or not bool(torch.as_tensor(mask).any())
 
 
 def sum_to_front(value: torch.Tensor, lead: list[tuple[int, int]]) -> torch.Tensor:
@@ -151,6 +179,7 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
     zeros = torch.zeros(k, n) if like is None else like.new_zeros(k, n, dtype=like.dtype)
     log_lik, log_prior, log_q, kl = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
     kl_per_site: dict[str, torch.Tensor] = {}
+    lik_per_site: dict[str, torch.Tensor] = {}
     for name, site in guide_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
             continue
@@ -178,10 +207,12 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
         lp = per_datapoint(name, site, site["fn"].log_prob(site["value"]), "model")
         if site["is_observed"]:
             log_lik = log_lik + lp
+            if not _masked_everywhere(site):
+                lik_per_site[name] = lp
         elif name in guide_tr.nodes:
             log_prior = log_prior + lp
         # a latent the guide does not sample is drawn from its prior: proposal = prior, cancels
-    return PointwiseTerms(log_lik, log_prior, log_q, kl, kl_per_site)
+    return PointwiseTerms(log_lik, log_prior, log_q, kl, kl_per_site, lik_per_site)
 
 
 def _terms_replicated(model, guide, x, k: int, kwargs) -> PointwiseTerms:
@@ -306,9 +337,31 @@ def elbo_terms(
     max_rows: int = 65536,
     **kwargs,
 ) -> dict[str, torch.Tensor]:
-    """Per-datapoint ``elbo``, ``reconstruction`` (E_q log p(x|z)) and ``kl`` (KL(q||p)), each
-    ``[N]``, averaged over ``num_particles`` draws; ``elbo = reconstruction - kl``."""
+    """Per-datapoint ``elbo``, ``reconstruction`` (E_q log p(x|z, y): the data site ``"x"``
+    only), ``attributes_log_prob`` (log p(y): the other observed sites, a conditional model's
+    attributes or labels; 0 for a VAE) and ``kl`` (KL(q||p)), each ``[N]``, averaged over
+    ``num_particles`` draws; ``elbo = reconstruction + attributes_log_prob - kl`` exactly."""
     t = pointwise_terms(model, guide, x, num_particles=num_particles, max_rows=max_rows, **kwargs)
-    recon = t.log_lik.mean(0)
+    recon, attributes, _ = split_observed(t)
     kl = t.kl.mean(0)
-    return {"elbo": recon - kl, "reconstruction": recon, "kl": kl}
+    recon, attributes = recon.mean(0), attributes.mean(0)
+    return {
+        "elbo": recon + attributes - kl,
+        "reconstruction": recon,
+        "attributes_log_prob": attributes,
+        "kl": kl,
+    }
+
+
+def split_observed(
+    t: PointwiseTerms,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(log p(x | z, y) of the data site ``"x"``, the sum of the other observed sites' log p
+    (y: a conditional model's attributes, observed labels), those sites one by one), each
+    ``[K, N]``. A program without a site named ``"x"`` counts every observed site as data."""
+    sites = t.log_lik_per_site
+    if DATA_SITE not in sites:
+        return t.log_lik, torch.zeros_like(t.log_lik), {}
+    others = {s: v for s, v in sites.items() if s != DATA_SITE}
+    attributes = sum(others.values(), torch.zeros_like(t.log_lik))
+    return sites[DATA_SITE], attributes, others
