@@ -44,7 +44,7 @@ import numbers
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from pyro import poutine
@@ -78,6 +78,7 @@ from pyro_gen.models.pair import (
 
 __all__ = [
     "AISResult",
+    "AISSettings",
     "DiscreteLatentError",
     "SCHEDULES",
     "ais",
@@ -551,21 +552,107 @@ def _check_whole(name: str, v) -> None:
         raise ConfigError(f"{name} must be a whole number; got {v!r}.")
 
 
-def _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start):
-    for name, v in (
-        ("num_steps", num_steps),
-        ("num_chains", num_chains),
-        ("num_leapfrog", num_leapfrog),
-    ):
-        _check_whole(name, v)
-        if int(v) < 1:
-            raise ConfigError(f"{name} must be >= 1; got {v}.")
-    if not 0 < target_accept < 1:
-        raise ConfigError(f"target_accept must be in (0, 1); got {target_accept}.")
-    if not init_step_size > 0:
-        raise ConfigError(f"init_step_size must be > 0; got {init_step_size}.")
-    if start not in ("guide", "prior"):
-        raise ConfigError(f"start must be 'guide' or 'prior'; got {start!r}.")
+@dataclass(frozen=True, eq=False)
+class AISSettings:
+    """The settings of one AIS run, checked and resolved once; :func:`ais` and
+    :func:`pyro_gen.evaluate.bdmc` build one from their keyword arguments (same names, same
+    defaults, meanings in :func:`ais`).
+
+    On construction the counts are checked, ``num_chains``/``num_leapfrog`` become ints,
+    ``tune_steps`` (None: min(T, max(100, T/4))) and ``num_bins`` (clamped to
+    [1, min(tune_steps − 1, T − 1)]) are resolved, and the schedules are computed:
+    ``betas`` ``[T + 1]`` and ``tune_betas`` ``[tune_steps + 1]`` (float64). T, the number of
+    intermediate distributions, is ``num_steps`` for a named schedule and ``len(schedule) − 1``
+    for one given as numbers. ``batch_size`` stays None until :meth:`chunk_size` resolves it
+    for a device.
+
+    Raises:
+        ConfigError: a count that is not a whole number or is below 1, ``target_accept``
+            outside (0, 1), ``init_step_size`` <= 0, an unknown ``start``, ``mass`` or
+            ``schedule``, or a schedule given as numbers that does not rise from 0 to 1.
+
+    >>> s = AISSettings(num_steps=400)
+    >>> s.tune_steps, s.num_bins, s.betas.shape
+    (100, 50, torch.Size([401]))
+    """
+
+    num_steps: int = 1000
+    num_chains: int = 16
+    num_leapfrog: int = 10
+    schedule: str | torch.Tensor = "sigmoid"
+    start: str = "guide"
+    mass: str = "identity"
+    target_accept: float = 0.65
+    init_step_size: float = 0.1
+    tune_steps: int | None = None
+    num_bins: int = 50
+    batch_size: int | None = None
+    max_rows: int | None = None
+    betas: torch.Tensor = field(init=False, repr=False)
+    tune_betas: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mass not in ("start", "identity"):
+            raise ConfigError(f"mass must be 'start' or 'identity'; got {self.mass!r}.")
+        for name in ("num_steps", "num_chains", "num_leapfrog"):
+            v = getattr(self, name)
+            _check_whole(name, v)
+            if int(v) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {v}.")
+        if not 0 < self.target_accept < 1:
+            raise ConfigError(f"target_accept must be in (0, 1); got {self.target_accept}.")
+        if not self.init_step_size > 0:
+            raise ConfigError(f"init_step_size must be > 0; got {self.init_step_size}.")
+        if self.start not in ("guide", "prior"):
+            raise ConfigError(f"start must be 'guide' or 'prior'; got {self.start!r}.")
+        betas = _as_schedule(self.schedule, int(self.num_steps))
+        T = betas.numel() - 1
+        for name in ("tune_steps", "num_bins", "batch_size", "max_rows"):
+            if getattr(self, name) is not None:
+                _check_whole(name, getattr(self, name))
+        tune_steps = _default_tune_steps(T) if self.tune_steps is None else int(self.tune_steps)
+        if tune_steps < 1:
+            raise ConfigError(f"tune_steps must be >= 1; got {tune_steps}.")
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1; got {self.batch_size}.")
+        tune_betas = (
+            ais_schedule(tune_steps, self.schedule)
+            if isinstance(self.schedule, str)
+            else torch.quantile(betas, torch.linspace(0, 1, tune_steps + 1, dtype=torch.float64))
+        )
+        resolved = {
+            "num_chains": int(self.num_chains),
+            "num_leapfrog": int(self.num_leapfrog),
+            "tune_steps": tune_steps,
+            "num_bins": max(1, min(int(self.num_bins), tune_steps - 1, max(T - 1, 1))),
+            "betas": betas,
+            "tune_betas": tune_betas,
+        }
+        for name, v in resolved.items():
+            object.__setattr__(self, name, v)
+
+    @classmethod
+    def from_arguments(cls, arguments: dict) -> AISSettings:
+        """The settings among a call's arguments (``locals()`` of :func:`ais`/``bdmc``)."""
+        return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.init})
+
+    @property
+    def T(self) -> int:
+        """The number of intermediate distributions (transitions: T − 1)."""
+        return self.betas.numel() - 1
+
+    @property
+    def schedule_name(self) -> str:
+        """The schedule's name, ``"custom"`` for one given as numbers."""
+        return self.schedule if isinstance(self.schedule, str) else "custom"
+
+    def chunk_size(self, device) -> int:
+        """Datapoints per chunk: ``batch_size``, or ``max_rows // num_chains`` (at least 1),
+        ``max_rows`` defaulting to half of :func:`default_max_rows` on ``device``."""
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        max_rows = default_max_rows(device) // 2 if self.max_rows is None else self.max_rows
+        return max(1, int(max_rows) // self.num_chains)
 
 
 def _slice_kw(kwargs: dict, n: int, sl: slice, device) -> dict:
@@ -581,33 +668,27 @@ def _run_chunks(
     pair: ModelGuidePair,
     x: torch.Tensor,
     kwargs: dict,
+    s: AISSettings,
     *,
-    betas: torch.Tensor,
-    tune_betas: torch.Tensor,
-    num_chains: int,
-    num_leapfrog: int,
-    num_bins: int,
-    target_accept: float,
-    init_step_size: float,
-    start: str,
     batch_size: int,
     exact: dict[str, torch.Tensor] | None,
     bar,
-    mass: str = "identity",
 ) -> list[dict]:
     """Tune, then run forward AIS (and reverse AIS from ``exact`` latents, BDMC) per chunk."""
     n_total, device, out = x.shape[0], pair.device, []
+    num_chains, num_leapfrog, num_bins = s.num_chains, s.num_leapfrog, s.num_bins
+    betas, tune_betas = s.betas, s.tune_betas
     T, Tt = betas.numel() - 1, tune_betas.numel() - 1
     for s0 in range(0, n_total, batch_size):
         sl = slice(s0, min(s0 + batch_size, n_total))
         prog = _Program(
-            pair, x[sl].to(device), _slice_kw(kwargs, n_total, sl, device), num_chains, start
+            pair, x[sl].to(device), _slice_kw(kwargs, n_total, sl, device), num_chains, s.start
         )
         z0, sites = prog.initial()
-        if mass == "start":
+        if s.mass == "start":
             prog.estimate_scale()
         st0 = prog.evaluate(prog.to_unconstrained(z0))
-        log_eps = st0.log_joint.new_full((prog.rows,), math.log(init_step_size))
+        log_eps = st0.log_joint.new_full((prog.rows,), math.log(s.init_step_size))
         tune = _anneal(
             prog,
             st0,
@@ -616,7 +697,7 @@ def _run_chunks(
             num_leapfrog,
             log_eps=log_eps,
             adapt=True,
-            target=target_accept,
+            target=s.target_accept,
             num_bins=num_bins,
             bar=bar,
         )
@@ -634,11 +715,11 @@ def _run_chunks(
         chunk = {"forward": fwd, "log_eps": eps_bins, "n": prog.n, "rows": prog.rows}
         if exact is not None:
             ze = {}
-            for s in sites:
-                v = exact[s.name]
+            for site in sites:
+                v = exact[site.name]
                 idx = [slice(None)] * v.dim()
-                idx[s.axis] = sl
-                ze[s.name] = torch.cat([v[tuple(idx)].to(device)] * num_chains, s.axis)
+                idx[site.axis] = sl
+                ze[site.name] = torch.cat([v[tuple(idx)].to(device)] * num_chains, site.axis)
             bins = _bins(T, num_bins)[::-1]
             chunk["reverse"] = _anneal(
                 prog,
@@ -670,56 +751,13 @@ def _default_tune_steps(num_steps: int) -> int:
 
 
 def _prepare(
-    model,
-    x,
-    guide,
-    module,
-    seed,
-    num_steps,
-    num_chains,
-    num_leapfrog,
-    schedule,
-    start,
-    target_accept,
-    init_step_size,
-    tune_steps,
-    num_bins,
-    batch_size,
-    max_rows,
-    mass,
-    kwargs,
-):
+    model, guide, module, kwargs: dict, arguments: dict
+) -> tuple[ModelGuidePair, AISSettings]:
+    """The pair, with ``kwargs`` checked against model and guide, and the run's settings read
+    from ``arguments`` (the ``locals()`` of :func:`ais` or :func:`pyro_gen.evaluate.bdmc`)."""
     pair = as_pair(model, guide, module)
     _check_keywords(pair, kwargs)
-    if mass not in ("start", "identity"):
-        raise ConfigError(f"mass must be 'start' or 'identity'; got {mass!r}.")
-    _check_settings(num_steps, num_chains, num_leapfrog, target_accept, init_step_size, start)
-    betas = _as_schedule(schedule, int(num_steps))
-    T = betas.numel() - 1
-    for name, v in (
-        ("tune_steps", tune_steps),
-        ("num_bins", num_bins),
-        ("batch_size", batch_size),
-        ("max_rows", max_rows),
-    ):
-        if v is not None:
-            _check_whole(name, v)
-    tune_steps = _default_tune_steps(T) if tune_steps is None else int(tune_steps)
-    if tune_steps < 1:
-        raise ConfigError(f"tune_steps must be >= 1; got {tune_steps}.")
-    tune_betas = (
-        ais_schedule(tune_steps, schedule)
-        if isinstance(schedule, str)
-        else torch.quantile(betas, torch.linspace(0, 1, tune_steps + 1, dtype=torch.float64))
-    )
-    num_bins = max(1, min(int(num_bins), tune_steps - 1, max(T - 1, 1)))
-    if max_rows is None:
-        max_rows = default_max_rows(pair.device) // 2
-    if batch_size is None:
-        batch_size = max(1, int(max_rows) // int(num_chains))
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
-    return pair, betas, tune_betas, tune_steps, num_bins, int(batch_size)
+    return pair, AISSettings.from_arguments(arguments)
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -846,79 +884,38 @@ def ais(
         ConfigError: also a keyword argument that model or guide does not take (a misspelt
             setting), with a did-you-mean.
     """
-    pair, betas, tune_betas, tune_steps, num_bins, batch_size = _prepare(
-        model,
-        x,
-        guide,
-        module,
-        seed,
-        num_steps,
-        num_chains,
-        num_leapfrog,
-        schedule,
-        start,
-        target_accept,
-        init_step_size,
-        tune_steps,
-        num_bins,
-        batch_size,
-        max_rows,
-        mass,
-        kwargs,
-    )
-    T, C = betas.numel() - 1, int(num_chains)
+    pair, s = _prepare(model, guide, module, kwargs, locals())
+    batch_size = s.chunk_size(pair.device)
     t0 = time.perf_counter()
     with evaluating(pair.module, seed), _frozen(pair.module):
         x = prepare_and_check(pair, x, "x", **kwargs)
-        if start == "guide":
+        if s.start == "guide":
             _check_guide_for_ais(pair, x, **kwargs)
         n_chunks = math.ceil(x.shape[0] / batch_size)
         with tqdm(
-            total=n_chunks * (tune_steps + T),
+            total=n_chunks * (s.tune_steps + s.T),
             desc="AIS",
             unit="step",
             leave=False,
             disable=None if progress is None else not progress,
         ) as bar:
-            chunks = _run_chunks(
-                pair,
-                x,
-                kwargs,
-                betas=betas,
-                tune_betas=tune_betas,
-                num_chains=C,
-                num_leapfrog=int(num_leapfrog),
-                num_bins=num_bins,
-                target_accept=target_accept,
-                init_step_size=init_step_size,
-                start=start,
-                batch_size=batch_size,
-                exact=None,
-                mass=mass,
-                bar=bar,
-            )
-    r = _result(chunks, "forward", C)
+            chunks = _run_chunks(pair, x, kwargs, s, batch_size=batch_size, exact=None, bar=bar)
+    r = _result(chunks, "forward", s.num_chains)
     _check_finite_weights(r["log_weights"], "AIS")
     return _make_result(
         r,
-        betas,
-        C,
-        int(num_leapfrog),
-        tune_steps,
-        start,
+        s,
         time.perf_counter() - t0,
-        {
-            "schedule": schedule if isinstance(schedule, str) else "custom",
-            "target_accept": target_accept,
-            "mass": mass,
-        },
+        {"schedule": s.schedule_name, "target_accept": s.target_accept, "mass": s.mass},
     )
 
 
-def _make_result(r, betas, C, L, tune_steps, start, seconds, settings) -> AISResult:
+def _make_result(r: dict, s: AISSettings, seconds: float, settings: dict) -> AISResult:
+    """The :class:`AISResult` of a run's pooled chunks ``r`` (:func:`_result`); ``settings``:
+    the run's settings as reported in its summary."""
     lw = r["log_weights"]
     ess = _ess(lw)
-    T = betas.numel() - 1
+    T, C, L, tune_steps = s.T, s.num_chains, s.num_leapfrog, s.tune_steps
     se = (1 / ess - 1 / C).clamp(min=0).sqrt()
     if C == 1:  # sqrt(1/1 − 1/1) = 0 would claim an exact estimate: the error is unknown
         se = torch.full_like(se, float("nan"))
@@ -936,11 +933,11 @@ def _make_result(r, betas, C, L, tune_steps, start, seconds, settings) -> AISRes
         acceptance=r["acceptance"],
         acceptance_per_datapoint=r["acc_row"],
         step_sizes=r["step_sizes"],
-        schedule=betas,
+        schedule=s.betas,
         num_chains=C,
         num_leapfrog=L,
         tune_steps=tune_steps,
-        start=start,
+        start=s.start,
         gradient_evaluations=(max(T - 1, 0) + max(tune_steps - 1, 0)) * L,
         seconds=seconds,
         settings=settings,

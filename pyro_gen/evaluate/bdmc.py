@@ -202,40 +202,21 @@ def bdmc(
 
     Raises what :func:`pyro_gen.evaluate.ais` raises, and ConfigError from :func:`simulate`.
     """
-    pair, betas, tune_betas, tune_steps, num_bins, batch_size = _prepare(
-        model,
-        x,
-        guide,
-        module,
-        seed,
-        num_steps,
-        num_chains,
-        num_leapfrog,
-        schedule,
-        start,
-        target_accept,
-        init_step_size,
-        tune_steps,
-        num_bins,
-        batch_size,
-        max_rows,
-        mass,
-        kwargs,
-    )
-    T, C = betas.numel() - 1, int(num_chains)
+    pair, s = _prepare(model, guide, module, kwargs, locals())
+    batch_size = s.chunk_size(pair.device)
     t0 = time.perf_counter()
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
         kw = {k: v.to(pair.device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
         x_sim, latents = simulate(pair, x.to(pair.device), site, **kw)
         x_sim = prepare_data(pair, x_sim, "simulated x")
-        if start == "guide":
+        if s.start == "guide":
             _check_guide_for_ais(pair, x_sim, **kwargs)
         n_chunks = math.ceil(x.shape[0] / batch_size)
         with (
             _frozen(pair.module),
             tqdm(
-                total=n_chunks * (tune_steps + 2 * T),
+                total=n_chunks * (s.tune_steps + 2 * s.T),
                 desc="BDMC",
                 unit="step",
                 leave=False,
@@ -243,37 +224,14 @@ def bdmc(
             ) as bar,
         ):
             chunks = _run_chunks(
-                pair,
-                x_sim,
-                kwargs,
-                betas=betas,
-                tune_betas=tune_betas,
-                num_chains=C,
-                num_leapfrog=int(num_leapfrog),
-                num_bins=num_bins,
-                target_accept=target_accept,
-                init_step_size=init_step_size,
-                start=start,
-                batch_size=batch_size,
-                exact=latents,
-                mass=mass,
-                bar=bar,
+                pair, x_sim, kwargs, s, batch_size=batch_size, exact=latents, bar=bar
             )
     seconds = time.perf_counter() - t0
-    fwd = _result(chunks, "forward", C)
-    rev = _result(chunks, "reverse", C)
+    fwd = _result(chunks, "forward", s.num_chains)
+    rev = _result(chunks, "reverse", s.num_chains)
     _check_finite_weights(fwd["log_weights"], "forward AIS")
     _check_finite_weights(rev["log_weights"], "reverse AIS")
-    forward = _make_result(
-        fwd,
-        betas,
-        C,
-        int(num_leapfrog),
-        tune_steps,
-        start,
-        seconds,
-        {"schedule": schedule if isinstance(schedule, str) else "custom"},
-    )
+    forward = _make_result(fwd, s, seconds, {"schedule": s.schedule_name})
     result = BDMCResult(
         x=x_sim.detach().cpu(),
         lower=forward.log_px,
