@@ -30,11 +30,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
+from pyro_gen.errors import ConfigError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
-from pyro_gen.models.vae import _generator
+from pyro_gen.models.sampling import DecoderSampling
 from pyro_gen.nn import ACTIVATIONS, MLP, MLPDecoder
 from pyro_gen.nn.heads import GaussianHead, numel
 
@@ -50,7 +50,7 @@ def _trunk(in_features: int, hidden: Sequence[int], activation: str) -> tuple[nn
 
 
 @register_model("hvae")
-class HierarchicalVAE(GenerativeModel):
+class HierarchicalVAE(DecoderSampling, GenerativeModel):
     """Two stochastic layers z2 -> z1 -> x with a top-down guide (module docstring).
 
     Args:
@@ -159,30 +159,10 @@ class HierarchicalVAE(GenerativeModel):
         loc1, _ = self._q_z1(h, loc2)
         return loc1, loc2
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
-        """Decode the guide's means: E[x | z1] (or a sample of x when ``mean=False``)."""
-        z1, _ = self.encode(x)
-        params = self.decoder(z1)
-        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        mean: bool = False,
-    ) -> torch.Tensor:
-        """``n`` draws of x from p(z2) p(z1 | z2) p(x | z1) (``mean=True``: E[x | z1])."""
-        if int(n) < 1:
-            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
-        g = _generator(seed, generator, self.device)
-        z2 = torch.randn(int(n), self.latent_dims[1], generator=g, device=self.device)
+    def sample_latent(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``[n, d1]`` draws of z1 from p(z2) p(z1 | z2), the decoder's input; ``sample``
+        (x from p(z2) p(z1 | z2) p(x | z1)) and ``reconstruct`` (E[x | z1] at the guide's
+        means) come from :class:`~pyro_gen.models.sampling.DecoderSampling`."""
+        z2 = torch.randn(int(n), self.latent_dims[1], generator=generator, device=self.device)
         loc, scale = self.p_z1(z2)
-        z1 = loc + scale * torch.randn(loc.shape, generator=g, device=self.device)
-        params = self.decoder(z1)
-        if tuple(params.shape[1:]) != self.data_shape:  # pragma: no cover - built to match
-            raise ShapeError(f"decoder output {list(params.shape)} != {list(self.data_shape)}")
-        return self.likelihood.mean(params) if mean else self.likelihood.sample(params, g)
+        return loc + scale * torch.randn(loc.shape, generator=generator, device=self.device)

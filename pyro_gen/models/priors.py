@@ -32,7 +32,7 @@ from torch import nn
 from pyro_gen.errors import ConfigError, did_you_mean
 from pyro_gen.models.base import check_data_shape
 from pyro_gen.models.registry import register_model
-from pyro_gen.models.vae import VAE, _generator
+from pyro_gen.models.vae import VAE
 
 __all__ = ["PRIORS", "StandardPrior", "MixturePrior", "VampPrior", "LearnedPriorVAE"]
 
@@ -157,27 +157,14 @@ class LearnedPriorVAE(VAE):
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=xs)
         return z
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        mean: bool = False,
-    ) -> torch.Tensor:
-        """``n`` draws of x from the learned p(z) p(x | z) (``mean=True``: E[x | z])."""
-        if int(n) < 1:
-            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
-        g = _generator(seed, generator, self.device)
-        prior = self.prior()
+    def sample_latent(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``[n, latent_dim]`` draws of z from the learned p(z) (a component, then its
+        Gaussian); ``sample`` draws x from the learned p(z) p(x | z)."""
         if self.prior_kind == "standard":
-            z = torch.randn(int(n), self.latent_dim, generator=g, device=self.device)
-        else:
-            mix = prior.mixture_distribution.probs
-            k = torch.multinomial(mix, int(n), replacement=True, generator=g)
-            comp = prior.component_distribution.base_dist
-            noise = torch.randn(int(n), self.latent_dim, generator=g, device=self.device)
-            z = comp.loc[k] + comp.scale[k] * noise
-        params = self.decoder(z)
-        return self.likelihood.mean(params) if mean else self.likelihood.sample(params, g)
+            return super().sample_latent(n, generator)
+        prior = self.prior()
+        mix = prior.mixture_distribution.probs
+        k = torch.multinomial(mix, int(n), replacement=True, generator=generator)
+        comp = prior.component_distribution.base_dist
+        noise = torch.randn(int(n), self.latent_dim, generator=generator, device=self.device)
+        return comp.loc[k] + comp.scale[k] * noise

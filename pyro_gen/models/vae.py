@@ -22,6 +22,7 @@ from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
+from pyro_gen.models.sampling import DecoderSampling
 from pyro_gen.nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 __all__ = ["VAE", "NETWORKS"]
@@ -29,16 +30,8 @@ __all__ = ["VAE", "NETWORKS"]
 NETWORKS = ("mlp", "conv")
 
 
-def _generator(seed: int | None, generator: torch.Generator | None, device: torch.device):
-    if generator is not None:
-        return generator
-    if seed is None:
-        return None
-    return torch.Generator(device=device).manual_seed(int(seed))
-
-
 @register_model("vae")
-class VAE(KLWeighted, GenerativeModel):
+class VAE(KLWeighted, DecoderSampling, GenerativeModel):
     """A VAE with one stochastic layer.
 
     ``capturable = True``: the program keeps no Python state between calls, so the trainer may
@@ -158,30 +151,7 @@ class VAE(KLWeighted, GenerativeModel):
         params = self.decoder(z)
         return self.likelihood.mean(params) if mean else params
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
-        """Decode the guide's mean: E[x | z = g(x)] (or a sample of x when ``mean=False``)."""
-        loc, _ = self.encode(x)
-        params = self.decoder(loc)
-        return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        mean: bool = False,
-    ) -> torch.Tensor:
-        """``n`` draws of x from p(z) p(x | z) (``mean=True``: E[x | z] for z ~ p(z)).
-
-        Pass ``seed`` or a ``torch.Generator`` (on the model's device) for reproducible draws.
-        """
-        if int(n) < 1:
-            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
-        device = self.device
-        g = _generator(seed, generator, device)
-        z = torch.randn(int(n), self.latent_dim, generator=g, device=device)
-        params = self.decoder(z)
-        return self.likelihood.mean(params) if mean else self.likelihood.sample(params, g)
+    def sample_latent(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """``[n, latent_dim]`` draws of z ~ N(0, I); ``sample`` and ``reconstruct`` come from
+        :class:`~pyro_gen.models.sampling.DecoderSampling`."""
+        return torch.randn(int(n), self.latent_dim, generator=generator, device=self.device)
