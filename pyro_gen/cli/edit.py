@@ -1,5 +1,10 @@
 """``pyro-gen edit RUN --attribute NAME [--value V] --alpha 0,1,2``: add an attribute vector
-(mean code of images with it minus those without) to encoded images, exaggerated by α."""
+(mean code of images with it minus those without) to encoded images, exaggerated by α.
+
+``pyro-gen edit RUN --attr NAME=VALUE ...`` on a conditional model (CVAE): keep each image's
+code z = E_q[z | x, y_old] and decode it with the chosen attributes, E[x | z, y_new]; names and
+values are checked as ``generate``'s. ``--attribute NAME --value V`` on an attribute the model
+conditions on does the same (a vector added to z cannot change what the decoder is told)."""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import torch
 
 from pyro_gen.cli._latent import figure_path, rows_figure, run_batch, slug
 from pyro_gen.cli.common import open_run, require_method, update_summary
+from pyro_gen.cli.generate import display_values, parse_attr_flags
 from pyro_gen.errors import ConfigError, DataError, did_you_mean
 from pyro_gen.latent import add_vector, attribute_vector, has_attribute
+from pyro_gen.latent.relabel import change_attributes
 
 __all__ = ["add_parser", "cmd_edit", "float_list", "attribute_column", "number_value"]
 
@@ -28,16 +35,28 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
     p = run_verb(
         verbs,
         "edit",
-        "add an attribute vector to encoded images (latent arithmetic)",
+        "change an attribute of encoded images (CVAE: new y; else latent arithmetic)",
         "Latent arithmetic: v = mean E[z|x] of images with the attribute − mean of those without "
         "(from the run's data); then decode E[z|x] + α v for images that lack it, one column "
         "per α. Class attributes need --value (a class name or index); binary ones take --value "
         "0 or 1 (default 1: the vector toward 1); continuous ones count as 'having' it above "
-        "the median (or above --value, a number). Writes "
+        "the median (or above --value, a number). On a conditional model (CVAE) an attribute "
+        "its decoder conditions on is changed the model's own way: z = E[z|x,y_old] is decoded "
+        "with y_new (--attr NAME=VALUE, repeatable, checked as for 'generate'; or --attribute "
+        "NAME --value V); columns: the image, its reconstruction, the edit. Writes "
         "figures/edit-<attribute>.png, or --out.",
         data=True,
     )
-    p.add_argument("--attribute", required=True, help="attribute (or label) of the data")
+    p.add_argument(
+        "--attribute", default=None, help="attribute (or label) of the data (vector edit)"
+    )
+    p.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="conditional models: an attribute to set (repeatable), e.g. --attr shape=heart",
+    )
     p.add_argument(
         "--value",
         default=None,
@@ -114,12 +133,26 @@ def number_value(value: str | None, kind: str, name: str) -> float | None:
     return number
 
 
+def conditioned(model) -> tuple[str, ...]:
+    """The attributes a model's decoder is told (a CVAE's ``attribute_names``), else ()."""
+    if not callable(getattr(model, "parse_attributes", None)):
+        return ()
+    return tuple(getattr(model, "attribute_names", ()) or ())
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
     model, config = open_run(args.run, args.device)
     require_method(model, "encode", "edit")
     require_method(model, "decode", "edit")
     if args.num < 1 or not args.alpha:
         raise ConfigError("--num must be >= 1 and --alpha must list at least one factor.")
+    if bool(args.attr) == (args.attribute is not None):
+        raise ConfigError(
+            "give either --attr NAME=VALUE (a conditional model: decode with new attributes) or "
+            "--attribute NAME [--value V] (an attribute vector), not both and not neither."
+        )
+    if args.attr or args.attribute in conditioned(model):
+        return _edit_condition(args, model, config)
     ds, batch = run_batch(args, model, config, args.max_images)
     # the labels/attributes of the same rows: re-read the column from the full split
     values, kind, classes = attribute_column(ds, args.split, args.attribute)
@@ -164,4 +197,58 @@ def cmd_edit(args: argparse.Namespace) -> int:
         },
     )
     print(f"pyro-gen: wrote {path} (|v| = {float(v.norm()):.3f})")
+    return 0
+
+
+def _edit_condition(args: argparse.Namespace, model, config: dict) -> int:
+    """The CVAE edit: E[x | z = E_q[z | x, y_old], y_new] for ``--num`` images."""
+    names = conditioned(model)
+    if not names:
+        raise ConfigError(
+            f"{type(model).__name__} does not condition on attributes, so --attr cannot set "
+            "them; edit with an attribute vector: --attribute NAME [--value V]."
+        )
+    if args.attr:
+        asked = parse_attr_flags(args.attr)
+    else:
+        if args.value is None:
+            raise ConfigError(
+                f"{args.attribute} is an attribute the model conditions on: give the new value, "
+                f"--value V (or --attr {args.attribute}=V)."
+            )
+        asked = {args.attribute: args.value}
+    new = model.parse_attributes(asked, 1)  # names and values checked, valid ones listed
+    ds, batch = run_batch(args, model, config, args.max_images)
+    x = batch.pop("x")
+    # rows that change: a class or flag asked for is shown on images that do not have it yet
+    kinds = {a["name"]: a["kind"] for a in model.attributes}
+    keep = torch.ones(len(x), dtype=torch.bool)
+    for name, v in new.items():
+        if name in batch and kinds[name] != "continuous":
+            keep &= batch[name].cpu().float() != v.float()
+    rows = keep.nonzero().squeeze(-1)
+    if len(rows) == 0:
+        rows = torch.arange(len(x))
+    rows = rows[: args.num]
+    x, observed = x[rows], {k: v[rows] for k, v in batch.items()}
+    recon = change_attributes(model, x, observed, {k: observed[k] for k in asked})
+    edited = change_attributes(model, x, observed, asked)
+    shown = display_values(model, asked)
+    what = ", ".join(f"{k}={v}" for k, v in shown.items())
+    title = (
+        f"edit: decode(E[z|x, y_old], y_new) with {what}, other attributes kept\n"
+        f"rows: {len(rows)} {args.split} images; columns: image, reconstruction, edited"
+    )
+    from pyro_gen import plots
+
+    grid = torch.stack([x.cpu().float(), recon, edited], 1)  # [N, 3, ...]
+    path = plots.save_figure(
+        rows_figure(grid, title), figure_path(args.run, args.out, f"edit-{slug(what)}")
+    )
+    update_summary(
+        args.run,
+        "edit",
+        {"method": "condition", "attributes": asked, "num": len(rows), "figure": str(path)},
+    )
+    print(f"pyro-gen: wrote {path} ({len(rows)} images decoded with {what})")
     return 0

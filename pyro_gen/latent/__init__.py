@@ -4,6 +4,7 @@ Information Gap (disentanglement against ground-truth factors)."""
 
 from pyro_gen.latent.interpolate import INTERPOLATIONS, interpolate, lerp, slerp
 from pyro_gen.latent.mig import MIGBiasWarning, MIGResult, model_mig, mutual_information_gap
+from pyro_gen.latent.relabel import change_attributes
 from pyro_gen.latent.traverse import Traversal, kl_per_dimension, traversal_order, traverse
 from pyro_gen.latent.vectors import add_vector, attribute_vector, has_attribute
 
@@ -23,4 +24,5 @@ __all__ = [
     "model_mig",
     "MIGResult",
     "MIGBiasWarning",
+    "change_attributes",
 ]

@@ -90,7 +90,11 @@ def test_edit_interpolate_traverse(which, vae_run, cvae_run, capsys):
     edit = ["edit", str(run), "--attribute", "shape", "--value", "heart", "--num", "3"]
     assert main([*edit, "--alpha", "0,1,2"]) == 0
     assert (run / "figures" / "edit-shape-heart.png").is_file()
-    assert json.loads((run / "summary.json").read_text())["edit"]["alphas"] == [0, 1, 2]
+    summary = json.loads((run / "summary.json").read_text())["edit"]
+    if which == "vae":
+        assert summary["alphas"] == [0, 1, 2]
+    else:  # the CVAE's decoder is told the shape: the edit decodes z with shape=heart
+        assert summary["method"] == "condition" and summary["attributes"] == {"shape": "heart"}
     assert main(["interpolate", str(run), "--pairs", "2", "--steps", "4"]) == 0
     assert (run / "figures" / "interpolate-slerp.png").is_file()
     assert main(["traverse", str(run), "--dims", "2", "--steps", "3", "--num-images", "32"]) == 0
@@ -101,6 +105,24 @@ def test_edit_interpolate_traverse(which, vae_run, cvae_run, capsys):
     assert "it has: shape, scale" in capsys.readouterr().err
     assert main(["edit", str(run), "--attribute", "shape"]) == 2
     assert "--value" in capsys.readouterr().err
+
+
+def test_edit_a_cvae_with_new_attributes(cvae_run, vae_run, capsys):
+    args = ["edit", str(cvae_run), "--attr", "shape=0", "--attr", "scale=0.9", "--num", "4"]
+    assert main(args) == 0
+    assert (cvae_run / "figures" / "edit-shape-square-scale-0.9.png").is_file()
+    summary = json.loads((cvae_run / "summary.json").read_text())["edit"]
+    assert summary["attributes"] == {"shape": "0", "scale": "0.9"} and summary["num"] == 4
+    capsys.readouterr()
+    assert main(["edit", str(cvae_run), "--attr", "shap=heart"]) == 2
+    assert "unknown attribute 'shap'" in capsys.readouterr().err
+    assert main(["edit", str(cvae_run), "--attr", "scale=7"]) == 2
+    assert "[0.5, 1]" in capsys.readouterr().err
+    both = ["edit", str(cvae_run), "--attr", "shape=heart", "--attribute", "shape"]
+    assert main(both) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["edit", str(vae_run), "--attr", "shape=heart"]) == 2
+    assert "does not condition on attributes" in capsys.readouterr().err
 
 
 def test_help_explains_each_verb(capsys):
