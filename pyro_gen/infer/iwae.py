@@ -58,7 +58,6 @@ from pyro import poutine
 from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 from torch import nn
-from torch.nn.utils import stateless
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.models.pair import DATA_PLATE, forked_rng
@@ -86,6 +85,26 @@ class _ScaleGrad(torch.autograd.Function):
         shape[batch_dims + pdim], shape[batch_dims + ddim] = w.shape
         factor = w.reshape(shape + [1] * event_dim).to(grad.dtype)
         return grad * factor, None, None
+
+
+class _Owner(nn.Module):
+    """Holds ``module`` so that :func:`torch.func.functional_call` swaps its parameters while
+    any callable runs: ``forward(fn)`` returns ``fn()``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, fn):
+        return fn()
+
+
+def _at_detached_parameters(module: nn.Module, fn):
+    """``fn()`` with ``module``'s parameters replaced by detached copies (gradients still flow
+    through ``fn``'s inputs, not into the parameters); through the public
+    :func:`torch.func.functional_call`, which also detaches a tied parameter's other names."""
+    detached = {f"module.{name}": p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(_Owner(module), detached, (fn,))
 
 
 def _data_frame(site: dict):
@@ -208,12 +227,10 @@ class IWAE_ELBO(ELBO):
                 *args, **kwargs
             )
             if self.dreg:
-                module = self._guide_module(guide)
-                detached = {name: p.detach() for name, p in module.named_parameters()}
-                with stateless._reparametrize_module(module, detached):
-                    q_tr = poutine.trace(poutine.replay(guide, trace=guide_tr)).get_trace(
-                        *args, **kwargs
-                    )
+                replayed = poutine.trace(poutine.replay(guide, trace=guide_tr))
+                q_tr = _at_detached_parameters(
+                    self._guide_module(guide), lambda: replayed.get_trace(*args, **kwargs)
+                )
         return model_tr, q_tr, k, pdim, holder
 
     @staticmethod

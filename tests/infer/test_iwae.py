@@ -230,3 +230,18 @@ def test_trainer_trains_a_vae_with_it(elbo):
     history = trainer.fit(x, x[:16])
     losses = [r["loss"] for r in history if r["loss"] != ""]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_dreg_detaches_every_name_of_a_tied_parameter_and_restores_them():
+    from pyro_gen.infer.iwae import _at_detached_parameters
+
+    m = nn.Module()
+    m.a, m.b = nn.Linear(2, 2), nn.Linear(2, 2)
+    m.b.weight = m.a.weight  # tied: named_parameters() lists it once, as "a.weight"
+    x = torch.ones(1, 2, requires_grad=True)
+    out = _at_detached_parameters(m, lambda: (m.a(x) + m.b(x)).sum())
+    (grad_x,) = torch.autograd.grad(out, x, retain_graph=True)
+    assert torch.equal(grad_x, (2 * m.a.weight).sum(0, keepdim=True).detach())  # through x
+    # no path into the weight under either of its names (the b.weight alias included)
+    assert torch.autograd.grad(out, [m.a.weight], allow_unused=True) == (None,)
+    assert isinstance(m.a.weight, nn.Parameter) and m.b.weight is m.a.weight  # restored
