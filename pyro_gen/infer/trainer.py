@@ -604,7 +604,8 @@ class Trainer:
         pair = self.pair
         own = getattr(pair.model, "__self__", None) is pair.module
         own = own and getattr(pair.guide, "__self__", None) is pair.module
-        return own and bool(getattr(type(pair.module), "capturable", False))
+        # read on the instance: a model may be capturable in one configuration only
+        return own and bool(getattr(pair.module, "capturable", False))
 
     # -- one run of fit() ----------------------------------------------------------------------
     def _start(self, train, valid, dynamic: bool) -> None:

@@ -26,6 +26,7 @@ torch.Size([3, 1, 2, 2])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -57,6 +58,11 @@ class AutoregressiveBernoulli(TorchDistribution):
     output d depending on inputs < d only (a :class:`~pyro_gen.nn.MADE`); that is what makes
     the product a normalised distribution. ``log_prob`` (nats) has shape ``batch_shape`` (plus
     the value's extra leading dims); ``sample`` runs D network passes.
+
+    A net with ``num_masks = M > 1`` (a MADE mask ensemble): ``mask=m`` is the distribution of
+    pattern m alone; ``mask=None`` is the uniform mixture
+    p(x) = (1/M) Σ_m p_m(x) (log_prob = logsumexp_m log p_m(x) − log M: M passes, still exact;
+    sample: a pattern per draw, then pixel by pixel).
     """
 
     arg_constraints: dict = {}
@@ -68,38 +74,84 @@ class AutoregressiveBernoulli(TorchDistribution):
         event_shape: Sequence[int],
         batch_shape: Sequence[int] = (),
         validate_args=None,
+        mask: int | None = None,
     ) -> None:
         self.net = net
         self.num_vars = numel(event_shape)
+        self.num_masks = int(getattr(net, "num_masks", 1))
+        self.mask = mask
         super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args)
+
+    @property
+    def masks(self) -> list[int]:
+        """The patterns this distribution mixes (one, or all of an ensemble's)."""
+        if self.mask is not None:
+            return [int(self.mask)]
+        return list(range(self.num_masks))
+
+    def _net(self, h: torch.Tensor, m: int) -> torch.Tensor:
+        return self.net(h, m) if self.num_masks > 1 else self.net(h)
 
     @property
     def support(self):
         return constraints.independent(constraints.boolean, len(self.event_shape))
 
     def expand(self, batch_shape, _instance=None):
-        return type(self)(self.net, self.event_shape, batch_shape)
+        return type(self)(self.net, self.event_shape, batch_shape, mask=self.mask)
 
-    def logits(self, value: torch.Tensor) -> torch.Tensor:
-        """The conditional logits of every pixel given the ones before it, ``value.shape``."""
+    def logits(self, value: torch.Tensor, mask: int | None = None) -> torch.Tensor:
+        """The conditional logits of every pixel given the ones before it, ``value.shape``,
+        under pattern ``mask`` (default: this distribution's, or pattern 0 of an ensemble)."""
+        m = mask if mask is not None else self.masks[0]
         lead = value.shape[: value.dim() - len(self.event_shape)]
-        return self.net(value.reshape(*lead, self.num_vars)).reshape(value.shape)
+        return self._net(value.reshape(*lead, self.num_vars), m).reshape(value.shape)
+
+    def conditional_probs(self, value: torch.Tensor) -> torch.Tensor:
+        """p(x_d = 1 | x_<d) of every pixel, ``value.shape``. For a mixture of patterns it is
+        Σ_m w_m p_m(x_d = 1 | x_<d) with w_m ∝ p_m(x_<d) (the mixture's own conditional)."""
+        lead = value.shape[: value.dim() - len(self.event_shape)]
+        flat = value.reshape(*lead, self.num_vars)
+        logits = torch.stack([self._net(flat, m) for m in self.masks])  # [M, ..., D]
+        ll = -F.binary_cross_entropy_with_logits(logits, flat.expand_as(logits), reduction="none")
+        prefix = ll.cumsum(-1) - ll  # log p_m(x_<d)
+        p = (prefix.softmax(0) * torch.sigmoid(logits)).sum(0)
+        return p.reshape(value.shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        ll = -F.binary_cross_entropy_with_logits(self.logits(value), value, reduction="none")
-        lp = ll.reshape(*value.shape[: value.dim() - len(self.event_shape)], -1).sum(-1)
+        lead = value.shape[: value.dim() - len(self.event_shape)]
+        per_mask = []
+        for m in self.masks:
+            ll = -F.binary_cross_entropy_with_logits(self.logits(value, m), value, reduction="none")
+            per_mask.append(ll.reshape(*lead, -1).sum(-1))
+        if len(per_mask) == 1:
+            lp = per_mask[0]
+        else:
+            lp = torch.logsumexp(torch.stack(per_mask), 0) - math.log(len(per_mask))
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
 
     @torch.no_grad()
     def sample(self, sample_shape=(), generator: torch.Generator | None = None) -> torch.Tensor:
-        """Pixel by pixel: x_d ~ Bernoulli(sigmoid(net(x)_d)) for d = 1..D (D passes)."""
+        """Pixel by pixel: x_d ~ Bernoulli(sigmoid(net(x)_d)) for d = 1..D (D passes per
+        pattern; an ensemble first draws each image's pattern uniformly)."""
         shape = torch.Size(sample_shape) + self.batch_shape
-        x = torch.zeros(*shape, self.num_vars, device=_device(self.net))
-        for d in range(self.num_vars):
-            p = torch.sigmoid(self.net(x)[..., d])
-            x[..., d] = torch.bernoulli(p, generator=generator)
+        device = _device(self.net)
+        x = torch.zeros(shape.numel(), self.num_vars, device=device)
+        masks = self.masks
+        if len(masks) == 1:
+            which = torch.zeros(shape.numel(), dtype=torch.long, device=device)
+        else:
+            which = torch.randint(len(masks), (shape.numel(),), generator=generator, device=device)
+        for i, m in enumerate(masks):
+            rows = (which == i).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                continue
+            xm = x[rows]
+            for d in range(self.num_vars):
+                p = torch.sigmoid(self._net(xm, m)[..., d])
+                xm[..., d] = torch.bernoulli(p, generator=generator)
+            x[rows] = xm
         return x.reshape(*shape, *self.event_shape)
 
 
@@ -180,18 +232,24 @@ def _dtype(net: torch.nn.Module) -> torch.dtype:
 class MADEModel(GenerativeModel):
     """Binary images with an exact likelihood from one MADE: p(x) = Π_d p(x_d | x_<d).
 
-    ``capturable = True`` (no Python state between calls). The guide is empty: there is no
-    latent variable, the "ELBO" is log p(x) itself and every evaluator's estimate is exact.
+    The guide is empty: there is no latent variable, the "ELBO" is log p(x) itself and every
+    evaluator's estimate is exact.
+
+    ``num_masks = M > 1``: a MADE mask ensemble (Germain et al. 2015, Sec. 4.2 and Table 6).
+    In train mode each call draws one pattern m uniformly (``torch``'s global generator, which
+    the trainer seeds and checkpoints), so the training loss is −E_m log p_m(x), an upper bound
+    on −log p(x) of the mixture (Jensen); in eval mode (every evaluator) the model is the
+    mixture p(x) = (1/M) Σ_m p_m(x), exact, at M network passes per image. ``capturable`` (a
+    captured loss replays one graph) only with one mask.
 
     Args:
         data_shape: one image, e.g. ``(1, 28, 28)``; pixels are ordered row-major.
         hidden: hidden widths of the MADE (Germain et al. used one layer of 500).
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
         direct: the masked direct input->output connection.
-        seed: seeds the MADE's hidden-unit degrees (the mask).
+        seed: seeds the MADE's hidden-unit degrees (the mask; mask m: ``seed + m``).
+        num_masks: connectivity patterns; > 1 trains a mask ensemble (see above).
     """
-
-    capturable = True
 
     def __init__(
         self,
@@ -200,13 +258,19 @@ class MADEModel(GenerativeModel):
         activation: str = "relu",
         direct: bool = True,
         seed: int = 0,
+        num_masks: int = 1,
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
         if not self.data_shape or min(self.data_shape) < 1:
             raise ConfigError(f"data_shape must be non-empty and positive; got {data_shape}.")
         self.made = MADE(
-            numel(self.data_shape), hidden, activation=activation, direct=direct, seed=seed
+            numel(self.data_shape),
+            hidden,
+            activation=activation,
+            direct=direct,
+            seed=seed,
+            num_masks=num_masks,
         )
         self.likelihood = BernoulliLikelihood(self.data_shape)  # its data check
 
@@ -214,16 +278,25 @@ class MADEModel(GenerativeModel):
         check_data_shape(x, self.data_shape)
         self.likelihood.check(x)
 
-    def distribution(self) -> AutoregressiveBernoulli:
-        """p(x) as a Pyro distribution over one image (event shape ``data_shape``)."""
-        return AutoregressiveBernoulli(self.made, self.data_shape)
+    @property
+    def capturable(self) -> bool:
+        """One graph replays exactly only when no pattern is drawn per call (one mask)."""
+        return self.made.num_masks == 1
+
+    def distribution(self, mask: int | None = None) -> AutoregressiveBernoulli:
+        """p(x) as a Pyro distribution over one image (event shape ``data_shape``): pattern
+        ``mask`` alone, or (None) the mixture of all patterns."""
+        return AutoregressiveBernoulli(self.made, self.data_shape, mask=mask)
 
     def model(self, x: torch.Tensor, *, subsample_size: int | None = None) -> None:
         """x ~ p(x) under the plate ``"data"``; nothing else (no latent)."""
         check_data_shape(x, self.data_shape)
         with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as idx:
             xs = x if subsample_size is None else x.index_select(0, idx)
-            pyro.sample("x", self.distribution(), obs=xs)
+            mask = None
+            if self.training and self.made.num_masks > 1:  # one pattern per call (a step)
+                mask = int(torch.randint(self.made.num_masks, ()))
+            pyro.sample("x", self.distribution(mask), obs=xs)
 
     def guide(self, x: torch.Tensor, *, subsample_size: int | None = None) -> None:
         """Empty: the model has no latent variable to infer."""
@@ -253,4 +326,4 @@ class MADEModel(GenerativeModel):
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
         d = self.distribution()
         x = d.sample((int(n),), generator=generator)
-        return torch.sigmoid(d.logits(x)) if mean else x
+        return d.conditional_probs(x) if mean else x

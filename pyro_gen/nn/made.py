@@ -15,6 +15,12 @@ entries at ``d*in_per_var : (d+1)*in_per_var``.
 Plain torch (no Pyro). Degrees of hidden units are drawn once from a seeded generator
 (``seed``) and stored as buffers, so a saved model rebuilds the same masks.
 
+``num_masks = M > 1`` keeps M connectivity patterns (Germain et al. Sec. 4.2,
+"connectivity-agnostic training"): mask m's hidden degrees come from ``seed + m`` (mask 0 is
+the single-mask MADE's), the variable order is the same for all, and ``forward(x, mask=m)``
+uses pattern m. Each pattern is an autoregressive network over the same order, so each is a
+normalised distribution and so is their uniform mixture (the "mask ensemble" of their Table 6).
+
 >>> import torch
 >>> made = MADE(num_vars=4, hidden=(16,))
 >>> made(torch.zeros(2, 4)).shape
@@ -36,18 +42,21 @@ __all__ = ["MADE", "MaskedLinear", "made_degrees"]
 
 
 class MaskedLinear(nn.Linear):
-    """``y = x @ (W * mask).T + b`` with a fixed 0/1 ``mask`` buffer ``[out, in]``."""
+    """``y = x @ (W * mask).T + b`` with a fixed 0/1 ``mask`` buffer ``[out, in]``, or
+    ``[M, out, in]`` for M masks of which ``forward(x, m)`` uses the m-th."""
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
         super().__init__(in_features, out_features)
-        if tuple(mask.shape) != (out_features, in_features):
+        if tuple(mask.shape[-2:]) != (out_features, in_features) or mask.dim() not in (2, 3):
             raise ConfigError(
-                f"mask shape {list(mask.shape)} != [out, in] = [{out_features}, {in_features}]."
+                f"mask shape {list(mask.shape)} != [out, in] = [{out_features}, {in_features}] "
+                f"(or [M, out, in] for M masks)."
             )
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+    def forward(self, x: torch.Tensor, m: int = 0) -> torch.Tensor:
+        mask = self.mask if self.mask.dim() == 2 else self.mask[m]
+        return F.linear(x, self.weight * mask, self.bias)
 
 
 def made_degrees(
@@ -84,7 +93,8 @@ class MADE(nn.Module):
         in_per_var, out_per_var: entries per variable in the input and the output.
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
         direct: add the masked direct connection.
-        seed: seeds the hidden degrees.
+        seed: seeds the hidden degrees (mask m: ``seed + m``).
+        num_masks: M connectivity patterns over the same variable order (see the module doc).
     """
 
     def __init__(
@@ -96,6 +106,7 @@ class MADE(nn.Module):
         activation: str = "relu",
         direct: bool = True,
         seed: int = 0,
+        num_masks: int = 1,
     ) -> None:
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
@@ -106,17 +117,29 @@ class MADE(nn.Module):
             )
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}; choose {sorted(ACTIVATIONS)}.")
+        if isinstance(num_masks, bool) or int(num_masks) != num_masks or num_masks < 1:
+            raise ConfigError(f"num_masks must be an integer >= 1; got {num_masks!r}.")
         self.num_vars, self.in_per_var, self.out_per_var = int(num_vars), in_per_var, out_per_var
-        var, layers = made_degrees(self.num_vars, hidden, seed)
+        self.num_masks = int(num_masks)
+        patterns = [made_degrees(self.num_vars, hidden, seed + m) for m in range(self.num_masks)]
+        var = patterns[0][0]
         d_in = var.repeat_interleave(in_per_var)
         d_out = var.repeat_interleave(out_per_var)
-        degrees = [d_in, *layers]
+
+        def stacked(masks: list[torch.Tensor]) -> torch.Tensor:
+            return masks[0] if len(masks) == 1 else torch.stack(masks)
+
         blocks: list[nn.Module] = []
-        for a, b in zip(degrees[:-1], degrees[1:]):
+        for i in range(len(hidden)):
             # input -> hidden: keep iff deg(hidden) >= deg(input); hidden -> hidden alike
-            blocks += [MaskedLinear(len(a), len(b), (b[:, None] >= a[None, :]).long())]
+            masks = []
+            for _, layers in patterns:
+                a = d_in if i == 0 else layers[i - 1]
+                masks.append((layers[i][:, None] >= a[None, :]).long())
+            blocks += [MaskedLinear(masks[0].shape[1], hidden[i], stacked(masks))]
             blocks.append(ACTIVATIONS[activation]())
-        blocks.append(MaskedLinear(len(degrees[-1]), len(d_out), _out_mask(d_out, degrees[-1])))
+        out = stacked([_out_mask(d_out, layers[-1]) for _, layers in patterns])
+        blocks.append(MaskedLinear(hidden[-1], len(d_out), out))
         self.net = nn.Sequential(*blocks)
         self.direct = (
             MaskedLinear(len(d_in), len(d_out), (d_out[:, None] > d_in[None, :]).long())
@@ -124,8 +147,13 @@ class MADE(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
+    def forward(self, x: torch.Tensor, mask: int = 0) -> torch.Tensor:
+        """Logits ``[..., num_vars*out_per_var]`` under connectivity pattern ``mask``."""
+        if not 0 <= int(mask) < self.num_masks:
+            raise ConfigError(f"mask {mask} is out of range: this MADE has {self.num_masks}.")
+        out = x
+        for block in self.net:
+            out = block(out, mask) if isinstance(block, MaskedLinear) else block(out)
         if self.direct is not None:
             out = out + self.direct(x)
         return out

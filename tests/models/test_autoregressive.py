@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate import diagnose, evaluate_elbo, log_likelihood
 from pyro_gen.infer import Trainer
 from pyro_gen.models import build_model
@@ -142,3 +143,84 @@ class TestMADEContract(ModelContract):
     def make_data(self):
         g = torch.Generator().manual_seed(0)
         return {"x": torch.bernoulli(torch.full((self.num_data, 12), 0.3), generator=g)}
+
+
+# -- mask ensembles (connectivity-agnostic training, Germain et al. Sec. 4.2) -----------------
+def test_every_mask_of_an_ensemble_is_autoregressive_and_they_differ():
+    D = 5
+    made = perturbed(MADE(D, (12, 9), num_masks=4))
+    x = torch.randn(1, D, requires_grad=True)
+    outs = []
+    for m in range(4):
+        out = made(x, m)
+        outs.append(out.detach())
+        for d in range(D):
+            (grad,) = torch.autograd.grad(out[0, d], x, retain_graph=True)
+            assert torch.all(grad[0, d:] == 0), (m, d, grad)
+    assert not torch.allclose(outs[0], outs[1])  # other connectivity, other function
+    # pattern 0 is the single-mask MADE's (same seed): old checkpoints keep their meaning
+    single = MADE(D, (12, 9))
+    for (k, a), b in zip(single.state_dict().items(), made.state_dict().values()):
+        if k.endswith("mask"):
+            assert torch.equal(a, b if b.dim() == 2 else b[0]), k
+
+
+def test_ensemble_is_the_exact_mixture_and_sums_to_one():
+    model = perturbed(MADEModel(data_shape=(1, 2, 2), hidden=(8,), num_masks=3)).eval()
+    x = all_binary()
+    mix = model.log_prob(x).detach()
+    torch.testing.assert_close(mix.exp().sum(), torch.tensor(1.0), atol=1e-5, rtol=0)
+    per = torch.stack([model.distribution(m).log_prob(x).detach() for m in range(3)])
+    for m in range(3):  # each pattern alone is a distribution too
+        torch.testing.assert_close(per[m].exp().sum(), torch.tensor(1.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mix, per.exp().mean(0).log())
+    assert not torch.allclose(per[0], per[1])
+    # every evaluator sees the mixture (eval mode), even on a model left in train mode
+    model.train()
+    torch.testing.assert_close(log_likelihood(model, x, num_samples=10).float(), mix)
+    torch.testing.assert_close(evaluate_elbo(model, x).elbo.float(), mix)
+
+
+def test_ensemble_trains_one_pattern_per_step_and_is_not_captured():
+    x = torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 24 + [[0.0, 1.0, 0.0, 1.0]] * 8).reshape(32, 1, 2, 2)
+    model = MADEModel(data_shape=(1, 2, 2), hidden=(16,), num_masks=4)
+    assert not model.capturable and MADEModel(data_shape=(1, 2, 2)).capturable
+    torch.manual_seed(0)
+    trainer = Trainer(model, max_steps=200, batch_size=32, lr=3e-2, progress=False)
+    trainer.fit(x)
+    # a captured graph would replay one pattern; a single-mask MADE is captured
+    assert trainer.step.loss.stats["replays"] == 0 and trainer.step.loss.stats["eager"] > 0
+    model.eval()
+    p = model.log_prob(all_binary()).exp().detach()
+    idx = {tuple(v.flatten().tolist()): i for i, v in enumerate(all_binary())}
+    a, b = p[idx[(1.0, 1.0, 0.0, 0.0)]], p[idx[(0.0, 1.0, 0.0, 1.0)]]
+    assert a + b > 0.9 and 2.0 < float(a / b) < 4.5
+    # every pattern learned (each was drawn in training), not only pattern 0
+    for m in range(4):
+        pm = model.distribution(m).log_prob(all_binary()).exp().detach()
+        assert pm[idx[(1.0, 1.0, 0.0, 0.0)]] + pm[idx[(0.0, 1.0, 0.0, 1.0)]] > 0.8, m
+
+
+def test_ensemble_sampling_and_mean_images_follow_the_mixture():
+    model = perturbed(MADEModel(data_shape=(1, 2, 2), hidden=(8,), num_masks=3), seed=3, scale=0.5)
+    model.eval()
+    exact = model.log_prob(all_binary()).exp().detach()
+    n = 20000
+    draws = model.sample(n, seed=0).reshape(n, 4)
+    codes = (draws * torch.tensor([8.0, 4.0, 2.0, 1.0])).sum(1).long()
+    counts = torch.bincount(codes, minlength=16).double()
+    expected = n * exact.double()
+    assert expected.min() > 5
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < CHI2_999[15], (chi2, counts, expected)
+    # the mean image's first pixel is the mixture's marginal p(x_1 = 1), from the exact table
+    probs = model.sample(4, seed=1, mean=True).reshape(4, 4)
+    p1 = exact[all_binary().reshape(16, 4)[:, 0] == 1].sum()
+    torch.testing.assert_close(probs[:, 0], p1.expand(4), atol=1e-5, rtol=0)
+
+
+def test_num_masks_is_checked():
+    with pytest.raises(ConfigError, match="num_masks"):
+        MADE(4, (8,), num_masks=0)
+    with pytest.raises(ConfigError, match="out of range"):
+        MADE(4, (8,), num_masks=2)(torch.zeros(1, 4), 2)
