@@ -12,6 +12,7 @@ from pyro_gen.cli.common import (
     add_data_arguments,
     add_import_argument,
     load_data,
+    model_batch,
     open_run,
     run_data_spec,
     subset,
@@ -28,8 +29,11 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         allow_abbrev=False,  # --beta must not silently mean --beta-schedule
         help="compare runs on the same test points",
         description="Rank runs by importance-sampled log p(x) on the same test points, with "
-        "paired differences; writes comparison.md, comparison.csv, comparison.png and "
-        "comparison.html (one page over the runs).",
+        "paired differences (ranks from 1); writes comparison.md, comparison.csv, "
+        "comparison.png and comparison.html (one page over the runs). A conditional run (CVAE) "
+        "is scored on log p(x | y) given its test attributes y (column 'log p̂ of'), which is "
+        "not comparable with a VAE's log p(x): then ranks are within each quantity. Runs with "
+        "their own classifier q(y|x) (SSVAE, CVAE --missing) also get its test accuracy.",
     )
     p.add_argument("runs", type=Path, nargs="+", help="run folders written by 'pyro-gen train'")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN1/eval)")
@@ -131,14 +135,46 @@ def _quality_table(runs: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
+def _classifier_table(models: dict, datasets: dict, args: argparse.Namespace) -> str:
+    """The runs' own classifiers q(y|x) (an SSVAE's labels, a CVAE's inferred attributes) on
+    the same test points, as Markdown; "" when no run has one."""
+    from pyro_gen.evaluate.classification import WHAT, classifier_batch, classifier_scores
+
+    rows = {}
+    for name, model in models.items():
+        batch = classifier_batch(model, datasets[name], args.split)
+        if batch is not None:
+            batch = subset(batch, args.limit, args.seed)
+            scores = classifier_scores(model, batch, batch_size=args.batch_size)
+            if scores:
+                rows[name] = (scores, batch["x"].shape[0])
+    if not rows:
+        return ""
+    lines = [
+        f"{args.split} {WHAT} (each run's own classifier against the true labels; accuracy in %, "
+        "mae in the attribute's units)",
+        "",
+        "| run | score | value | N |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, (scores, n) in rows.items():
+        for key, v in scores.items():
+            value = f"{100 * v:.2f}%" if key.endswith("accuracy") else f"{v:.4g}"
+            lines.append(f"| {name} | {key} | {value} | {n} |")
+    return "\n".join(lines)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from pyro_gen import plots
     from pyro_gen.evaluate import compare
 
-    models, x = {}, None
+    models, observed, datasets, x = {}, {}, {}, None
     for run in args.runs:
-        data = load_data(run_data_spec(run, read_config(run), args)).split(args.split)
-        data = subset(data, args.limit, args.seed)
+        model = open_run(run, args.device)[0]
+        ds = load_data(run_data_spec(run, read_config(run), args))
+        # the model's named batch: a CVAE's attributes (an SSVAE's test labels stay unobserved)
+        batch = subset(model_batch(model, ds, args.split), args.limit, args.seed)
+        data = batch.pop("x")
         if x is None:
             x = data
         elif x.shape != data.shape or not torch.equal(x, data):
@@ -146,10 +182,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"{run} was trained on other data than {args.runs[0]} ({args.split} split "
                 "differs); compare needs the same test points."
             )
-        models[str(run)] = open_run(run, args.device)[0]
+        models[str(run)], observed[str(run)], datasets[str(run)] = model, batch, ds
     names = [r.name for r in args.runs]
     if len(set(names)) == len(names):
         models = dict(zip(names, models.values()))
+        observed = dict(zip(names, observed.values()))
+        datasets = dict(zip(names, datasets.values()))
     out = args.out or args.runs[0] / "eval"
     quality = _quality_table(dict(zip(models, args.runs)))
     if quality:
@@ -179,6 +217,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=args.progress,
+        observed={k: v for k, v in observed.items() if k in models},
     )
     paths = result.write(out)
     if quality:
@@ -187,6 +226,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if ranked:  # the figure shows log p̂(x): runs flagged as not a bound have none
         paths.append(plots.save_figure(plots.comparison_plot(ranked), out / "comparison.png"))
     print(result.to_markdown())
+    classifiers = _classifier_table(models, datasets, args)
+    if classifiers:
+        (out / "comparison_classifier.md").write_text(classifiers + "\n")
+        paths.append(out / "comparison_classifier.md")
+        print(classifiers)
     from pyro_gen.evaluate.diagnostics import KHAT_THRESHOLD, khat_caution
 
     for r in ranked:

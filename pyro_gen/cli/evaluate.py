@@ -21,6 +21,7 @@ from pyro_gen.cli.common import (
 )
 from pyro_gen.cli.report import write_run_report
 from pyro_gen.evaluate import evaluate_elbo
+from pyro_gen.evaluate.elbo import describe_parts
 from pyro_gen.io import write_json
 from pyro_gen.report.run import weights_stamp
 
@@ -115,13 +116,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pyro_gen.evaluate import PointMassGuideError
 
     model, config = open_run(args.run, args.device)
+    ds = load_data(run_data_spec(args.run, config, args))
     # the model's named batch: a conditional model's attributes (or labels) come with the images
-    batch = subset(
-        model_batch(model, load_data(run_data_spec(args.run, config, args)), args.split),
-        args.limit,
-        args.seed,
-    )
+    batch = subset(model_batch(model, ds, args.split), args.limit, args.seed)
     x, observed = batch.pop("x"), batch
+    args.classifier = _classifier(args, model, ds)  # the model's own q(y|x), where it has one
     skipped = ""
     if args.method == "ais":
         return _evaluate_ais(args, model, x, **observed)
@@ -141,13 +140,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result.update(weights_stamp(args.run))  # which weights: the report drops it after a resume
     if skipped:
         result["skipped"] = skipped
+    if args.classifier:
+        result["classifier"] = args.classifier
     update_summary(args.run, "evaluate", result)
     label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
     print(
         f"pyro-gen: {args.split} {label} {result['elbo']:.3f} ± {result['elbo_se']:.3f} nats = "
-        f"reconstruction {result['reconstruction']:.3f} − KL {result['kl']:.3f} "
-        f"({result['num_datapoints']} datapoints); wrote {args.run / 'summary.json'}"
+        f"{describe_parts(result, 3)} ({result['num_datapoints']} datapoints); wrote "
+        f"{args.run / 'summary.json'}"
     )
+    _print_classifier(args)
     if "note" in result:
         print(f"pyro-gen: note: {result['note']}")
     if skipped:
@@ -180,6 +182,8 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor, **observed) 
     )
     r = ais(model, x, **settings, **observed)
     result = {**r.summary(), "split": args.split, **weights_stamp(args.run)}
+    if args.classifier:
+        result["classifier"] = args.classifier
     if args.bdmc:
         result["bdmc"] = bdmc(model, x, **settings, **observed).summary()
     eval_dir = args.run / "eval"
@@ -203,6 +207,7 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor, **observed) 
         f"{result['ess_mean']:.1f}/{r.num_chains} ({result['num_datapoints']} datapoints, "
         f"{r.seconds:.1f} s); wrote {eval_dir / 'ais.json'}"
     )
+    _print_classifier(args)
     if args.bdmc:
         b = result["bdmc"]
         print(
@@ -217,6 +222,66 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor, **observed) 
             )
     _report(args.run)
     return 0
+
+
+def _conditional(model, x: torch.Tensor, seed: int, r: dict, **observed) -> dict:
+    """For a model with observed attribute sites (a CVAE): its importance-sampled log p(x, y)
+    and reconstruction split like evaluate_elbo's (reconstruction of x only, log p(y) apart),
+    and log p(x | y) = log p(x, y) − log p(y) where log p(y) does not depend on z (exact)."""
+    from pyro_gen.evaluate.elbo import attribute_term
+
+    if not observed:
+        return {}
+    term = attribute_term(model, x, seed=seed, **observed)
+    if term is None:
+        return {}
+    mean = float(term.log_prob.mean())
+    out = {
+        "reconstruction": r["reconstruction"] - mean,
+        "attributes_log_prob": mean,
+        "attributes_per_site": {k: float(v.mean()) for k, v in term.per_site.items()},
+        "bound_on": f"log p(x, {term.conditions})",
+        "conditions": term.conditions,
+        "log_px_is": f"log p(x, {term.conditions})",
+    }
+    if term.exact:
+        out["log_px_given_attributes"] = r["log_px"] - mean
+    return out
+
+
+def _classifier(args: argparse.Namespace, model, ds) -> dict | None:
+    """The model's own classifier q(y|x) scored on the same rows of the split (None: it has
+    none, or the split has no labels); also written to eval/classifier.json."""
+    from pyro_gen.evaluate.classification import WHAT, classifier_batch, classifier_scores
+
+    batch = classifier_batch(model, ds, args.split)
+    if batch is None:
+        return None
+    batch = subset(batch, args.limit, args.seed)
+    scores = classifier_scores(model, batch, batch_size=args.batch_size)
+    if not scores:
+        return None
+    result = {
+        "what": f"{args.split} {WHAT}: the model's own classifier against the split's true "
+        "labels (accuracy: fraction in [0, 1]; mae: attribute units)",
+        **scores,
+        "split": args.split,
+        "num_datapoints": int(batch["x"].shape[0]),
+        **weights_stamp(args.run),
+    }
+    write_json(args.run / "eval" / "classifier.json", result)
+    return result
+
+
+def _print_classifier(args: argparse.Namespace) -> None:
+    from pyro_gen.evaluate.classification import describe_scores
+
+    c = getattr(args, "classifier", None)
+    if c:
+        print(
+            f"pyro-gen: {describe_scores(c, c['split'])} ({c['num_datapoints']} datapoints; the "
+            f"model's own classifier); wrote {args.run / 'eval' / 'classifier.json'}"
+        )
 
 
 def _strict_json(value):
@@ -266,6 +331,8 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         "wall_seconds": round(wall, 2),
         **weights_stamp(args.run),
     }
+    conditional = _conditional(model, x, args.seed, result, **observed)
+    result.update(conditional)
     result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()
     }
@@ -279,14 +346,22 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         ("log_px_vs_elbo", plots.log_px_vs_elbo(diag.log_px, diag.elbo)),
     ):
         plots.save_figure(fig, figures / f"{name}.png")
+    if args.classifier:
+        result["classifier"] = args.classifier
     update_summary(
         args.run, "evaluate", {k: v for k, v in result.items() if not isinstance(v, list)}
     )
-    r = diag.summary()
+    r = {**diag.summary(), **conditional}
+    what = f"log p({'x, ' + r['conditions'] if 'conditions' in r else 'x'})"
+    given = (
+        f", log p(x | {r['conditions']}) {r['log_px_given_attributes']:.3f}"
+        if r.get("log_px_given_attributes") is not None
+        else ""
+    )
     print(
-        f"pyro-gen: {args.split} log p(x) {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
-        f"(K={r['num_samples']}); ELBO {r['elbo']:.3f} (reconstruction {r['reconstruction']:.3f} "
-        f"− KL {r['kl']:.3f}); gap {r['gap']:.3f}; active units {r['active_units']}/"
+        f"pyro-gen: {args.split} {what} {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
+        f"(K={r['num_samples']}){given}; ELBO {r['elbo']:.3f} ({describe_parts(r, 3)}); "
+        f"gap {r['gap']:.3f}; active units {r['active_units']}/"
         f"{r['latent_dims']}; k̂ > {r['khat_threshold']} for {100 * r['khat_share_unreliable']:.1f}%"
         f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"
     )
@@ -295,6 +370,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     )
     if caution:
         print(f"pyro-gen: caution: {caution.replace('K = ', '--num-samples ')}")
+    _print_classifier(args)
     print(
         f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc, "
         f"{figures}/kl_per_dimension.png, khat.png, log_px_vs_elbo.png"

@@ -42,6 +42,7 @@ from pyro_gen.data import Dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import ConfigError, PyroGenError, did_you_mean
 from pyro_gen.evaluate import evaluate_elbo
+from pyro_gen.evaluate.elbo import describe_parts
 from pyro_gen.infer import (
     BETA_SCHEDULES,
     CAPTURE_MODES,
@@ -51,6 +52,7 @@ from pyro_gen.infer import (
     TrainConfig,
     Trainer,
 )
+from pyro_gen.infer.callbacks import Callback
 from pyro_gen.infer.loggers import LOGGERS
 from pyro_gen.io import read_json
 from pyro_gen.models import LIKELIHOODS, MODELS, VAE
@@ -575,7 +577,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir=run,
         resume=s["resume"],
         sections=sections,
-        callbacks=_loggers(s),
+        callbacks=_loggers(s) + _classifier_callbacks(model, ds),
         **step,
         **train_cfg,
     )
@@ -659,15 +661,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
     result[f"{split}_elbo"] = ev
+    scored = _classifier_results(model, ds, split)
+    result.update(scored)
     update_summary(run, "train", result)
     what = "ELBO" if "note" not in ev else "reconstruction-only 'ELBO' (not a bound)"
     steps = steps_line(result["steps"], trainer.steps_this_fit, wall, result["steps_per_second"])
-    print(
-        f"pyro-gen: {steps}; {split} {what} "
-        f"{ev['elbo']:.2f} nats = reconstruction {ev['reconstruction']:.2f} − KL {ev['kl']:.2f}"
-    )
+    print(f"pyro-gen: {steps}; {split} {what} {ev['elbo']:.2f} nats = {describe_parts(ev)}")
     if "note" in ev:
         print(f"pyro-gen: note: {ev['note']}")
+    _print_classifier_results(scored)
     print(
         f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, summary.json, "
         f"{', '.join(written)})"
@@ -692,6 +694,72 @@ def steps_line(total: int, this_session: int, wall: float, rate: float) -> str:
     if this_session == total:
         return f"{total} steps in {time_and_rate}"
     return f"this session {this_session} steps in {time_and_rate}; {total} steps in all"
+
+
+class ClassifierValidation(Callback):
+    """After each epoch, the model's own classifier q(y|x) on the validation split (the SSVAE's
+    label accuracy, a CVAE's inferred attributes): columns ``valid_accuracy`` (or
+    ``valid_<attribute>_accuracy``/``_mae``) of history.csv, on the validation row. Runs after
+    the built-in callbacks; it leaves the training's random streams as they were."""
+
+    def __init__(self, model, batch: dict) -> None:
+        self.model, self.batch = model, batch
+
+    def on_epoch_end(self, trainer) -> None:
+        from pyro_gen.evaluate.classification import classifier_scores
+
+        scores = classifier_scores(self.model, self.batch)
+        if not scores:
+            return
+        s = trainer.state
+        if not (s.history and s.history[-1]["step"] == s.step):
+            s.history.append(trainer.row(loss=""))
+        s.history[-1].update({f"valid_{k}": v for k, v in scores.items()})
+
+
+def _classifier_callbacks(model, ds: Dataset) -> list:
+    """A :class:`ClassifierValidation` when the model has a classifier q(y|x) and the data a
+    validation split with its labels; else none."""
+    from pyro_gen.evaluate.classification import classifier_batch, classifier_scores
+
+    if "valid" not in ds.splits:
+        return []
+    batch = classifier_batch(model, ds, "valid")
+    if batch is None or not classifier_scores(model, {k: v[:2] for k, v in batch.items()}):
+        return []
+    return [ClassifierValidation(model, batch)]
+
+
+def _classifier_results(model, ds: Dataset, split: str) -> dict:
+    """``{"<split>_classifier": {...}, "valid_classifier": {...}}``: the trained model's own
+    classifier q(y|x) on the test (and validation) split; {} when it has none."""
+    from pyro_gen.evaluate.classification import WHAT, classifier_batch, classifier_scores
+
+    out = {}
+    for name in dict.fromkeys((split, "valid")):
+        if name not in ds.splits:
+            continue
+        batch = classifier_batch(model, ds, name)
+        scores = classifier_scores(model, batch) if batch is not None else {}
+        if scores:
+            out[f"{name}_classifier"] = {
+                "what": f"{name} {WHAT}: the model's own classifier against the split's true "
+                "labels (accuracy: fraction in [0, 1]; mae: attribute units)",
+                **scores,
+                "split": name,
+                "num_datapoints": int(batch["x"].shape[0]),
+            }
+    return out
+
+
+def _print_classifier_results(scored: dict) -> None:
+    from pyro_gen.evaluate.classification import describe_scores
+
+    for c in scored.values():
+        print(
+            f"pyro-gen: {describe_scores(c, c['split'])} ({c['num_datapoints']} datapoints; the "
+            "model's own classifier)"
+        )
 
 
 def _loggers(s: dict) -> list:
@@ -801,12 +869,15 @@ def _train_distributed(
         "replicas_identical": result.replicas_identical,
         f"{split}_elbo": ev,
     }
+    scored = _classifier_results(model, ds, split)
+    summary.update(scored)
     update_summary(run, "train", summary)
     print(
         f"pyro-gen: {result.steps} steps on {result.world_size} processes in "
         f"{result.wall_seconds:.1f} s (replicas identical: {result.replicas_identical}); "
         f"{split} ELBO {ev['elbo']:.2f} nats; wrote {run}/"
     )
+    _print_classifier_results(scored)
     report = write_run_report(run)
     if report is not None:
         print(f"pyro-gen: open {report} in a browser: the run on one page")

@@ -9,6 +9,7 @@ from pyro_gen.evaluate.arviz_export import (
     to_inference_data,
 )
 from pyro_gen.evaluate.bdmc import BDMCResult, bdmc, choose_num_steps
+from pyro_gen.evaluate.classification import classifier_batch, classifier_scores
 from pyro_gen.evaluate.compare import Comparison, compare
 from pyro_gen.evaluate.diagnostics import (
     AU_THRESHOLD,
@@ -17,7 +18,7 @@ from pyro_gen.evaluate.diagnostics import (
     diagnose,
     pareto_khat,
 )
-from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
+from pyro_gen.evaluate.elbo import AttributeTerm, ELBOResult, attribute_term, evaluate_elbo
 from pyro_gen.evaluate.judge import JUDGE_KINDS, Judge, load_judge, train_judge
 from pyro_gen.evaluate.log_likelihood import (
     NonFiniteWeightsError,
@@ -36,6 +37,10 @@ __all__ = [
     "choose_num_steps",
     "ELBOResult",
     "evaluate_elbo",
+    "AttributeTerm",
+    "attribute_term",
+    "classifier_batch",
+    "classifier_scores",
     "log_likelihood",
     "NonFiniteWeightsError",
     "PointMassGuideError",

@@ -6,6 +6,15 @@ per-datapoint differences, d_n = log p̂_best(x_n) − log p̂_m(x_n), with its 
 sd(d)/√N — much smaller than the NLLs' own standard errors when the models agree on which
 datapoints are hard (the ``elpd_diff``/``dse`` of ``az.compare``, per datapoint instead of summed).
 
+Conditional models (a CVAE's observed attributes y) are compared on what they are densities
+of: every row names its ``quantity``. Their importance-sampled log p̂(x, y) is turned into
+log p̂(x | y) = log p̂(x, y) − log p(y) where the attributes' log p(y) does not depend on z (it
+is then exact, see :func:`pyro_gen.evaluate.elbo.attribute_term`), and so are the ELBO and the
+reconstruction. log p(x | y) and a VAE's log p(x) are different quantities (knowing y makes x
+easier to predict): when the rows do not all measure one quantity, the ranks, Δ from best and
+paired se are within each quantity, and ``warning`` says so. An SSVAE on unlabelled test points
+is a density of x alone (its labels are summed out by importance sampling with q(y|x)).
+
 A model whose guide is a point mass (a β = 0 autoencoder) has no density to importance-sample
 with: it gets a row flagged "not a bound" (``is_bound`` False, a ``note``; a † in the Markdown)
 with its reconstruction term only, after the ranked models, and no rank.
@@ -33,7 +42,7 @@ import torch
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.diagnostics import Diagnostics, diagnose
-from pyro_gen.evaluate.elbo import ELBOResult, evaluate_elbo
+from pyro_gen.evaluate.elbo import AttributeTerm, ELBOResult, attribute_term, evaluate_elbo
 from pyro_gen.evaluate.log_likelihood import PointMassGuideError
 from pyro_gen.evaluate.progress import progress_bar
 from pyro_gen.io import atomic_open
@@ -49,6 +58,7 @@ NOT_A_BOUND = (
 COLUMNS = {
     "rank": ("rank", "{}"),
     "model": ("model", "{}"),
+    "quantity": ("log p̂ of", "{}"),
     "test_nll": ("test NLL", "{:.3f}"),
     "nll_se": ("± se", "{:.3f}"),
     "elbo": ("ELBO", "{:.3f}"),
@@ -74,6 +84,7 @@ class Comparison:
     rows: list[dict]
     diagnostics: dict[str, Diagnostics]
     not_bounds: dict[str, ELBOResult] = field(default_factory=dict)
+    warning: str = ""  # set when the rows measure different quantities (log p(x), log p(x|y))
 
     @property
     def names(self) -> list[str]:
@@ -95,8 +106,8 @@ class Comparison:
                     cells.append("–")
                 elif isinstance(v, float) and math.isnan(v):
                     cells.append("nan")
-                else:
-                    cells.append(fmt.format(v))
+                else:  # a '|' inside a cell (log p(x | y)) is escaped for Markdown
+                    cells.append(fmt.format(v).replace("|", "\\|"))
                 if c == "model" and not r.get("is_bound", True):
                     cells[-1] += " †"
             lines.append("| " + " | ".join(cells) + " |")
@@ -106,8 +117,11 @@ class Comparison:
             note = (
                 f"\nNats per datapoint over the same {ranked[0]['num_datapoints']} test points, "
                 f"K = {ranked[0]['num_samples']} importance samples. Δ log p̂ = mean of "
-                "log p̂_best(x_n) − log p̂_model(x_n); its se is over the paired differences.\n"
+                "log p̂_best(x_n) − log p̂_model(x_n); its se is over the paired differences. "
+                "Ranks start at 1.\n"
             )
+        if self.warning:
+            note += f"\nWARNING: {self.warning}\n"
         if len(ranked) < len(self.rows):
             note += f"\n† {NOT_A_BOUND}.\n"
         return "\n".join(lines) + "\n" + note
@@ -163,9 +177,10 @@ def compare(
     max_rows: int | None = None,
     seed: int | None = 0,
     progress: bool | None = None,
+    observed: Mapping[str, Mapping] | None = None,
     **kwargs,
 ) -> Comparison:
-    """Diagnose every model on the same ``x`` and rank them by mean log p̂(x).
+    """Diagnose every model on the same ``x`` and rank them by mean log p̂(x) (ranks from 1).
 
     ``runs_or_models``: a sequence of run folders and/or modules with ``.model``/``.guide``, or
     a mapping name -> run folder, module, or an already computed :class:`Diagnostics` on ``x``.
@@ -173,6 +188,9 @@ def compare(
     guide is not ranked: its row is flagged (``is_bound`` False, ``note``) and holds the
     reconstruction term of :func:`pyro_gen.evaluate.evaluate_elbo`. ``progress``: a bar over
     the models and one over each model's datapoints (None: on a terminal only; True; False).
+    ``observed``: per model name, its own keyword arguments (a CVAE's attributes ``{"shape":
+    ...}``, an SSVAE's ``{"y", "observed"}``), added to ``kwargs``; a model with observed
+    attribute sites is ranked on log p̂(x | y) (see the module text; column ``quantity``).
 
     Raises ConfigError (no models, diagnostics on other points) and what
     :func:`pyro_gen.evaluate.diagnose` raises for a model's data or shapes.
@@ -187,10 +205,14 @@ def compare(
     n = x.shape[0]
     diags: dict[str, Diagnostics] = {}
     flagged: dict[str, ELBOResult] = {}
+    given: dict[str, AttributeTerm | None] = {}  # log p(y) of a conditional model's attributes
+    observed = dict(observed or {})
     bar = progress_bar(len(named), "compare", progress, unit="model", leave=True)
     for name, entry in named.items():
         bar.set_postfix(model=name)
         bar.update(0)
+        kw = {**kwargs, **observed.get(name, {})}
+        given[name] = None
         if isinstance(entry, Diagnostics):
             d = entry
         else:
@@ -204,14 +226,16 @@ def compare(
                     max_rows=max_rows,
                     seed=seed,
                     progress=progress,
-                    **kwargs,
+                    **kw,
                 )
             except PointMassGuideError:
                 flagged[name] = evaluate_elbo(
-                    model, x, num_particles=1, batch_size=batch_size, seed=seed, **kwargs
+                    model, x, num_particles=1, batch_size=batch_size, seed=seed, **kw
                 )
                 bar.update(1)
                 continue
+            if kw:
+                given[name] = attribute_term(model, x, batch_size=batch_size, seed=seed, **kw)
         if d.num_datapoints != n:
             raise ConfigError(
                 f"model {name!r} was diagnosed on {d.num_datapoints} datapoints, not the {n} of x."
@@ -219,20 +243,49 @@ def compare(
         diags[name] = d
         bar.update(1)
     bar.close()
-    order = sorted(diags, key=lambda k: -float(diags[k].log_px.mean()))
+    # each model's per-datapoint log p̂ of its own quantity: log p(x), or log p(x | y)
+    log_p, quantity, shift = {}, {}, {}
+    for name, d in diags.items():
+        term = given.get(name)
+        if term is None:
+            log_p[name], quantity[name], shift[name] = d.log_px, "log p(x)", None
+        elif term.exact:  # log p(y) is free of z: subtract it from every estimate
+            shift[name] = term.log_prob.to(d.log_px)
+            log_p[name], quantity[name] = d.log_px - shift[name], f"log p(x | {term.conditions})"
+        else:  # log p(y) varies with z: the joint, named so
+            log_p[name], shift[name] = d.log_px, None
+            quantity[name] = f"log p(x, {term.conditions})"
+    groups = list(dict.fromkeys(quantity[k] for k in diags))
+    warning = ""
+    if len(groups) > 1:
+        warning = (
+            "these runs' numbers are densities of different things ("
+            + "; ".join(f"{q}: {', '.join(k for k in diags if quantity[k] == q)}" for q in groups)
+            + "): a density of x given its attributes y is not comparable with one of x alone "
+            "(knowing y makes x easier to predict). Ranks, Δ from best and paired se are within "
+            "each quantity."
+        )
+    order = sorted(diags, key=lambda k: (groups.index(quantity[k]), -float(log_p[k].mean())))
     rows = []
-    for rank, name in enumerate(order):
+    rank, best = 0, None
+    for name in order:
         d, s = diags[name], diags[name].summary()
-        diff = diags[order[0]].log_px - d.log_px
+        if best is None or quantity[best] != quantity[name]:
+            rank, best = 0, name
+        rank += 1
+        diff = log_p[best] - log_p[name]
+        lp = log_p[name]
+        mean_shift = float(shift[name].mean()) if shift[name] is not None else 0.0
         rows.append(
             {
                 "rank": rank,
                 "model": name,
-                "test_nll": s["nll"],
-                "nll_se": s["log_px_se"],
-                "log_px": s["log_px"],
-                "elbo": s["elbo"],
-                "reconstruction": s["reconstruction"],
+                "quantity": quantity[name],
+                "test_nll": -float(lp.mean()),
+                "nll_se": float(lp.std() / math.sqrt(n)) if n > 1 else float("nan"),
+                "log_px": float(lp.mean()),
+                "elbo": s["elbo"] - mean_shift,
+                "reconstruction": s["reconstruction"] - mean_shift,
                 "kl": s["kl"],
                 "gap": s["gap"],
                 "active_units": s["active_units"],
@@ -252,6 +305,7 @@ def compare(
                 **{c: nan for c in COLUMNS},
                 "rank": None,
                 "model": name,
+                "quantity": "log p(x)",
                 "reconstruction": float(r.reconstruction.mean()),
                 "active_units": None,
                 "log_px": nan,
@@ -261,4 +315,4 @@ def compare(
                 "note": NOT_A_BOUND,
             }
         )
-    return Comparison(rows, diags, flagged)
+    return Comparison(rows, diags, flagged, warning)

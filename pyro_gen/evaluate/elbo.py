@@ -28,7 +28,7 @@ from pyro_gen.evaluate.log_likelihood import _slice_kwargs, point_mass_sites
 from pyro_gen.evaluate.terms import pointwise_terms, split_observed
 from pyro_gen.models.pair import as_pair, evaluating, prepare_and_check
 
-__all__ = ["ELBOResult", "evaluate_elbo"]
+__all__ = ["ELBOResult", "evaluate_elbo", "AttributeTerm", "attribute_term", "describe_parts"]
 
 
 @dataclass
@@ -163,4 +163,81 @@ def evaluate_elbo(
         note,
         attributes if sites else None,
         sites,
+    )
+
+
+@dataclass
+class AttributeTerm:
+    """log p(y) ``[N]`` (nats) of a conditional model's observed attribute sites, each site in
+    ``per_site``; ``exact``: the same on every draw of the latents (the attributes' prior does
+    not depend on z), so log p(x | y) = log p(x, y) − log p(y) exactly, for any estimate of
+    log p(x, y) (ELBO, importance sampling, AIS)."""
+
+    log_prob: torch.Tensor
+    per_site: dict[str, torch.Tensor]
+    exact: bool
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.per_site)
+
+    @property
+    def conditions(self) -> str:
+        """``"shape, size"``: what the model's densities are conditioned on."""
+        return ", ".join(self.per_site)
+
+
+@torch.no_grad()
+def attribute_term(
+    model,
+    x: torch.Tensor,
+    *,
+    guide: Callable | None = None,
+    module: nn.Module | None = None,
+    batch_size: int = 1000,
+    seed: int | None = 0,
+    **kwargs,
+) -> AttributeTerm | None:
+    """The observed attribute sites' log p(y) of each row (None when the model has none: a VAE,
+    an SSVAE on unlabelled rows). Two draws of the latents per row tell whether the term is
+    free of z (``exact``). Same arguments as :func:`evaluate_elbo`."""
+    pair = as_pair(model, guide, module)
+    parts: list[dict[str, torch.Tensor]] = []
+    exact = True
+    with evaluating(pair.module, seed):
+        x = prepare_and_check(pair, x, "x", **kwargs)
+        n = x.shape[0]
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            kw = {
+                k: v.to(pair.device) if isinstance(v, torch.Tensor) else v
+                for k, v in _slice_kwargs(kwargs, n, sl).items()
+            }
+            t = pointwise_terms(
+                pair.model, pair.guide, x[sl].to(pair.device), num_particles=2, **kw
+            )
+            _, attr, sites = split_observed(t)
+            exact = exact and bool(torch.equal(attr[0], attr[1]))
+            parts.append({s: v.mean(0).cpu() for s, v in sites.items()})
+    names = list(dict.fromkeys(s for p in parts for s in p))
+    if not names:
+        return None
+    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    per_site = {
+        s: torch.cat([p.get(s, torch.zeros(m)) for p, m in zip(parts, sizes)]) for s in names
+    }
+    return AttributeTerm(sum(per_site.values(), torch.zeros(n)), per_site, exact)
+
+
+def describe_parts(ev: dict, digits: int = 2) -> str:
+    """The parts of an ELBO summary (:meth:`ELBOResult.summary`) in words: ``reconstruction R
+    − KL K``, or for a conditional model ``reconstruction of x R + log p(y) of the observed
+    attributes A − KL K; a bound on log p(x, y)`` (what its ELBO bounds)."""
+    if "attributes_log_prob" not in ev:
+        return f"reconstruction {ev['reconstruction']:.{digits}f} − KL {ev['kl']:.{digits}f}"
+    sites = ", ".join(ev.get("attributes_per_site") or ()) or "y"
+    return (
+        f"reconstruction of x {ev['reconstruction']:.{digits}f} + log p({sites}) of the observed "
+        f"attributes {ev['attributes_log_prob']:.{digits}f} − KL {ev['kl']:.{digits}f}; a bound on "
+        f"{ev.get('bound_on', 'log p(x, y)')}"
     )

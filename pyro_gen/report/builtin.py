@@ -37,6 +37,13 @@ def _figure(run: RunRecord, stem: str, caption: str) -> Image | None:
 def _elbo_sentence(ev: dict) -> str:
     split = ev.get("split", "test")
     se = f" ± {_f(ev.get('elbo_se'))}" if ev.get("elbo_se") is not None else ""
+    if ev.get("attributes_log_prob") is not None:  # a conditional model: log p(y) apart
+        return (
+            f"{split} ELBO {_f(ev.get('elbo'))}{se} nats = reconstruction of x "
+            f"{_f(ev.get('reconstruction'))} + log p(y) of the observed attributes "
+            f"{_f(ev.get('attributes_log_prob'))} − KL {_f(ev.get('kl'))} (a bound on "
+            f"{ev.get('bound_on', 'log p(x, y)')})"
+        )
     return (
         f"{split} ELBO {_f(ev.get('elbo'))}{se} nats = reconstruction "
         f"{_f(ev.get('reconstruction'))} − KL {_f(ev.get('kl'))}"
@@ -90,6 +97,10 @@ def overview(run: RunRecord) -> Section | None:
             )
         if ev.get("active_units") is not None:
             rows.append(["active units", f"{ev['active_units']} of {ev.get('latent_dims')}"])
+        for c in run.classifier()[:1]:  # the model's own classifier q(y|x): test first
+            from pyro_gen.evaluate.classification import describe_scores
+
+            rows.append(["classifier", describe_scores(c, c.get("split", "test"))])
         share = run.khat_share()
         if share is not None:
             rows.append(
@@ -225,24 +236,62 @@ def evaluation(run: RunRecord) -> Section | None:
     if not ev:
         return Section("Evaluation", cautions=stale) if stale else None
     point_mass = run.point_mass or ev.get("is_bound") is False
+    conditional = ev.get("attributes_log_prob") is not None
+    bound_on = ev.get("bound_on", "log p(x, y)") if conditional else "log p(x)"
     rows = [
         [
             "ELBO",
             _f(ev.get("elbo"), 3),
             _f(ev.get("elbo_se"), 3),
-            "a lower bound on log p(x)" if not point_mass else "not a bound (β = 0)",
+            f"a lower bound on {bound_on}" if not point_mass else "not a bound (β = 0)",
         ],
-        ["reconstruction E_q log p(x|z)", _f(ev.get("reconstruction"), 3), "", ""],
-        ["KL(q(z|x) ‖ p(z))", _f(ev.get("kl"), 3), "", "ELBO = reconstruction − KL"],
+        [
+            "reconstruction E_q log p(x|z, y)" if conditional else "reconstruction E_q log p(x|z)",
+            _f(ev.get("reconstruction"), 3),
+            "",
+            "the data site x only" if conditional else "",
+        ],
     ]
+    if conditional:
+        sites = ev.get("attributes_per_site") or {}
+        rows.append(
+            [
+                f"log p({', '.join(sites) or 'y'}) of the observed attributes",
+                _f(ev["attributes_log_prob"], 3),
+                "",
+                "; ".join(f"{k} {_f(v, 3)}" for k, v in sites.items()),
+            ]
+        )
+    rows.append(
+        [
+            "KL(q(z|x) ‖ p(z))",
+            _f(ev.get("kl"), 3),
+            "",
+            "ELBO = reconstruction + log p(y) − KL"
+            if conditional
+            else "ELBO = reconstruction − KL",
+        ]
+    )
     if ev.get("log_px") is not None:
         rows = [
             [
-                "log p(x) (importance sampled)",
+                f"{ev.get('log_px_is', 'log p(x)')} (importance sampled)",
                 _f(ev["log_px"], 3),
                 _f(ev.get("log_px_se"), 3),
                 f"K = {ev.get('num_samples')} samples per datapoint",
             ],
+            *(
+                [
+                    [
+                        f"log p(x | {ev.get('conditions', 'y')})",
+                        _f(ev["log_px_given_attributes"], 3),
+                        "",
+                        "= log p(x, y) − log p(y): the density of x given its attributes",
+                    ]
+                ]
+                if ev.get("log_px_given_attributes") is not None
+                else []
+            ),
             *rows,
             [
                 "gap log p(x) − ELBO",
@@ -328,6 +377,68 @@ def evaluation(run: RunRecord) -> Section | None:
     return Section("Evaluation", paragraphs, cautions, [table], figures, details)
 
 
+def _score_rows(c: dict) -> list[list[Any]]:
+    from pyro_gen.evaluate.classification import score_items
+
+    return [
+        [c.get("split", "?"), what, value, c.get("num_datapoints"), c.get("source", "")]
+        for what, value in score_items(c)
+    ]
+
+
+@register_section("classifier", order=52)
+def classifier(run: RunRecord) -> Section | None:
+    """The model's own classifier q(y|x) (an SSVAE's labels, a CVAE's missing attributes):
+    its accuracy on the labelled test and validation splits, and per epoch in training."""
+    from pyro_gen.evaluate.classification import WHAT
+
+    found = run.classifier()
+    columns = list(
+        dict.fromkeys(
+            k
+            for r in run.history
+            for k in r
+            if k.startswith("valid_") and k.endswith(("accuracy", "_mae"))
+        )
+    )
+    if not found and not columns:
+        return None
+    paragraphs = [
+        f"The {WHAT}: the model's own classifier (the guide's q(y|x), which infers a label "
+        "or attribute from the image alone) against the split's true labels. This is what a "
+        "semi-supervised model is judged by (Kingma et al. 2014 report test accuracy); it "
+        "is not a judge of generated samples (pyro-gen quality)."
+    ]
+    tables = []
+    if found:
+        rows = [row for c in found for row in _score_rows(c)]
+        tables.append(Table(["split", "score", "value", "N", "from"], rows))
+    figures, details = [], []
+    if columns:
+        from pyro_gen import plots
+
+        points = [r for r in run.history if any(r.get(c) not in ("", None) for c in columns)]
+        details.append(
+            Table(
+                ["epoch", "step", *columns],
+                [[r.get("epoch"), r.get("step"), *[r.get(c) for c in columns]] for r in points],
+                caption="validation scores of q(y|x) after each epoch (history.csv)",
+            )
+        )
+        fig = plots.plt.figure(figsize=(5.5, 3.0), layout="constrained")
+        ax = fig.add_subplot()
+        for c in columns:
+            xs = [r["step"] for r in points if isinstance(r.get(c), (int, float))]
+            ys = [r[c] for r in points if isinstance(r.get(c), (int, float))]
+            ax.plot(xs, ys, marker="o", label=c)
+        ax.set_xlabel("step")
+        ax.set_ylabel("accuracy (fraction) / MAE")
+        ax.set_title("validation accuracy of q(y|x) per epoch")
+        ax.legend(fontsize="small")
+        figures.append(Image(data_uri(fig), "The classifier q(y|x) on the validation split."))
+    return Section("Classifier q(y|x)", paragraphs, [], tables, figures, details)
+
+
 @register_section("ais", order=55)
 def ais_section(run: RunRecord) -> Section | None:
     """``pyro-gen evaluate --method ais``: log p(x) by annealed importance sampling (and the
@@ -391,9 +502,10 @@ def _comparison_header(cols: list[str]) -> list[str]:
     return [COLUMNS[c][0].replace("\\|", "|") if c in COLUMNS else c for c in cols]
 
 
-def _comparison_row(row: dict, cols: list[str]) -> list[str]:
-    """One row of ``pyro-gen compare``'s table for a person: ranks from 1, nats to 2 decimals,
-    the share of k̂ > 0.7 in percent, – for what a model does not have (NaN, empty)."""
+def _comparison_row(row: dict, cols: list[str], rank_shift: int = 0) -> list[str]:
+    """One row of ``pyro-gen compare``'s table for a person: ranks as written (from 1;
+    ``rank_shift`` 1 for a comparison.csv of an older pyro-gen, which ranked from 0), nats to 2
+    decimals, the share of k̂ > 0.7 in percent, – for what a model does not have (NaN, empty)."""
     out = []
     for c in cols:
         v = row.get(c)
@@ -407,7 +519,7 @@ def _comparison_row(row: dict, cols: list[str]) -> list[str]:
         if v is None or v == "":
             out.append("–")
         elif c == "rank":
-            out.append(str(int(v) + 1))
+            out.append(str(int(v) + rank_shift))
         elif c == "khat_share":
             out.append(f"{100 * v:.1f}%")
         elif c in ("active_units", "num_datapoints", "num_samples"):
@@ -427,16 +539,33 @@ def run_comparison(run: RunRecord) -> Section | None:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     cols = ["rank", "model", "test_nll", "nll_se", "elbo", "gap", "khat_share", "d_log_px"]
+    if any(r.get("quantity") for r in rows):  # what each row's log p̂ is of: log p(x | y)...
+        cols.insert(2, "quantity")
+    shift = 1 if any(r.get("rank") == "0" for r in rows) else 0  # an older CSV ranked from 0
     table = Table(
         _comparison_header(cols),
-        [_comparison_row(r, cols) for r in rows],
+        [_comparison_row(r, cols, shift) for r in rows],
         caption="pyro-gen compare (eval/comparison.csv); nats per datapoint, – where a model "
         "has no such value (a β = 0 run has no log p(x), ELBO or k̂)",
     )
     image = _figure(run, "comparison", "log p̂(x) ± se and paired differences")
     if image is None and (run.path / "eval" / "comparison.png").is_file():
         image = Image(data_uri(run.path / "eval" / "comparison.png"), "comparison")
-    return Section("Comparison with other runs", tables=[table], figures=[image] if image else [])
+    kinds = sorted({r["quantity"] for r in rows if r.get("quantity")})
+    cautions = (
+        [
+            f"The rows are densities of different things ({'; '.join(kinds)}): a density of x "
+            "given attributes y is not comparable with one of x alone. Ranks are within each."
+        ]
+        if len(kinds) > 1
+        else []
+    )
+    return Section(
+        "Comparison with other runs",
+        cautions=cautions,
+        tables=[table],
+        figures=[image] if image else [],
+    )
 
 
 @register_section("other_figures", order=1000)
@@ -547,7 +676,7 @@ def ranking(runs: RunSet) -> Section | None:
             f"test points with K = {ranked[0]['num_samples']}; the paired se of a difference is "
             "smaller than either model's se because the points are the same."
         )
-    cautions = []
+    cautions = [c.warning] if getattr(c, "warning", "") else []
     if len(ranked) < len(c.rows):
         cautions.append("Not ranked: " + NOT_A_BOUND + ".")
     for r in ranked:

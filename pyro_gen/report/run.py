@@ -197,6 +197,25 @@ class RunRecord:
                 return {"source": f"summary.json (train, {split} split)", "split": split, **value}
         return None
 
+    def classifier(self) -> list[dict]:
+        """The model's own classifier q(y|x) scored on labelled splits (an SSVAE's label
+        accuracy, a CVAE's inferred attributes): the newest ``pyro-gen evaluate`` of the
+        current weights, else what ``train`` measured at its end (test and validation);
+        each a dict with ``split``, ``num_datapoints``, the scores and ``source``."""
+        found = []
+        for verb in ("evaluate", "evaluate_ais"):
+            c = (self.summary.get(verb) or {}).get("classifier")
+            if isinstance(c, dict) and not self.stale(c):
+                found.append({"source": f"summary.json ({verb})", **c})
+        found.sort(key=lambda e: str(e.get("evaluated_at") or ""), reverse=True)
+        found = found[:1]
+        train = self.summary.get("train") or {}
+        for key, value in train.items():
+            if key.endswith("_classifier") and isinstance(value, dict):
+                if not any(f.get("split") == value.get("split") for f in found):
+                    found.append({"source": "summary.json (train)", **value})
+        return found
+
     def khat_share(self) -> float | None:
         ev = self.evaluation() or {}
         v = ev.get("khat_share_unreliable")

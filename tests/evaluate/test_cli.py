@@ -59,7 +59,7 @@ def test_compare_writes_tables_and_figure(runs, tmp_path, capsys):
     assert "Δ log p̂ from best" in capsys.readouterr().out
     rows = list(csv.DictReader((out / "comparison.csv").open()))
     assert sorted(r["model"] for r in rows) == ["small", "wide"]
-    assert [r["rank"] for r in rows] == ["0", "1"]
+    assert [r["rank"] for r in rows] == ["1", "2"]  # ranks from 1, as the report
     assert float(rows[0]["d_log_px"]) == 0 and float(rows[1]["d_log_px"]) >= 0
     assert float(rows[0]["test_nll"]) <= float(rows[1]["test_nll"])
     assert (out / "comparison.md").read_text().startswith("| rank |")
@@ -105,7 +105,7 @@ def test_compare_flags_a_beta_zero_run_instead_of_crashing(autoencoder, runs, tm
     printed = capsys.readouterr().out
     assert "| – | ae † |" in printed and "not ranked (not a bound: point-mass guide): ae" in printed
     rows = {r["model"]: r for r in csv.DictReader((out / "comparison.csv").open())}
-    assert rows["small"]["rank"] == "0" and rows["small"]["is_bound"] == "True"
+    assert rows["small"]["rank"] == "1" and rows["small"]["is_bound"] == "True"
     assert rows["ae"]["rank"] == "" and rows["ae"]["is_bound"] == "False"
     assert rows["ae"]["test_nll"] == "nan" and float(rows["ae"]["reconstruction"]) < 0
     assert rows["ae"]["note"].startswith("not a bound: point-mass guide")

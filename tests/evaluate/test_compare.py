@@ -33,7 +33,7 @@ def test_ordering_and_paired_difference_are_exact_with_exact_guides(two_models):
         c = compare({k: models[k] for k in order}, x, num_samples=1)
         assert c.names == ["good", "bad"]
         best, other = c.rows
-        assert best["rank"] == 0 and best["d_log_px"] == 0.0 and best["d_log_px_se"] == 0.0
+        assert best["rank"] == 1 and best["d_log_px"] == 0.0 and best["d_log_px_se"] == 0.0
         assert other["d_log_px"] == pytest.approx(float(diff.mean()), abs=1e-8)
         assert other["d_log_px_se"] == pytest.approx(float(diff.std() / 200**0.5), abs=1e-8)
         assert best["test_nll"] == pytest.approx(-float(good.exact_log_px(x).mean()), abs=1e-8)
@@ -47,7 +47,7 @@ def test_tables_are_written_as_markdown_and_csv(two_models, tmp_path):
     assert c.names == ["LinearGaussian-1", "LinearGaussian-0"]
     md, path_csv = c.write(tmp_path)
     text = md.read_text()
-    assert text.startswith("| rank | model | test NLL |") and "LinearGaussian-1" in text
+    assert text.startswith("| rank | model | log p̂ of | test NLL |") and "LinearGaussian-1" in text
     rows = list(csv.DictReader(io.StringIO(path_csv.read_text())))
     assert [r["model"] for r in rows] == c.names
     assert float(rows[1]["d_log_px"]) == pytest.approx(c.rows[1]["d_log_px"])
@@ -71,7 +71,7 @@ def test_a_point_mass_guide_gets_a_flagged_row_not_a_crash(tmp_path):
     c = compare({"ae": ae, "vae": vae}, x, num_samples=5)
     assert c.names == ["vae", "ae"] and list(c.diagnostics) == ["vae"]
     ranked, flagged = c.rows
-    assert ranked["rank"] == 0 and ranked["is_bound"] and ranked["d_log_px"] == 0.0
+    assert ranked["rank"] == 1 and ranked["is_bound"] and ranked["d_log_px"] == 0.0
     assert flagged["rank"] is None and flagged["is_bound"] is False
     assert flagged["note"].startswith("not a bound: point-mass guide")
     recon = evaluate_elbo(ae, x, num_particles=1).reconstruction.mean()
@@ -84,8 +84,40 @@ def test_a_point_mass_guide_gets_a_flagged_row_not_a_crash(tmp_path):
     assert "| – | ae † |" in md and "† not a bound: point-mass guide" in md
     rows = list(csv.DictReader(io.StringIO(c.to_csv())))
     assert [(r["model"], r["rank"], r["is_bound"]) for r in rows] == [
-        ("vae", "0", "True"),
+        ("vae", "1", "True"),
         ("ae", "", "False"),
     ]
     only_ae = compare({"ae": ae}, x, num_samples=5)  # nothing to rank: still a table
     assert only_ae.ranked_rows == [] and "† not a bound" in only_ae.to_markdown()
+
+
+def test_a_conditional_model_is_ranked_on_log_p_x_given_y_apart_from_log_p_x():
+    """A CVAE's importance-sampled log p(x, y) becomes log p(x | y) = log p(x, y) − log p(y)
+    (here log p(shape) = −log 3 exactly on every row): a quantity of its own, ranked apart from
+    the VAEs' log p(x), with a warning; ranks start at 1 within each quantity."""
+    from pyro_gen.models import CVAE
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((12, 1, 4, 4), 0.4), generator=torch.Generator().manual_seed(0))
+    shape = torch.arange(12) % 3
+    cvae = CVAE(
+        data_shape=(1, 4, 4),
+        latent_dim=2,
+        hidden=(8,),
+        attributes=[{"name": "shape", "kind": "categorical", "values": ["a", "b", "c"]}],
+    )
+    vaes = {f"vae{i}": VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,)) for i in (1, 2)}
+    c = compare({**vaes, "cvae": cvae}, x, num_samples=8, observed={"cvae": {"shape": shape}})
+    rows = {r["model"]: r for r in c.rows}
+    assert rows["cvae"]["quantity"] == "log p(x | shape)"
+    assert {rows[k]["quantity"] for k in vaes} == {"log p(x)"}
+    joint = diagnose(cvae, x, num_samples=8, shape=shape)  # the same seed: the same draws
+    assert rows["cvae"]["test_nll"] == pytest.approx(joint.summary()["nll"] - math.log(3))
+    assert rows["cvae"]["elbo"] == pytest.approx(joint.summary()["elbo"] + math.log(3))
+    assert rows["cvae"]["rank"] == 1 and rows["cvae"]["d_log_px"] == 0.0
+    assert sorted(rows[k]["rank"] for k in vaes) == [1, 2]
+    assert "different things" in c.warning and "cvae" in c.warning
+    md = c.to_markdown()
+    assert "log p(x \\| shape)" in md and "WARNING" in md and "Ranks start at 1" in md
+    same = compare(vaes, x, num_samples=8)
+    assert same.warning == "" and [r["rank"] for r in same.rows] == [1, 2]
