@@ -162,8 +162,8 @@ def _scores(model, batch: Mapping[str, torch.Tensor], batch_size: int) -> dict[s
 
 def describe_scores(scores: Mapping[str, float], split: str = "test") -> str:
     """One line for a person: ``"test accuracy of q(y|x) 93.10%"``, or per attribute
-    ``"test accuracy of q(y|x) (missing attributes inferred from x): shape 98.0%; mean
-    absolute error of q(y|x)'s mean: scale 0.031"``; "" for no scores."""
+    ``"test accuracy of q(y|x) (attributes inferred from x): shape 98.0%; test mean absolute
+    error of q(y|x)'s mean: scale 0.031"``; "" for no scores."""
     if not scores:
         return ""
     if isinstance(scores.get("accuracy"), float):
