@@ -578,6 +578,28 @@ def other_figures(run: RunRecord) -> Section | None:
 
 
 # -- several runs --------------------------------------------------------------------------------
+def _log_px_cell(ev: dict) -> str:
+    """log p(x); a conditional run's log p(x | y), said so (its log p(x, y) is no log p(x))."""
+    if ev.get("log_px_given_attributes") is not None:
+        return f"{_f(ev['log_px_given_attributes'])} (given {ev.get('conditions', 'y')})"
+    if ev.get("log_px_is"):
+        return f"{_f(ev.get('log_px'))} ({ev['log_px_is']})"
+    return _f(ev.get("log_px"))
+
+
+def _accuracy_cell(run: RunRecord) -> str:
+    """The run's own classifier q(y|x) on its test split (first score), e.g. '93.1% (test)'."""
+    from pyro_gen.evaluate.classification import score_items
+
+    for c in run.classifier():
+        items = score_items(c)
+        if items:
+            what, value = items[0]
+            label = "" if what.startswith("accuracy") else f"{what.split(':')[0]} "
+            return f"{label}{value} ({c.get('split', '?')})"
+    return "–"
+
+
 @register_section("runs", order=10, kind="comparison")
 def runs_table(runs: RunSet) -> Section:
     header = [
@@ -591,6 +613,7 @@ def runs_table(runs: RunSet) -> Section:
         "gap",
         "active units",
         "k̂ > 0.7",
+        "q(y|x) accuracy",
     ]
     rows, cautions = [], []
     for r in runs.runs:
@@ -611,10 +634,11 @@ def runs_table(runs: RunSet) -> Section:
                 r.model_args.get("beta"),
                 train.get("steps"),
                 _f(ev.get("elbo")),
-                _f(ev.get("log_px")),
+                _log_px_cell(ev),
                 _f(ev.get("gap")),
                 ev.get("active_units"),
                 f"{100 * share:.1f}%" if share is not None else "–",
+                _accuracy_cell(r),
             ]
         )
         caution = _caution(ev)

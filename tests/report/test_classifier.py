@@ -56,3 +56,21 @@ def test_classifier_section_and_conditional_elbo_parts(tmp_path):
     assert "reconstruction of x -7.00 + log p(y) of the observed attributes -1.50" in html
     assert "a lower bound on log p(x, shape)" in html
     assert "log p(shape) of the observed attributes" in html
+
+
+def test_the_page_over_runs_shows_the_classifier_and_what_log_p_is_of(tmp_path):
+    from pyro_gen.report import build_comparison_report
+
+    run = tmp_path / "cvae"
+    run.mkdir()
+    summary = {
+        "train": {"steps": 3, "test_classifier": {"shape_accuracy": 0.5, "split": "test"}},
+        "evaluate": {
+            "elbo": -10.0, "log_px": -8.0, "log_px_is": "log p(x, shape)",
+            "log_px_given_attributes": -6.9, "conditions": "shape", "split": "test",
+        },
+    }  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = build_comparison_report([run])
+    assert "<th>q(y|x) accuracy</th>" in html and "shape 50.00% (test)" in html
+    assert "-6.90 (given shape)" in html
