@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import add_threads_argument, machine_string, set_threads
 
 from pyro_gen.data import load_dataset
 from pyro_gen.evaluate import bdmc, log_likelihood, pareto_khat
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         "--short-steps", type=int, default=300, help="AIS also at this T (stability in T)"
     )
     p.add_argument("--bdmc-from", default=None, help="reuse the BDMC rows of this result JSON")
-    p.add_argument("--threads", type=int, default=1)
+    add_threads_argument(p)
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         args.steps, args.chains, args.leapfrog, args.num_sim = 20, 2, 2, 3
         args.bdmc_steps, args.cache = "5,20", args.cache + "_quick"
         args.is_seeds, args.short_steps = 1, 10
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     path = Path(args.data_dir) / "binarized_mnist.npz"
     if not path.exists():
         print(f"ais_mnist: {path} not found; pass --data-dir", file=sys.stderr)
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     x = test[torch.randperm(test.shape[0], generator=g)[: args.num_images]]
     n = x.shape[0]
     result: dict = {
-        "machine": f"{platform.machine()} CPU, torch threads {torch.get_num_threads()}",
+        "machine": machine_string(torch.get_num_threads()),
         "model": "VAE 784-500-500-50 Bernoulli (MLP, relu)",
         "train": train_info,
         "num_images": n,

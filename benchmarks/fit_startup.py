@@ -19,6 +19,7 @@ import time
 import pyro
 import torch
 import torch.nn.functional as F
+from _common import add_threads_argument, set_threads
 
 from pyro_gen.infer import Trainer
 from pyro_gen.models import VAE
@@ -46,9 +47,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1)
+    add_threads_argument(p)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
     x = torch.bernoulli(torch.full((4096, 784), 0.3), generator=torch.Generator().manual_seed(0))
     print(f"# fit fixed cost over a hand-written loop, {args.steps} steps, {repeats} repeats")

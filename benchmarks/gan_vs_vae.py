@@ -36,13 +36,13 @@ from pathlib import Path
 
 import pyro
 import torch
+from _common import CPUBudget, add_threads_argument, machine_string, set_threads
 
 from pyro_gen.adversarial import GAN, AdversarialStep
 from pyro_gen.data import load_dataset
 from pyro_gen.evaluate.judge import train_judge
 from pyro_gen.evaluate.quality import sample_quality
 from pyro_gen.infer import Trainer
-from pyro_gen.infer.callbacks import Callback
 from pyro_gen.models import VAE
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,22 +57,6 @@ METRICS = {  # name: (column, better)
     "classes_covered": ("classes covered", "high"),
     "sharpness": ("sharpness (1 = data)", "one"),
 }
-
-
-class CPUBudget(Callback):
-    """Stops training once the process has used ``seconds`` of CPU time since the fit began."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.start = 0.0
-
-    def on_fit_start(self, trainer) -> None:
-        self.start = time.process_time()
-
-    def on_step_end(self, trainer, metrics) -> None:
-        if time.process_time() - self.start >= self.seconds:
-            trainer.should_stop = True
-            trainer.stopped_by = "cpu_budget"
 
 
 def sharpness(x: torch.Tensor) -> float:
@@ -307,10 +291,10 @@ def main() -> None:
     p.add_argument("--gan-lr", type=float, default=1e-3, help="non-saturating GAN lr (1e-3)")
     p.add_argument("--wgan-lr", type=float, default=5e-4, help="WGAN-GP lr (5e-4)")
     p.add_argument("--c2st-steps", type=int, default=500, help="two-sample classifier steps")
-    p.add_argument("--threads", type=int, default=1)
+    add_threads_argument(p)
     p.add_argument("--out", type=Path, default=RESULTS / "gan_vs_vae")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     pyro.enable_validation(False)
     if args.quick:
         args.budget, args.num_train, args.num = 3.0, 512, 200
@@ -329,7 +313,7 @@ def main() -> None:
     print(md)
     doc = {
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "machine": f"CPU, torch threads = {args.threads}",
+        "machine": machine_string(args.threads),
         "total_cpu_minutes": round((time.process_time() - start) / 60, 2),
         "parts": {
             part: {k: v for k, v in res.items() if k != "grids"} | {"winners": winners(res["rows"])}

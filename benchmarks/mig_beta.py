@@ -23,31 +23,16 @@ import time
 from pathlib import Path
 
 import torch
+from _common import CPUBudget, add_threads_argument, set_threads
 
 from pyro_gen import plots
 from pyro_gen.data import load_dataset
 from pyro_gen.infer import Trainer
-from pyro_gen.infer.callbacks import Callback
 from pyro_gen.latent import model_mig, traverse
 from pyro_gen.models import VAE, evaluating
 
 RESULTS = Path(__file__).parent / "results"
 FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
-
-
-class CPUBudget(Callback):
-    """Stop after ``seconds`` of this process's CPU time."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = float(seconds)
-
-    def on_fit_start(self, trainer) -> None:
-        self.start = time.process_time()
-
-    def on_step_end(self, trainer, metrics) -> None:
-        if time.process_time() - self.start >= self.seconds:
-            trainer.stopped_by = "cpu_budget"
-            trainer.should_stop = True
 
 
 def main(argv=None) -> None:
@@ -62,13 +47,13 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS / "mig_beta"), help="path stem of the outputs")
-    p.add_argument("--threads", type=int, default=1)
+    add_threads_argument(p)
     p.add_argument("--quick", action="store_true", help="a tiny run (smoke test)")
     args = p.parse_args(argv)
     if args.quick:
         args.betas, args.budget, args.num_train, args.num_mig = [1.0, 4.0], 1.0, 256, 256
         args.hidden, args.latent_dim = [16], 3
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = 16 if args.quick else 32

@@ -46,10 +46,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
+from _common import CPUBudget, add_threads_argument, set_threads  # noqa: E402
 
 from pyro_gen.evaluate import diagnose, log_likelihood  # noqa: E402
 from pyro_gen.infer import Trainer  # noqa: E402
-from pyro_gen.infer.callbacks import Callback  # noqa: E402
 from pyro_gen.infer.objectives import ELBOS  # noqa: E402
 from pyro_gen.models import MODELS, build_model, forked_rng  # noqa: E402
 
@@ -114,54 +114,6 @@ def recipe_for(key: str) -> Recipe:
 
 
 # -- budget and the NLL-vs-CPU curve -------------------------------------------------------------
-class CPUBudget(Callback):
-    """Stops a fit after ``budget`` CPU-seconds of training (evaluations excluded) and evaluates
-    the model's log p(x) when the training CPU time passes each of ``marks`` (seconds)."""
-
-    def __init__(
-        self,
-        budget: float | None,
-        marks: list[float],
-        evaluate,
-        offset: float = 0.0,
-        anneal: bool = False,
-    ):
-        self.budget, self.marks, self.evaluate = budget, sorted(marks), evaluate
-        # anneal: lr = lr0 · ½(1 + cos(π · used/budget)), a cosine over this stage's CPU budget
-        # (an epoch-keyed cosine cannot know how many epochs a CPU budget buys)
-        self.anneal = anneal and budget is not None
-        self.offset = offset  # training CPU seconds of earlier stages
-        self.points: list[tuple[float, float]] = []
-        self.eval_cpu = 0.0
-        self.t0 = 0.0
-
-    def cpu(self) -> float:
-        return time.process_time() - self.t0 - self.eval_cpu + self.offset
-
-    def on_fit_start(self, trainer) -> None:
-        self.t0 = time.process_time()
-        self.start = self.offset
-        if self.anneal:
-            self.lr0 = [g["lr"] for g in trainer.step.optimizer.param_groups]
-
-    def on_step_end(self, trainer, metrics) -> None:
-        used = self.cpu()
-        if self.anneal:
-            frac = min(1.0, (used - self.start) / max(1e-9, self.budget - self.start))
-            for g, lr0 in zip(trainer.step.optimizer.param_groups, self.lr0):
-                g["lr"] = lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
-        while self.marks and used >= self.marks[0]:
-            self.marks.pop(0)
-            self.point(trainer.module, used)
-        if self.budget is not None and used >= self.budget:
-            trainer.should_stop = True
-
-    def point(self, module, used: float) -> None:
-        t = time.process_time()
-        self.points.append((used / 60, self.evaluate(module)))
-        self.eval_cpu += time.process_time() - t
-
-
 # -- one model -----------------------------------------------------------------------------------
 def sample_images(model, n: int, mean: bool) -> torch.Tensor | None:
     if not hasattr(model, "sample"):
@@ -490,7 +442,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--data", default="binarized_mnist", choices=["binarized_mnist", "tiny"])
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
+    add_threads_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny generated data, a few seconds each")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nll_table"))
@@ -503,7 +455,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     if args.combine:
         return combine(args.combine, Path(args.out))
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     pyro.enable_validation(False)
     if args.quick:
         if not (args.minutes or args.epochs or args.max_steps):

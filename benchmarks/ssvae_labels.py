@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _common import CPUBudget, add_threads_argument, machine_string, set_threads
 
 from pyro_gen.data import load_dataset
 from pyro_gen.infer import Trainer
@@ -34,21 +34,6 @@ from pyro_gen.infer.callbacks import Callback
 from pyro_gen.models import SSVAE
 
 RESULTS = Path(__file__).parent / "results"
-
-
-class CPUBudget(Callback):
-    """Stop after ``seconds`` of this process's CPU time (``time.process_time``)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = float(seconds)
-
-    def on_fit_start(self, trainer) -> None:
-        self.start = time.process_time()
-
-    def on_step_end(self, trainer, metrics) -> None:
-        if time.process_time() - self.start >= self.seconds:
-            trainer.stopped_by = "cpu_budget"
-            trainer.should_stop = True
 
 
 class ValidAccuracy(Callback):
@@ -191,14 +176,14 @@ def main(argv=None) -> None:
     p.add_argument("--supervised", action="store_true", help="also the labelled-only baseline")
     p.add_argument("--supervised-budget", type=float, default=60.0, help="its CPU seconds")
     p.add_argument("--out", default=str(RESULTS / "ssvae_labels"), help="path stem of .json/.png")
-    p.add_argument("--threads", type=int, default=1)
+    add_threads_argument(p)
     p.add_argument("--quick", action="store_true", help="a tiny shapes run (smoke test)")
     args = p.parse_args(argv)
     if args.quick:
         args.data, args.labels, args.budget, args.epochs = ["shapes"], [32], 2.0, 2
         args.hidden, args.classifier_layers, args.classifier_hidden = [16], [16], 16
         args.latent_dim, args.batch_size = 2, 64
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     results = []
     for name in args.data:
         ds, dynamic = load(name, args.data_dir, args.quick)
@@ -210,7 +195,7 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "settings": vars(args),
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s)",
+        "machine": machine_string(args.threads),
         "torch": torch.__version__,
     }
     out.with_suffix(".json").write_text(json.dumps({**meta, "runs": results}, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ def test_benchmark_quick_run_writes_its_results(script: Path, tmp_path: Path):
 def _load_script(name: str):
     import importlib.util
 
+    if str(ROOT / "benchmarks") not in sys.path:  # the scripts import their _common module
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
@@ -70,3 +73,75 @@ def test_nll_table_smoke_run_on_tiny_generated_data(tmp_path: Path):
     assert [r["key"] for r in merged] == ["made", "vqvae", "not_a_model"]
     assert (tmp_path / "c.md").read_text().count("| MADE") == 1
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+class _Clock:
+    """A fake ``time.process_time``: ``advance`` moves it."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Trainer:
+    def __init__(self, lr: float = 0.1) -> None:
+        self.should_stop, self.stopped_by, self.module = False, None, "model"
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+        self.step = type("Step", (), {"optimizer": opt})()
+
+
+def test_cpu_budget_stops_at_the_budget_and_leaves_evaluations_off_the_clock(monkeypatch):
+    common = _load_script("_common")
+    clock = _Clock()
+    monkeypatch.setattr(common.time, "process_time", clock)
+
+    def evaluate(module):  # an evaluation that costs 5 CPU-seconds
+        clock.now += 5.0
+        return 42.0
+
+    cb = common.CPUBudget(10.0, marks=[7.0, 3.0], evaluate=evaluate, offset=1.0, anneal=True)
+    trainer = _Trainer(lr=0.1)
+    cb.on_fit_start(trainer)
+    clock.now += 1.0  # 1 s of training: 2 s on the clock with the offset; no mark yet
+    cb.on_step_end(trainer, {})
+    assert cb.cpu() == 2.0 and cb.points == [] and not trainer.should_stop
+    # cosine over this stage's share: frac = (2 − 1) / (10 − 1)
+    assert math.isclose(
+        trainer.step.optimizer.param_groups[0]["lr"], 0.1 * 0.5 * (1 + math.cos(math.pi / 9))
+    )
+    clock.now += 2.0  # 4 s: the 3 s mark is evaluated, its 5 s are not training time
+    cb.on_step_end(trainer, {})
+    assert cb.points == [(4.0 / 60, 42.0)] and cb.cpu() == 4.0 and cb.eval_cpu == 5.0
+    clock.now += 6.0  # 10 s: the 7 s mark, then the budget is reached
+    cb.on_step_end(trainer, {})
+    assert [p[0] for p in cb.points] == [4.0 / 60, 10.0 / 60]
+    assert trainer.should_stop and trainer.stopped_by == "cpu_budget"
+    assert trainer.step.optimizer.param_groups[0]["lr"] == 0.0  # the cosine's end
+
+
+def test_cpu_budget_without_a_budget_never_stops_nor_anneals(monkeypatch):
+    common = _load_script("_common")
+    clock = _Clock()
+    monkeypatch.setattr(common.time, "process_time", clock)
+    cb = common.CPUBudget(None, anneal=True)
+    trainer = _Trainer(lr=0.1)
+    cb.on_fit_start(trainer)
+    clock.now += 1e6
+    cb.on_step_end(trainer, {})
+    assert not trainer.should_stop and trainer.step.optimizer.param_groups[0]["lr"] == 0.1
+    with pytest.raises(ValueError, match="needs evaluate"):
+        common.CPUBudget(5.0, marks=[1.0])
+
+
+def test_threads_and_machine_string():
+    import argparse
+
+    common = _load_script("_common")
+    p = argparse.ArgumentParser()
+    common.add_threads_argument(p)
+    assert p.parse_args([]).threads == 1 and p.parse_args(["--threads", "2"]).threads == 2
+    before = torch.get_num_threads()
+    assert common.set_threads(None) == before  # None leaves torch's choice
+    assert common.machine_string(3).endswith(", 3 thread(s)")
