@@ -159,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor, **observed) -> int:
-    from pyro_gen.evaluate import ais, bdmc
+    from pyro_gen.evaluate import ais, attribute_term, bdmc
 
     if args.num_samples is not None:
         print(
@@ -182,6 +182,11 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor, **observed) 
     )
     r = ais(model, x, **settings, **observed)
     result = {**r.summary(), "split": args.split, **weights_stamp(args.run)}
+    term = attribute_term(model, x, seed=args.seed, **observed) if observed else None
+    if term is not None:  # a CVAE's AIS estimate is of log p(x, y): said so, and log p(x | y)
+        result["log_px_is"] = f"log p(x, {term.conditions})"
+        if term.exact:
+            result["log_px_given_attributes"] = result["log_px"] - float(term.log_prob.mean())
     if args.classifier:
         result["classifier"] = args.classifier
     if args.bdmc:
@@ -200,9 +205,15 @@ def _evaluate_ais(args: argparse.Namespace, model, x: torch.Tensor, **observed) 
         ),
     )
     update_summary(args.run, "evaluate_ais", _strict_json(result))
+    given = (
+        f" (log p(x | {term.conditions}) {result['log_px_given_attributes']:.3f})"
+        if "log_px_given_attributes" in result
+        else ""
+    )
     print(
-        f"pyro-gen: {args.split} log p(x) {result['log_px']:.3f} ± {_pm(result['log_px_se'])} nats "
-        f"by AIS (T={r.num_steps}, {r.num_chains} chains, {r.num_leapfrog} leapfrog, "
+        f"pyro-gen: {args.split} {result.get('log_px_is', 'log p(x)')} {result['log_px']:.3f} ± "
+        f"{_pm(result['log_px_se'])} nats{given} by AIS (T={r.num_steps}, {r.num_chains} "
+        f"chains, {r.num_leapfrog} leapfrog, "
         f"{result['schedule']}); acceptance {result['acceptance_mean']:.2f}, chains' ESS "
         f"{result['ess_mean']:.1f}/{r.num_chains} ({result['num_datapoints']} datapoints, "
         f"{r.seconds:.1f} s); wrote {eval_dir / 'ais.json'}"

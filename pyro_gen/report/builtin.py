@@ -448,11 +448,23 @@ def ais_section(run: RunRecord) -> Section | None:
         return None
     rows = [
         [
-            "log p(x) by AIS",
+            f"{a.get('log_px_is', 'log p(x)')} by AIS",
             _f(a.get("log_px"), 3),
             _f(a.get("log_px_se"), 3),
             f"{a.get('num_datapoints')} datapoints",
         ],
+        *(
+            [
+                [
+                    "log p(x | y) = log p(x, y) − log p(y)",
+                    _f(a["log_px_given_attributes"], 3),
+                    "",
+                    "the density of x given its attributes",
+                ]
+            ]
+            if a.get("log_px_given_attributes") is not None
+            else []
+        ),
         ["Monte-Carlo error per datapoint (mean)", _f(a.get("mc_error_mean"), 3), "", ""],
         [
             "chains' ESS (mean, min)",
