@@ -413,11 +413,18 @@ def classifier(run: RunRecord) -> Section | None:
     if found:
         rows = [row for c in found for row in _score_rows(c)]
         tables.append(Table(["split", "score", "value", "N", "from"], rows))
-    figures, details = [], []
+    figures, details, cautions = [], [], []
     if columns:
         from pyro_gen import plots
 
         points = [r for r in run.history if any(r.get(c) not in ("", None) for c in columns)]
+        if len(points) > 1 and all(len({r.get(c) for r in points}) == 1 for c in columns):
+            cautions.append(
+                f"The validation scores of q(y|x) are the same after each of {len(points)} "
+                "epochs: the classifier is most likely not trained. A CVAE trains q(y|x) only "
+                "on rows whose attribute is missing (masked or left out); with every attribute "
+                "observed in training its q(y|x) keeps its initial weights."
+            )
         details.append(
             Table(
                 ["epoch", "step", *columns],
@@ -436,7 +443,7 @@ def classifier(run: RunRecord) -> Section | None:
         ax.set_title("validation accuracy of q(y|x) per epoch")
         ax.legend(fontsize="small")
         figures.append(Image(data_uri(fig), "The classifier q(y|x) on the validation split."))
-    return Section("Classifier q(y|x)", paragraphs, [], tables, figures, details)
+    return Section("Classifier q(y|x)", paragraphs, cautions, tables, figures, details)
 
 
 @register_section("ais", order=55)

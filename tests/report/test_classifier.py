@@ -74,3 +74,18 @@ def test_the_page_over_runs_shows_the_classifier_and_what_log_p_is_of(tmp_path):
     html = build_comparison_report([run])
     assert "<th>q(y|x) accuracy</th>" in html and "shape 50.00% (test)" in html
     assert "-6.90 (given shape)" in html
+
+
+def test_a_classifier_that_never_changed_in_training_is_called_untrained(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"train": {"steps": 6}}))
+    head = "step,epoch,loss,valid_elbo,beta,lr,elapsed,valid_shape_accuracy\n"
+    (run / "history.csv").write_text(
+        head + "3,1,10,-12,1,0.002,0.1,0.3\n6,2,9,-11,1,0.002,0.2,0.3\n"
+    )
+    assert "most likely not trained" in build_report(run)
+    (run / "history.csv").write_text(
+        head + "3,1,10,-12,1,0.002,0.1,0.3\n6,2,9,-11,1,0.002,0.2,0.4\n"
+    )
+    assert "most likely not trained" not in build_report(run)
