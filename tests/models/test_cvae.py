@@ -70,7 +70,7 @@ class TestConvCVAEWithMissingContract(ModelContract):
 
 def hand_set_model() -> CVAE:
     """A CVAE whose decoder ignores z and lights pixel k exactly when shape = k (logit ±10)."""
-    m = CVAE(data_shape=(6,), attributes=ATTRS[:1], latent_dim=2, hidden=(3,))
+    m = CVAE(data_shape=(6,), attributes=ATTRS[:1], latent_dim=2, hidden=(3,), condition="input")
     first, last = m.decoder.net.net[0], m.decoder.net.net[-1]
     with torch.no_grad():
         first.weight.zero_(), first.bias.zero_(), last.weight.zero_()
@@ -180,3 +180,68 @@ def test_attributes_from_the_shapes_data():
     assert torch.equal(batch["shape"], ds.labels["train"])
     assert torch.equal(batch["scale"], ds.attribute("train", "scale"))
     pyro.clear_param_store()
+
+
+LAYERS = (torch.nn.Linear, torch.nn.ConvTranspose2d)
+
+
+def _zero_all_but_the_last_layers_y_weights(m: CVAE) -> None:
+    layers = [mod for mod in m.decoder.modules() if isinstance(mod, LAYERS)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.zero_(), layer.bias.zero_()
+        k = m.condition_dim
+        last = layers[-1]
+        if isinstance(last, torch.nn.Linear) and last.in_features > k:
+            last.weight[:, -k:] = 1.0  # [h, y] -> out: the y columns
+        elif isinstance(last, torch.nn.ConvTranspose2d):
+            last.weight[-k:] = 1.0  # the y channels
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_condition_every_layer_feeds_y_to_the_last_layer(network):
+    """condition="every": y is an input of every decoder layer, so it sets the output even
+    when all hidden units are dead (zero weights) — with condition="input" it cannot."""
+    shape = (1, 8, 8) if network == "conv" else (12,)
+    kw = dict(data_shape=shape, attributes=ATTRS, latent_dim=2, hidden=(16,), channels=(4, 8))
+    y_a, y_b = {"shape": "a", "flag": 0, "size": 1.0}, {"shape": "b", "flag": 1, "size": 1.5}
+    z = torch.randn(3, 2)
+    every = CVAE(**kw, network=network, condition="every")
+    _zero_all_but_the_last_layers_y_weights(every)
+    a, b = every.decode(z, y_a, mean=False), every.decode(z, y_b, mean=False)
+    assert not torch.allclose(a, b)
+    assert torch.allclose(a, every.decode(torch.randn(3, 2), y_a, mean=False))  # z is ignored
+    first = next(mod for mod in every.decoder.modules() if isinstance(mod, torch.nn.Linear))
+    assert first.in_features == 2 + every.condition_dim  # [z, y]
+    once = CVAE(**kw, network=network, condition="input")
+    _zero_all_but_the_last_layers_y_weights(once)
+    assert torch.equal(once.decode(z, y_a, mean=False), once.decode(z, y_b, mean=False))
+
+
+def test_an_unknown_condition_is_refused():
+    with pytest.raises(ConfigError, match="unknown condition 'all'.*'input', 'every'"):
+        CVAE(data_shape=(12,), attributes=ATTRS, condition="all")
+
+
+def test_a_periodic_attribute_is_encoded_by_its_harmonics():
+    angle = {"name": "angle", "kind": "continuous", "loc": 3.0, "scale": 2.0, "period": 2 * math.pi}
+    m = CVAE(data_shape=(6,), attributes=[ATTRS[0], angle], latent_dim=2, hidden=(4,))
+    assert m.condition_dim == 3 + 2 * 4  # one-hot + cos, sin of k·angle, k = 1..4
+    v = torch.tensor([0.0, math.pi / 2, 1.0])
+    y = m.encode_attributes({"shape": torch.tensor([0, 1, 2]), "angle": v})
+    k = torch.arange(1, 5.0)
+    torch.testing.assert_close(y[:, 3:7], torch.cos(v[:, None] * k))
+    torch.testing.assert_close(y[:, 7:], torch.sin(v[:, None] * k))
+    # 0 and 2π are the same input; a square's quarter turn changes only the k < 4 harmonics
+    same = m.encode_attributes({"shape": torch.tensor([0]), "angle": torch.tensor([2 * math.pi])})
+    torch.testing.assert_close(same[0], y[0], atol=1e-5, rtol=0)
+    assert torch.allclose(y[1, [6, 10]], y[0, [6, 10]], atol=1e-6)  # cos 4·π/2 = cos 0
+    with pytest.raises(ConfigError, match="period > 0"):
+        CVAE(data_shape=(6,), attributes=[dict(angle, period=0.0)])
+
+
+def test_the_shapes_orientation_is_periodic():
+    ds = make_shapes(num_train=64, num_valid=0, num_test=0, size=16, seed=0)
+    specs = {a["name"]: a for a in attributes_from_dataset(ds)}
+    assert specs["orientation"]["period"] == pytest.approx(2 * math.pi)
+    assert "period" not in specs["scale"]
