@@ -19,7 +19,15 @@ Three parts, each trained and measured in one process (CPU, one thread by defaul
   against α = 0, mean absolute change; shape kept for the "large" vector).
 
 Goal (issue 11): judged accuracy within 1 point of the judge's real-data accuracy and ≥ 95% for
-the shapes class and the MNIST digit.
+the shapes class and the MNIST digit. z is drawn from the prior p(z) (no reduced temperature).
+What is judged (``headline`` in the JSON): the kind of image the judge was trained on — binary
+draws x ~ p(x|z,y) for the binary shapes images (what ``pyro-gen generate`` shows), the grey
+decoder mean E[x|z,y] for grey MNIST (``generate --mean``); the other kind is reported beside it.
+
+The recipe (defaults): the CVAE's decoder reads y at every layer (``--condition every``; with y
+only at the input the decoder leaned on z), the shapes orientation enters as cos/sin of its
+harmonics (a periodic attribute, see ``pyro_gen.models.cvae``), and each model trains for
+``--cpu-minutes`` of CPU time with a cosine learning-rate anneal over that budget.
 
     OMP_NUM_THREADS=1 python benchmarks/attribute_control.py --part shapes
     python benchmarks/attribute_control.py --part mnist --data-dir ../shared/data
