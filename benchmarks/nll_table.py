@@ -167,13 +167,17 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
     row["lr"] = settings["lr"]
     dynamic = bool(data.get("dynamic"))
     row["train_binarization"] = "dynamic" if dynamic else "static"
-    row["lr_schedule"] = "cosine over the CPU budget" if args.anneal and total else "constant"
+    row["lr_schedule"] = "constant"
+    if args.anneal:  # a CPU budget: cosine over it (CPUBudget); epochs: the trainer's cosine
+        row["lr_schedule"] = "cosine over the CPU budget" if total else "cosine over the epochs"
     for stage, share in recipe.stages:
         budget = None if total is None else used + share * total
         if args.max_steps:
             settings_stage = {**settings, "max_steps": max(1, int(share * args.max_steps))}
         elif args.epochs:
             settings_stage = {**settings, "epochs": max(1, round(share * args.epochs))}
+            if args.anneal:
+                settings_stage["lr_schedule"] = "cosine"
         else:
             settings_stage = {**settings, "epochs": 100000}
         marks = [] if budget is None else [used + f * (budget - used) for f in (0.34, 0.67)]
@@ -427,7 +431,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument(
         "--anneal",
         action="store_true",
-        help="decay each model's lr to 0 by a cosine over its CPU budget (with --minutes)",
+        help="decay each model's lr to 0 by a cosine over its CPU budget (--minutes) or over "
+        "its epochs (--epochs)",
     )
     p.add_argument(
         "--train-binarization",

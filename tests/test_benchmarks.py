@@ -14,8 +14,29 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# scripts that print a table and write no files: their own short command and a line to expect
+PRINTING = {
+    "compile_vs_capture": (["--steps", "3", "--variants", "eager,capture"], "capture"),
+    "fit_startup": (["--quick", "--steps", "3", "--threads", "1"], "fixed cost"),
+}
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("script", [p for p in SCRIPTS if p.stem in PRINTING], ids=lambda p: p.stem)
+def test_printing_benchmark_runs(script: Path):
+    argv, expected = PRINTING[script.stem]
+    proc = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert expected in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script", [p for p in SCRIPTS if p.stem not in PRINTING], ids=lambda p: p.stem
+)
 def test_benchmark_quick_run_writes_its_results(script: Path, tmp_path: Path):
     out = tmp_path / "result"
     proc = subprocess.run(
