@@ -248,7 +248,7 @@ def _conditional(model, x: torch.Tensor, seed: int, r: dict, **observed) -> dict
         return {}
     mean = float(term.log_prob.mean())
     out = {
-        "reconstruction": r["reconstruction"] - mean,
+        "reconstruction": r["reconstruction"],  # diagnose's is the x site's alone already
         "attributes_log_prob": mean,
         "attributes_per_site": {k: float(v.mean()) for k, v in term.per_site.items()},
         "bound_on": f"log p(x, {term.conditions})",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -179,8 +179,12 @@ class Diagnostics:
     """Per-datapoint diagnostics (``[N]`` float64 unless noted), with :meth:`summary`.
 
     ``elbo`` is the mean log-weight of the same K draws as ``log_px``, so ``gap = log_px − elbo
-    ≥ 0`` exactly (Jensen); ``reconstruction − kl`` is the same bound with the analytic KL and
-    agrees with ``elbo`` to Monte-Carlo error. ``kl_per_dim`` is ``[N, D]`` with column names
+    ≥ 0`` exactly (Jensen); ``reconstruction + attributes_log_prob − kl`` is the same bound with
+    the analytic KL and agrees with ``elbo`` to Monte-Carlo error. ``reconstruction`` is the
+    data site ``"x"``'s E_q log p(x | z, y) only; a conditional model's other observed sites
+    (its attributes y, named in ``attribute_sites``) are ``attributes_log_prob`` (zeros without
+    them), and then ``log_px`` and ``elbo`` are about log p(x, y), as in
+    :func:`~pyro_gen.evaluate.evaluate_elbo`. ``kl_per_dim`` is ``[N, D]`` with column names
     ``kl_names`` (one column per dimension where the KL is analytic, per site otherwise);
     ``posterior_mean`` is ``[N, D']`` E_q[z | x] with names ``mean_names`` (for active units).
     """
@@ -198,6 +202,8 @@ class Diagnostics:
     num_samples: int
     au_threshold: float = AU_THRESHOLD
     khat_threshold: float = KHAT_THRESHOLD
+    attributes_log_prob: torch.Tensor | None = None
+    attribute_sites: list[str] = field(default_factory=list)
 
     @property
     def gap(self) -> torch.Tensor:
@@ -271,6 +277,14 @@ class Diagnostics:
             "elbo": float(self.elbo.mean()),
             "elbo_se": se(self.elbo),
             "reconstruction": float(self.reconstruction.mean()),
+            **(
+                {
+                    "attributes_log_prob": float(self.attributes_log_prob.mean()),
+                    "attribute_sites": list(self.attribute_sites),
+                }
+                if self.attribute_sites
+                else {}
+            ),
             "kl": float(self.kl.mean()),
             "gap": float(self.gap.mean()),
             "gap_se": se(self.gap),
@@ -324,7 +338,8 @@ def diagnose(
     pair = as_pair(model, guide, module)
     if int(num_samples) < 1:
         raise ConfigError(f"num_samples (K) must be >= 1; got {num_samples}.")
-    keys = ("log_px", "mean_log_weight", "reconstruction", "kl", "ess")
+    keys = ("log_px", "mean_log_weight", "reconstruction", "attributes_log_prob", "kl", "ess")
+    attribute_sites: list[str] = []
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in (*keys, "khat", "kl_dim", "mean")}
     kl_names: list[str] = []
     mean_names: list[str] = []
@@ -344,6 +359,7 @@ def diagnose(
         ):
             for k in keys:
                 cols[k].append(getattr(chunk, k))
+            attribute_sites += [s for s in chunk.attribute_sites if s not in attribute_sites]
             cols["khat"].append(pareto_khat(chunk.log_weights))
             chunk.log_weights = None  # keep weights for one chunk only
             sl = slice(chunk.start, chunk.stop)
@@ -385,4 +401,6 @@ def diagnose(
         num_samples=int(num_samples),
         au_threshold=au_threshold,
         khat_threshold=khat_threshold,
+        attributes_log_prob=cat["attributes_log_prob"],
+        attribute_sites=attribute_sites,
     )

@@ -29,7 +29,7 @@ from torch import nn
 
 from pyro_gen.errors import ConfigError, NonFiniteError
 from pyro_gen.evaluate.progress import progress_bar
-from pyro_gen.evaluate.terms import TraceSiteError, pointwise_terms
+from pyro_gen.evaluate.terms import TraceSiteError, pointwise_terms, split_observed
 from pyro_gen.models.pair import (
     ModelGuidePair,
     as_pair,
@@ -65,8 +65,10 @@ class ImportanceChunk:
     """What one chunk of datapoints ``x[start:stop]`` gives, each ``[n]`` (float64) unless noted.
 
     ``log_px``: log p̂(x); ``mean_log_weight``: the ELBO from the same draws; ``ess``: effective
-    sample size (Σw)²/Σw² in particles; ``reconstruction``/``kl``: E_q log p(x|z) and KL(q‖p)
-    (analytic where Pyro knows it) averaged over the particles; ``kl_per_site``: the KL by latent
+    sample size (Σw)²/Σw² in particles; ``reconstruction``/``kl``: E_q log p(x|z) of the data
+    site ``"x"`` and KL(q‖p) (analytic where Pyro knows it) averaged over the particles;
+    ``attributes_log_prob``: the other observed sites' log p (a conditional model's attributes
+    y; zeros without them), named in ``attribute_sites``; ``kl_per_site``: the KL by latent
     site; ``log_weights``: ``[K, n]`` in the model's dtype, only when asked for.
     """
 
@@ -79,6 +81,8 @@ class ImportanceChunk:
     kl: torch.Tensor
     kl_per_site: dict[str, torch.Tensor] = field(default_factory=dict)
     log_weights: torch.Tensor | None = None
+    attributes_log_prob: torch.Tensor | None = None
+    attribute_sites: tuple[str, ...] = ()
 
 
 def _base(fn):
@@ -219,6 +223,7 @@ def importance_chunks(
         per_call = max(1, max_rows // n)
         lse = lse2 = None
         sums: dict[str, torch.Tensor] = {}
+        names: tuple[str, ...] = ()  # the observed sites besides "x"
         # one buffer, not a list of small pieces: small tensors kept alive between the model's
         # large temporaries fragment the heap (it grew by 0.7 GB for 300 datapoints at K=5000)
         kept = None
@@ -242,9 +247,12 @@ def importance_chunks(
                     sl.stop,
                 )
             lw64 = lw.double()
+            x_term, attr_term, attr_sites = split_observed(t)
+            names = tuple(dict.fromkeys((*names, *attr_sites)))
             parts = {
                 "log_weight": lw64.sum(0),
-                "reconstruction": t.log_lik.double().sum(0),
+                "reconstruction": x_term.double().sum(0),
+                "attributes": attr_term.double().sum(0),
                 "kl": t.kl.double().sum(0),
                 **{f"kl:{s}": v.double().sum(0) for s, v in t.kl_per_site.items()},
             }
@@ -283,6 +291,8 @@ def importance_chunks(
             kl=mean["kl"],
             kl_per_site={k[3:]: v for k, v in mean.items() if k.startswith("kl:")},
             log_weights=kept,
+            attributes_log_prob=mean["attributes"],
+            attribute_sites=names,
         )
 
 
