@@ -437,9 +437,10 @@ def _summary_plot(results: dict, path: Path) -> None:
         if part in results:
             r = results[part]
             labels.append(f"{part}: {key}")
-            real.append(r["real"][key])
-            mean.append(r["generated_mean"][key])
-            sample.append(r["generated_sample"][key])
+            acc = f"{key}_accuracy"  # plain dicts when read back from the JSON files
+            real.append(r["real"][acc])
+            mean.append(r["generated_mean"][acc])
+            sample.append(r["generated_sample"][acc])
     xs = range(len(labels))
     for i, (name, vals) in enumerate(
         (("real test images", real), ("generated E[x|z,y]", mean), ("generated x~p", sample))
