@@ -50,6 +50,33 @@ def _elbo_sentence(ev: dict) -> str:
     )
 
 
+def _density_rows(ev: dict) -> list[list[str]]:
+    """The overview's headline densities, each named for what it is of: a conditional model's
+    importance-sampled value is log p(x, y) (``log_px_is``), so its log p(x | y) =
+    log p(x, y) − log p(y) comes first when the evaluation has it; an unconditional model's is
+    log p(x)."""
+    joint = ev.get("log_px_is") or "log p(x)"
+    k = f"K = {ev.get('num_samples')} importance samples, {ev.get('split', 'test')} split"
+    rows = []
+    if ev.get("log_px_given_attributes") is not None:
+        given = f"log p(x | {ev.get('conditions') or 'y'})"
+        rows.append(
+            [
+                given,
+                f"{_f(ev['log_px_given_attributes'])} nats = {joint} − log p(y) of the "
+                f"observed attributes ({k})",
+            ]
+        )
+    rows.append(
+        [
+            joint,
+            f"{_f(ev['log_px'])} ± {_f(ev.get('log_px_se'))} nats ({k}); gap {joint} − ELBO "
+            f"{_f(ev.get('gap'))}",
+        ]
+    )
+    return rows
+
+
 def _caution(ev: dict) -> str | None:
     return khat_caution(
         ev.get("khat_share_unreliable"),
@@ -88,13 +115,7 @@ def overview(run: RunRecord) -> Section | None:
     if ev:
         rows.append(["ELBO", _elbo_sentence(ev)])
         if ev.get("log_px") is not None:
-            rows.append(
-                [
-                    "log p(x)",
-                    f"{_f(ev['log_px'])} ± {_f(ev.get('log_px_se'))} nats (K = "
-                    f"{ev.get('num_samples')} importance samples); gap {_f(ev.get('gap'))}",
-                ]
-            )
+            rows += _density_rows(ev)
         if ev.get("active_units") is not None:
             rows.append(["active units", f"{ev['active_units']} of {ev.get('latent_dims')}"])
         for c in run.classifier()[:1]:  # the model's own classifier q(y|x): test first
@@ -294,7 +315,7 @@ def evaluation(run: RunRecord) -> Section | None:
             ),
             *rows,
             [
-                "gap log p(x) − ELBO",
+                f"gap {ev.get('log_px_is', 'log p(x)')} − ELBO",
                 _f(ev.get("gap"), 3),
                 _f(ev.get("gap_se"), 3),
                 "KL(q(z|x) ‖ p(z|x)): how far the guide is from the posterior",

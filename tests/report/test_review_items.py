@@ -1,0 +1,71 @@
+"""What a reviewer of conditional and semi-supervised runs found misleading in the report: the
+overview's density named log p(x) for a CVAE's log p(x, y), the split of each number, the ELBO
+split called exact, a discrete label counted as a latent unit, a model without a latent."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pyro_gen.report import build_report
+
+CVAE_EVAL = {
+    "num_datapoints": 300,
+    "num_samples": 100,
+    "log_px": -11.773,
+    "log_px_se": 0.256,
+    "elbo": -11.903,
+    "elbo_se": 0.259,
+    "reconstruction": -8.888,
+    "kl": 0.031,
+    "gap": 0.130,
+    "split": "test",
+    "attributes_log_prob": -2.985,
+    "attributes_per_site": {"shape": -1.099, "scale": -1.886},
+    "bound_on": "log p(x, shape, scale)",
+    "conditions": "shape, scale",
+    "log_px_is": "log p(x, shape, scale)",
+    "log_px_given_attributes": -8.789,
+}
+
+
+def _run(tmp_path, diagnostics: dict | None, summary: dict | None = None):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    if diagnostics is not None:
+        (run / "eval" / "diagnostics.json").write_text(json.dumps(diagnostics))
+    summary = summary or {"train": {"steps": 10, "epochs": 1}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def _overview(html: str) -> str:
+    start = html.index('<section id="overview"')
+    return html[start : html.index("</section>", start)]
+
+
+def _cells(section: str) -> list[list[str]]:
+    return [
+        re.findall(r"<td>(.*?)</td>", row, re.S)
+        for row in re.findall(r"<tr>(.*?)</tr>", section, re.S)
+    ]
+
+
+def test_a_conditional_run_s_overview_names_each_density_it_shows(tmp_path):
+    overview = _overview(build_report(_run(tmp_path, CVAE_EVAL)))
+    rows = {r[0]: r[1] for r in _cells(overview) if len(r) == 2}
+    assert "log p(x)" not in rows  # -11.77 is log p(x, y), not log p(x)
+    headline = [k for k in rows if k.startswith("log p(")]
+    assert headline[0] == "log p(x | shape, scale)"  # the density of x given y first
+    assert rows[headline[0]].startswith("-8.79 nats")
+    assert rows["log p(x, shape, scale)"].startswith("-11.77 ± 0.26 nats")
+    assert "gap log p(x, shape, scale) − ELBO 0.13" in rows["log p(x, shape, scale)"]
+    evaluation = build_report(_run(tmp_path / "again", CVAE_EVAL)).split('id="evaluation"')[1]
+    assert "gap log p(x) − ELBO" not in evaluation
+    assert "gap log p(x, shape, scale) − ELBO" in evaluation
+
+
+def test_an_unconditional_run_s_overview_says_log_p_x(tmp_path):
+    plain = {k: CVAE_EVAL[k] for k in ("num_samples", "log_px", "log_px_se", "elbo", "gap")}
+    rows = {r[0]: r[1] for r in _cells(_overview(build_report(_run(tmp_path, plain))))}
+    assert rows["log p(x)"].startswith("-11.77 ± 0.26 nats (K = 100 importance samples")
