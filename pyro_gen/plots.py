@@ -308,40 +308,67 @@ def log_px_vs_elbo(log_px: torch.Tensor, elbo: torch.Tensor, title: str | None =
 
 
 def comparison_plot(comparison, title: str = "model comparison on the same test points") -> Figure:
-    """``az.plot_compare`` style: mean log p̂(x) ± se per model (open circles, best at the top)
-    and the paired difference from the best ± its se (grey triangles).
+    """``az.plot_compare`` style: mean log p̂ ± se per model (open circles, best at the top)
+    and the paired difference from the best ± its se (grey triangles; none for the best).
 
-    ``comparison`` is a :class:`pyro_gen.evaluate.Comparison` (or its ``rows``).
+    ``comparison`` is a :class:`pyro_gen.evaluate.Comparison` (or its ``rows``). Rows that
+    measure different quantities (their ``quantity``: log p(x) of a VAE, log p(x | y) of a
+    CVAE) are not comparable: each quantity gets its own panel, with its own best, its own
+    axis label, and the title says so.
     """
     rows = list(getattr(comparison, "rows", comparison))
-    fig, ax = plt.subplots(figsize=(6.5, 1.6 + 0.6 * len(rows)), layout="constrained")
-    best = rows[0]["log_px"]
-    ys = list(range(len(rows)))[::-1]
-    for y, r in zip(ys, rows):
-        ax.errorbar(
-            r["log_px"],
-            y,
-            xerr=r["nll_se"],
-            fmt="o",
-            mfc="none",
-            color="k",
-            capsize=3,
-            label="log p̂(x) ± se" if y == ys[0] else None,
-        )
-        if r["rank"] > 0:
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("quantity") or "log p(x)", []).append(r)
+    heights = [0.4 + 0.6 * len(g) for g in groups.values()]
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(6.5, 1.2 + sum(heights) + 0.5 * (len(groups) - 1)),
+        layout="constrained",
+        height_ratios=heights,
+        squeeze=False,
+    )
+    labelled: set[str] = set()
+
+    def once(label: str) -> str | None:
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+
+    for ax, (quantity, group) in zip(axes[:, 0], groups.items()):
+        best = group[0]["log_px"]
+        ys = list(range(len(group)))[::-1]
+        for i, (y, r) in enumerate(zip(ys, group)):
             ax.errorbar(
-                best - r["d_log_px"],
-                y - 0.25,
-                xerr=r["d_log_px_se"],
-                fmt="^",
-                color="0.5",
+                r["log_px"],
+                y,
+                xerr=r["nll_se"],
+                fmt="o",
+                mfc="none",
+                color="k",
                 capsize=3,
-                label="difference from best ± paired se" if r["rank"] == 1 else None,
+                label=once("log p̂ ± se"),
             )
-    ax.axvline(best, color="0.6", ls="--", lw=1)
-    ax.set_yticks(ys, [r["model"] for r in rows])
-    ax.set(xlabel="log p̂(x) per datapoint (nats; higher is better)", title=title)
-    ax.set_ylim(-0.8, len(rows) - 0.4)
+            if i > 0:  # the best's difference from itself is 0: no triangle
+                ax.errorbar(
+                    best - r["d_log_px"],
+                    y - 0.25,
+                    xerr=r["d_log_px_se"],
+                    fmt="^",
+                    color="0.5",
+                    capsize=3,
+                    label=once("difference from the best of its quantity ± paired se"),
+                )
+        ax.axvline(best, color="0.6", ls="--", lw=1)
+        ax.set_yticks(ys, [r["model"] for r in group])
+        hat = quantity.replace("log p(", "log p̂(", 1)
+        ax.set_xlabel(f"{hat} per datapoint (nats; higher is better)")
+        ax.set_ylim(-0.8, len(group) - 0.4)
+        ax.grid(alpha=0.3, axis="x")
+    if len(groups) > 1:
+        title += "\nthe runs measure different quantities: one panel each, not comparable"
+    fig.suptitle(title, fontsize="medium")
     fig.legend(loc="outside lower center", ncol=2, fontsize="small")
-    ax.grid(alpha=0.3, axis="x")
     return fig

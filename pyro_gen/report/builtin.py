@@ -727,7 +727,8 @@ def ranking(runs: RunSet) -> Section | None:
         [
             Image(
                 data_uri(plots.comparison_plot(ranked)),
-                "log p̂(x) ± se, best at the top; grey: the paired difference from the best",
+                "log p̂ ± se, best at the top; grey: the paired difference from the best "
+                "of the same quantity (one panel per quantity)",
             )
         ]
         if ranked

@@ -1,0 +1,58 @@
+"""What a reviewer found misleading in evaluation outputs: compare's figure over runs that
+measure different quantities, a discrete latent counted as a unit, a model with no latent."""
+
+from __future__ import annotations
+
+import math
+
+from pyro_gen import plots
+
+
+def _row(model, quantity, log_px, rank, d=0.0):
+    return {
+        "model": model,
+        "quantity": quantity,
+        "log_px": log_px,
+        "nll_se": 0.2,
+        "rank": rank,
+        "d_log_px": d,
+        "d_log_px_se": 0.1,
+    }
+
+
+def _markers(ax) -> list[tuple[str, float, float]]:
+    """(marker, x, y) of each error bar's point."""
+    out = []
+    for c in ax.containers:
+        line = c.lines[0]
+        out.append((line.get_marker(), float(line.get_xdata()[0]), float(line.get_ydata()[0])))
+    return out
+
+
+def test_compare_s_figure_draws_each_quantity_against_its_own_best():
+    rows = [
+        _row("cvae", "log p(x | shape)", -8.79, 1),
+        _row("cvae_small", "log p(x | shape)", -9.50, 2, d=0.71),
+        _row("vae1", "log p(x)", -17.3, 1),
+        _row("vae2", "log p(x)", -18.0, 2, d=0.7),
+    ]
+    fig = plots.comparison_plot(rows)
+    assert len(fig.axes) == 2  # one panel per quantity
+    top, bottom = fig.axes
+    assert top.get_xlabel().startswith("log p̂(x | shape)")
+    assert bottom.get_xlabel().startswith("log p̂(x) ")
+    assert "different quantities" in fig.get_suptitle()
+    # vae2's triangle sits at vae1's -17.3 − 0.7, not at the CVAE's −8.79 − 0.7
+    triangles = [m for m in _markers(bottom) if m[0] == "^"]
+    assert len(triangles) == 1 and math.isclose(triangles[0][1], -18.0)
+    # no zero-length triangle for either best
+    assert [m[0] for m in _markers(top)] == ["o", "o", "^"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == len(set(labels)) == 2
+
+
+def test_compare_s_figure_of_one_quantity_is_one_panel_without_a_caveat():
+    fig = plots.comparison_plot([_row("a", "log p(x)", -90.0, 1), _row("b", None, -91, 2, d=1)])
+    assert len(fig.axes) == 1
+    assert "different" not in fig.get_suptitle()
+    assert [m[0] for m in _markers(fig.axes[0])] == ["o", "o", "^"]
