@@ -240,23 +240,32 @@ def kl_per_dimension(diagnostics, title: str = "KL(q(z|x) ‖ p(z)) per latent d
 
     # a site whose KL is one number though its latent has several dimensions (mixture prior)
     whole = [n for n in names if "[" not in n and any(m.startswith(n + "[") for m in active)]
+    discrete = set(getattr(diagnostics, "discrete_sites", ()))
+
+    def is_discrete(name: str) -> bool:
+        return name.split("[", 1)[0] in discrete
+
     labels = [f"{n} (whole site)" if n in whole else n for n in names]
-    colors = ["C0" if is_active(n) else "0.6" for n in names]
+    labels = [f"{lab} (discrete)" if is_discrete(n) else lab for n, lab in zip(names, labels)]
+    colors = ["white" if is_discrete(n) else "C0" if is_active(n) else "0.6" for n in names]
+    hatches = ["//" if is_discrete(n) else "" for n in names]
     x = list(range(len(names)))
     fig, ax = plt.subplots(
         figsize=(max(5.5, min(14.0, 0.45 * len(names) + 2.5)), 4.0), layout="constrained"
     )
-    ax.bar(x, kl, color=colors, edgecolor="0.3", linewidth=0.6)
+    ax.bar(x, kl, color=colors, edgecolor="0.3", linewidth=0.6, hatch=hatches)
     ax.plot(x, kl, ls="none", marker="_", ms=10, mew=2, color="k")
     top = float(max(kl.max(), 0.0)) if len(kl) else 0.0
     if len(names) <= 30:
         for i, v in zip(x, kl):
             ax.text(i, v + 0.01 * (top or 1), f"{v:.2g}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, labels, rotation=90 if len(names) > 10 or whole else 0)
+        ax.set_xticks(x, labels, rotation=90 if len(names) > 10 or whole or discrete else 0)
     ax.set_ylim(0, (top or 1) * 1.15)
     au = f"active units {diagnostics.active_units}/{len(diagnostics.mean_names)} (grey: inactive)"
     if whole:
         au += f"; {', '.join(whole)}: one bar per site (KL has no formula per dimension)"
+    if discrete:
+        au += f"; hatched: discrete {', '.join(sorted(discrete))} (KL shown, not a unit)"
     ax.set(xlabel="latent dimension", ylabel="nats per datapoint")
     ax.set_title(title, fontsize=11)
     fig.suptitle(au, fontsize=8, color="0.3", y=0.005, va="bottom")

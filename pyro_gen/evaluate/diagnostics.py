@@ -141,6 +141,16 @@ def _unwrap(fn):
 class _SiteInfo:
     kl: torch.Tensor | None  # [n, D] analytic KL per dimension, None when Pyro has no formula
     mean: torch.Tensor | None  # [n, D'] E_q[z | x], None when the guide has no mean
+    discrete: bool = False  # integer/one-hot support or enumerated: no "unit" (Burda et al.)
+
+
+def _is_discrete(site: dict) -> bool:
+    """A latent with a discrete support (a class label, an enumerated site): active units
+    (Cov_x E_q[z_u], Burda et al. 2016) are defined for continuous latents only."""
+    support = getattr(site["fn"], "support", None)
+    return bool(getattr(support, "is_discrete", False)) or bool(
+        (site.get("infer") or {}).get("enumerate")
+    )
 
 
 def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[str, _SiteInfo]:
@@ -166,7 +176,7 @@ def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[s
             mean = per_datapoint_table(name, site, mean, len(site["fn"].event_shape), n)
         except NotImplementedError:
             mean = None
-        out[name] = _SiteInfo(kl, mean)
+        out[name] = _SiteInfo(kl, mean, _is_discrete(site))
     return out
 
 
@@ -186,7 +196,9 @@ class Diagnostics:
     them), and then ``log_px`` and ``elbo`` are about log p(x, y), as in
     :func:`~pyro_gen.evaluate.evaluate_elbo`. ``kl_per_dim`` is ``[N, D]`` with column names
     ``kl_names`` (one column per dimension where the KL is analytic, per site otherwise);
-    ``posterior_mean`` is ``[N, D']`` E_q[z | x] with names ``mean_names`` (for active units).
+    ``posterior_mean`` is ``[N, D']`` E_q[z | x] with names ``mean_names`` (for active units)
+    of the continuous latents only: a discrete latent (an SSVAE's label ``y_missing``), named in
+    ``discrete_sites``, keeps its KL column but is no unit.
     """
 
     log_px: torch.Tensor
@@ -204,6 +216,7 @@ class Diagnostics:
     khat_threshold: float = KHAT_THRESHOLD
     attributes_log_prob: torch.Tensor | None = None
     attribute_sites: list[str] = field(default_factory=list)
+    discrete_sites: list[str] = field(default_factory=list)
 
     @property
     def gap(self) -> torch.Tensor:
@@ -236,7 +249,8 @@ class Diagnostics:
     def per_site(self) -> dict[str, dict]:
         """Each latent site (a layer of a hierarchical model): ``{"kl": mean KL (nats, analytic
         where Pyro has it; for a site after another, given the guide's draw of the earlier
-        one), "active_units", "dims"}``, from the columns named ``site`` or ``site[i]``."""
+        one), "active_units", "dims"}``, from the columns named ``site`` or ``site[i]``; a
+        discrete site has ``"discrete": True`` and no units (``dims`` 0)."""
         sites: dict[str, dict] = {}
 
         def site_of(name: str) -> str:
@@ -246,6 +260,9 @@ class Diagnostics:
         for i, name in enumerate(self.kl_names):
             entry = sites.setdefault(site_of(name), {"kl": 0.0, "active_units": 0, "dims": 0})
             entry["kl"] += float(kl[i]) if kl is not None else float("nan")
+        for name in self.discrete_sites:
+            if name in sites:
+                sites[name]["discrete"] = True
         active = self.active
         for i, name in enumerate(self.mean_names):
             entry = sites.setdefault(
@@ -304,6 +321,7 @@ class Diagnostics:
             "kl_names": list(self.kl_names),
             "au_variance": [float(v) for v in self.au_variance],
             "mean_names": list(self.mean_names),
+            "discrete_sites": list(self.discrete_sites),
             "per_site": self.per_site,
         }
 
@@ -343,6 +361,7 @@ def diagnose(
     cols: dict[str, list[torch.Tensor]] = {k: [] for k in (*keys, "khat", "kl_dim", "mean")}
     kl_names: list[str] = []
     mean_names: list[str] = []
+    discrete_sites: list[str] = []
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
         check_guide(pair, x, **kwargs)
@@ -378,7 +397,9 @@ def diagnose(
                 else:  # no formula per dimension: the site's KL from the K draws
                     kl_parts.append(chunk.kl_per_site[name].reshape(-1, 1))
                     kl_names.append(name)
-                if si.mean is not None:
+                if si.discrete and name not in discrete_sites:
+                    discrete_sites.append(name)
+                if si.mean is not None and not si.discrete:
                     mean_parts.append(si.mean.double().cpu())
                     mean_names += _labels(name, si.mean.shape[1])
             n = chunk.stop - chunk.start
@@ -403,4 +424,5 @@ def diagnose(
         khat_threshold=khat_threshold,
         attributes_log_prob=cat["attributes_log_prob"],
         attribute_sites=attribute_sites,
+        discrete_sites=discrete_sites,
     )

@@ -77,6 +77,16 @@ def _density_rows(ev: dict) -> list[list[str]]:
     return rows
 
 
+def _units_cell(ev: dict) -> str:
+    """'31 of 32', and which discrete latents (a label) the count leaves out: active units are
+    defined for continuous latent dimensions (Burda et al. 2016)."""
+    text = f"{ev.get('active_units')} of {ev.get('latent_dims')}"
+    discrete = ev.get("discrete_sites") or []
+    if discrete:
+        text += f" continuous dimensions (discrete {', '.join(discrete)} not counted)"
+    return text
+
+
 def _caution(ev: dict) -> str | None:
     return khat_caution(
         ev.get("khat_share_unreliable"),
@@ -117,7 +127,7 @@ def overview(run: RunRecord) -> Section | None:
         if ev.get("log_px") is not None:
             rows += _density_rows(ev)
         if ev.get("active_units") is not None:
-            rows.append(["active units", f"{ev['active_units']} of {ev.get('latent_dims')}"])
+            rows.append(["active units", _units_cell(ev)])
         for c in run.classifier()[:1]:  # the model's own classifier q(y|x): test first
             from pyro_gen.evaluate.classification import describe_scores
 
@@ -334,7 +344,7 @@ def evaluation(run: RunRecord) -> Section | None:
             ],
             [
                 "active units",
-                f"{ev.get('active_units')} of {ev.get('latent_dims')}",
+                _units_cell(ev),
                 "",
                 f"Cov_x E_q[z_u] > {ev.get('au_threshold')}",
             ],
@@ -358,9 +368,13 @@ def evaluation(run: RunRecord) -> Section | None:
     if ev.get("kl_per_dim"):
         au = dict(zip(ev.get("mean_names") or [], ev.get("au_variance") or []))
         threshold = ev.get("au_threshold") or 0.01
+        discrete = set(ev.get("discrete_sites") or ())
         kl_rows = []
         for name, kl in zip(ev.get("kl_names") or [], ev["kl_per_dim"]):
             var = au.get(name)
+            if name.split("[", 1)[0] in discrete:  # a label: no unit (Burda et al.)
+                kl_rows.append([name, _f(kl, 4), "–", "discrete latent (not a unit)"])
+                continue
             state = "–" if var is None else ("active" if var > threshold else "inactive")
             kl_rows.append([name, _f(kl, 4), "–" if var is None else f"{var:.3g}", state])
         rows_word = "row" if len(kl_rows) == 1 else "rows"

@@ -56,3 +56,27 @@ def test_compare_s_figure_of_one_quantity_is_one_panel_without_a_caveat():
     assert len(fig.axes) == 1
     assert "different" not in fig.get_suptitle()
     assert [m[0] for m in _markers(fig.axes[0])] == ["o", "o", "^"]
+
+
+def test_a_discrete_label_is_no_active_unit_but_keeps_its_kl(tmp_path):
+    import torch
+
+    from pyro_gen.evaluate import diagnose
+    from pyro_gen.models import SSVAE
+
+    torch.manual_seed(0)
+    m = SSVAE(data_shape=(1, 4, 4), num_classes=3, latent_dim=2, hidden=(8,))
+    x = torch.rand(12, 1, 4, 4).bernoulli()
+    d = diagnose(m, x, num_samples=25)
+    s = d.summary()
+    assert s["discrete_sites"] == ["y_missing"]
+    assert s["mean_names"] == ["z[0]", "z[1]"] and s["latent_dims"] == 2  # z's units only
+    assert all(math.isfinite(v) for v in s["au_variance"])  # no NaN "covariance" of a label
+    assert "y_missing" in s["kl_names"]  # its KL(q(y|x) ‖ p(y)) is still reported
+    kl_y = s["kl_per_dim"][s["kl_names"].index("y_missing")]
+    assert kl_y > 0
+    assert s["per_site"]["y_missing"]["discrete"] and s["per_site"]["y_missing"]["dims"] == 0
+    fig = plots.kl_per_dimension(d)
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "y_missing (discrete)" in ticks
+    assert "discrete y_missing" in fig.get_suptitle()

@@ -69,3 +69,24 @@ def test_an_unconditional_run_s_overview_says_log_p_x(tmp_path):
     plain = {k: CVAE_EVAL[k] for k in ("num_samples", "log_px", "log_px_se", "elbo", "gap")}
     rows = {r[0]: r[1] for r in _cells(_overview(build_report(_run(tmp_path, plain))))}
     assert rows["log p(x)"].startswith("-11.77 ± 0.26 nats (K = 100 importance samples")
+
+
+def test_the_kl_table_marks_a_discrete_latent_and_leaves_it_out_of_active_units(tmp_path):
+    ev = {
+        "elbo": -20.0,
+        "num_samples": 30,
+        "log_px": -19.5,
+        "active_units": 1,
+        "latent_dims": 2,
+        "kl_per_dim": [0.5, 0.001, 0.55],
+        "kl_names": ["z[0]", "z[1]", "y_missing"],
+        "mean_names": ["z[0]", "z[1]"],
+        "au_variance": [0.3, 0.001],
+        "au_threshold": 0.01,
+        "discrete_sites": ["y_missing"],
+    }
+    html = build_report(_run(tmp_path, ev))
+    rows = {r[0]: r for r in _cells(html) if r}
+    assert rows["y_missing"] == ["y_missing", "0.5500", "–", "discrete latent (not a unit)"]
+    assert rows["z[1]"][3] == "inactive" and rows["z[0]"][3] == "active"
+    assert "1 of 2 continuous dimensions (discrete y_missing not counted)" in html
