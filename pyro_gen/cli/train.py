@@ -235,7 +235,8 @@ def add_model_arguments(g: Any, name: str) -> None:
             text += " (default on)" if default else ""
         elif default is not None and kind != "json":
             text += f" (default {_show(default)})"
-        kwargs: dict[str, Any] = {"help": text}
+        # argparse formats help with %: a literal "55%" in a docstring would crash --help
+        kwargs: dict[str, Any] = {"help": text.replace("%", "%%")}
         if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
         else:
@@ -246,7 +247,10 @@ def add_model_arguments(g: Any, name: str) -> None:
                 kwargs["metavar"] = "JSON"
             if key in VAE_CHOICES and issubclass(cls, VAE):
                 kwargs["choices"] = VAE_CHOICES[key]
-        g.add_argument(flag, **kwargs)
+        try:
+            g.add_argument(flag, **kwargs)
+        except argparse.ArgumentError:  # named like a run option (seed): --model-arg reaches it
+            continue
 
 
 def add_parser(verbs: Any, model: str | None = None) -> argparse.ArgumentParser:

@@ -296,3 +296,22 @@ def test_a_subclass_forwarding_kwargs_keeps_its_base_class_flags(tmp_path, capsy
         MODELS.pop("cli_test_kw_vae", None)
     config = read_config(run)["model"]
     assert config["args"]["extra"] == 2.5 and config["args"]["beta"] == 2.0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_train_help_formats_for_every_registered_model(name, capsys):
+    """Every model's flags come from its constructor: none may clash with a run option (MADE's
+    and the VQ-VAE's ``seed`` met the run's --seed) or break argparse's %-formatting."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model", name, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model-arg" in out and "--seed" in out
+
+
+def test_a_model_seed_named_like_the_run_seed_is_set_by_it_or_by_model_arg(tmp_path):
+    base = ["train", "--model", "made", "--hidden", "8", *TINY]
+    assert main([*base, "--seed", "3", "--out", str(tmp_path / "a")]) == 0
+    assert read_config(tmp_path / "a")["model"]["args"]["seed"] == 3
+    assert main([*base, "--model-arg", "seed=5", "--out", str(tmp_path / "b")]) == 0
+    assert read_config(tmp_path / "b")["model"]["args"]["seed"] == 5
