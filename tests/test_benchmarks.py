@@ -66,17 +66,27 @@ def test_nll_table_smoke_run_on_tiny_generated_data(tmp_path: Path):
     """nll_table end to end in a few seconds: an exact model, a VQ-VAE (two stages), an absent
     model skipped with a note; table, CSV, JSON and both figures written."""
     nll_table = _load_script("nll_table")
+    # a recipe whose model this checkout lacks is skipped with a note
+    nll_table.RECIPES["not_a_model"] = nll_table.Recipe("absent", "not_a_model")
     out = tmp_path / "t"
     threads = torch.get_num_threads()
     try:
         rows = nll_table.main(
-            ["--quick", "--models", "made,vqvae,not_a_model", "--max-steps", "2", "--out", str(out)]
+            ["--quick", "--models", "made,vqvae,not_a_model", "--max-steps", "2", "--anneal"]
+            + ["--out", str(out)]
         )
+        with pytest.raises(SystemExit):  # a typo is an error, not an empty table
+            nll_table.main(["--quick", "--models", "mdae", "--out", str(tmp_path / "x")])
     finally:
         torch.set_num_threads(threads)  # main() sets --threads for the process
     by_key = {r["key"]: r for r in rows}
     made, vq, absent = by_key["made"], by_key["vqvae"], by_key["not_a_model"]
     assert made["status"] == "ok" and made["nll_kind"] == "exact" and made["gap"] == 0
+    # --anneal under a step budget is the trainer's cosine over the steps, and says so
+    assert made["lr_schedule"] == "cosine over the steps" and "lr schedule" in (
+        out.with_suffix(".md").read_text()
+    )
+    assert made["reference"].startswith("n/a")  # generated data: no published figure applies
     assert made["test_nll"] == -made["elbo"] > 0
     assert vq["status"] == "ok" and vq["steps"] == 2  # one step per stage (joint, prior)
     assert "perplexity" in vq["note"] and vq["codebook"]["num_codes"] == 64
