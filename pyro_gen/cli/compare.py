@@ -138,9 +138,14 @@ def _quality_table(runs: dict[str, Path]) -> str:
 def _classifier_table(models: dict, datasets: dict, args: argparse.Namespace) -> str:
     """The runs' own classifiers q(y|x) (an SSVAE's labels, a CVAE's inferred attributes) on
     the same test points, as Markdown; "" when no run has one."""
-    from pyro_gen.evaluate.classification import WHAT, classifier_batch, classifier_scores
+    from pyro_gen.evaluate.classification import (
+        WHAT,
+        classifier_batch,
+        classifier_note,
+        classifier_scores,
+    )
 
-    rows = {}
+    rows, notes = {}, {}
     for name, model in models.items():
         batch = classifier_batch(model, datasets[name], args.split)
         if batch is not None:
@@ -148,6 +153,8 @@ def _classifier_table(models: dict, datasets: dict, args: argparse.Namespace) ->
             scores = classifier_scores(model, batch, batch_size=args.batch_size)
             if scores:
                 rows[name] = (scores, batch["x"].shape[0])
+                if classifier_note(model):
+                    notes[name] = classifier_note(model)["note"]
     if not rows:
         return ""
     lines = [
@@ -161,6 +168,7 @@ def _classifier_table(models: dict, datasets: dict, args: argparse.Namespace) ->
         for key, v in scores.items():
             value = f"{100 * v:.2f}%" if key.endswith("accuracy") else f"{v:.4g}"
             lines.append(f"| {name} | {key} | {value} | {n} |")
+    lines += ["", *(f"Note: {name}: {note}." for name, note in notes.items())] if notes else []
     return "\n".join(lines)
 
 

@@ -263,7 +263,12 @@ def _conditional(model, x: torch.Tensor, seed: int, r: dict, **observed) -> dict
 def _classifier(args: argparse.Namespace, model, ds) -> dict | None:
     """The model's own classifier q(y|x) scored on the same rows of the split (None: it has
     none, or the split has no labels); also written to eval/classifier.json."""
-    from pyro_gen.evaluate.classification import WHAT, classifier_batch, classifier_scores
+    from pyro_gen.evaluate.classification import (
+        WHAT,
+        classifier_batch,
+        classifier_note,
+        classifier_scores,
+    )
 
     batch = classifier_batch(model, ds, args.split)
     if batch is None:
@@ -276,6 +281,7 @@ def _classifier(args: argparse.Namespace, model, ds) -> dict | None:
         "what": f"{args.split} {WHAT}: the model's own classifier against the split's true "
         "labels (accuracy: fraction in [0, 1]; mae: attribute units)",
         **scores,
+        **classifier_note(model),
         "split": args.split,
         "num_datapoints": int(batch["x"].shape[0]),
         **weights_stamp(args.run),

@@ -737,7 +737,12 @@ def _classifier_callbacks(model, ds: Dataset) -> list:
 def _classifier_results(model, ds: Dataset, split: str) -> dict:
     """``{"<split>_classifier": {...}, "valid_classifier": {...}}``: the trained model's own
     classifier q(y|x) on the test (and validation) split; {} when it has none."""
-    from pyro_gen.evaluate.classification import WHAT, classifier_batch, classifier_scores
+    from pyro_gen.evaluate.classification import (
+        WHAT,
+        classifier_batch,
+        classifier_note,
+        classifier_scores,
+    )
 
     out = {}
     for name in dict.fromkeys((split, "valid")):
@@ -750,6 +755,7 @@ def _classifier_results(model, ds: Dataset, split: str) -> dict:
                 "what": f"{name} {WHAT}: the model's own classifier against the split's true "
                 "labels (accuracy: fraction in [0, 1]; mae: attribute units)",
                 **scores,
+                **classifier_note(model),
                 "split": name,
                 "num_datapoints": int(batch["x"].shape[0]),
             }

@@ -42,6 +42,7 @@ __all__ = [
     "classifier_scores",
     "describe_scores",
     "score_items",
+    "classifier_note",
 ]
 
 WHAT = "accuracy of q(y|x)"  # what the numbers are: the model's own classifier, not a judge
@@ -160,12 +161,25 @@ def _scores(model, batch: Mapping[str, torch.Tensor], batch_size: int) -> dict[s
     return _guide_scores(model, batch, batch_size)
 
 
+def classifier_note(model) -> dict[str, str]:
+    """``{"note": text}`` when the model says its classifier's scores need a word beside them
+    (an SSVAE trained with no labels: :data:`pyro_gen.models.ssvae.NO_LABELS_NOTE`), else
+    ``{}``; recorded beside the scores and shown by :func:`describe_scores`."""
+    note = getattr(model, "classifier_note", None)
+    return {"note": note} if isinstance(note, str) and note else {}
+
+
 def describe_scores(scores: Mapping[str, float], split: str = "test") -> str:
     """One line for a person: ``"test accuracy of q(y|x) 93.10%"``, or per attribute
     ``"test accuracy of q(y|x) (attributes inferred from x): shape 98.0%; test mean absolute
-    error of q(y|x)'s mean: scale 0.031"``; "" for no scores."""
+    error of q(y|x)'s mean: scale 0.031"``; "" for no scores. A ``"note"`` (see
+    :func:`classifier_note`) follows the numbers."""
     if not scores:
         return ""
+    note = scores.get("note")
+    if isinstance(note, str) and note:
+        rest = {k: v for k, v in scores.items() if k != "note"}
+        return f"{describe_scores(rest, split)} ({note})"
     if isinstance(scores.get("accuracy"), float):
         return f"{split} {WHAT} {100 * scores['accuracy']:.2f}%"
     acc = [

@@ -38,6 +38,8 @@ an enumerated site): the same guide, hence unbiased ELBO and log-likelihood esti
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Sequence
 
 import pyro
@@ -57,7 +59,12 @@ from pyro_gen.nn.classifier import Classifier
 from pyro_gen.nn.heads import GaussianHead, numel
 from pyro_gen.nn.mlp import MLP
 
-__all__ = ["SSVAE", "ENUMERATE_MODES"]
+__all__ = ["SSVAE", "ENUMERATE_MODES", "NO_LABELS_NOTE"]
+
+NO_LABELS_NOTE = (
+    "trained with no labels (num_labels = 0): q(y|x)'s classes are unsupervised clusters in an "
+    "arbitrary order, so its accuracy against the true labels means nothing (about chance)"
+)
 
 ENUMERATE_MODES = ("parallel", "sequential")
 
@@ -118,7 +125,9 @@ class SSVAE(GenerativeModel):
         likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"``.
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
         num_labels: how many training images keep their label when the batch comes from a
-            data set (:meth:`batch_from_dataset`: the first ``num_labels`` of ``"train"``).
+            data set (:meth:`batch_from_dataset`: the first ``num_labels`` of ``"train"``;
+            more than the split has is a ConfigError there; 0 trains q(y|x) on no label at
+            all, with a warning: its accuracy is then meaningless).
 
     Batches: ``{"x": X, "y": Y, "observed": M}`` with ``Y`` int64 ``[N]`` in ``0..K-1`` and
     ``M`` bool ``[N]`` (``y`` alone: every row labelled; neither: none). Raises ConfigError
@@ -292,6 +301,8 @@ class SSVAE(GenerativeModel):
                     "(for MNIST use --data mnist, which has labels)."
                 )
             labels = dataset.labels["train"]
+            if self.num_labels == 0:
+                _warn_no_labels()
             observed = torch.arange(n) < self.num_labels
             known = labels[observed]
             if known.numel() and int(known.max()) >= self.num_classes:
@@ -312,7 +323,20 @@ class SSVAE(GenerativeModel):
         kwargs = dict(kwargs)
         if dataset.label_names:
             kwargs["num_classes"] = len(dataset.label_names)
+        n = int(dataset.split("train").shape[0]) if "train" in dataset.splits else None
+        if n is not None:
+            if "num_labels" in kwargs:  # asked for: checked, so config.json never overstates it
+                _check_num_labels(int(kwargs["num_labels"]), n, dataset.name)
+            else:  # the default: at most the images there are, recorded as used
+                default = inspect.signature(cls).parameters["num_labels"].default
+                kwargs["num_labels"] = min(int(default), n)
         return kwargs
+
+    @property
+    def classifier_note(self) -> str | None:
+        """What a person must know beside q(y|x)'s accuracy: :data:`NO_LABELS_NOTE` for a
+        model built with ``num_labels=0``; else None."""
+        return NO_LABELS_NOTE if self.num_labels == 0 else None
 
     # -- conveniences --------------------------------------------------------------------------
     @torch.no_grad()
@@ -386,3 +410,24 @@ class SSVAE(GenerativeModel):
         z = torch.randn(int(n), self.latent_dim, generator=g, device=self.device)
         params = self.decoder(z, self._one_hot(y.to(self.device).long()))
         return self.likelihood.mean(params) if mean else self.likelihood.sample(params, g)
+
+
+def _check_num_labels(num_labels: int, num_train: int, name: str) -> None:
+    """ConfigError when more labels are asked for than ``name`` has training images."""
+    if num_labels > num_train:
+        raise ConfigError(
+            f"num_labels {num_labels} is more than the {num_train} training images of {name!r}; "
+            f"choose at most {num_train} (--num-labels {num_train} labels them all) or more "
+            "training images."
+        )
+
+
+def _warn_no_labels() -> None:
+    """The classifier q(y|x) of a model built with num_labels = 0 never sees a label."""
+    warnings.warn(
+        "num_labels = 0: no training image keeps its label, so q(y|x) never sees one and "
+        "learns unsupervised clusters in an arbitrary order; its accuracy against the true "
+        "labels will be about chance. Give --num-labels N > 0 for a semi-supervised model.",
+        UserWarning,
+        stacklevel=3,
+    )

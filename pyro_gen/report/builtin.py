@@ -445,10 +445,12 @@ def classifier(run: RunRecord) -> Section | None:
         "is not a judge of generated samples (pyro-gen quality)."
     ]
     tables = []
+    notes = list(dict.fromkeys(c["note"] for c in found if c.get("note")))
     if found:
         rows = [row for c in found for row in _score_rows(c)]
         tables.append(Table(["split", "score", "value", "N", "from"], rows))
-    figures, details, cautions = [], [], []
+    figures, details = [], []
+    cautions = [f"The classifier was {n}." for n in notes]
     if columns:
         from pyro_gen import plots
 
@@ -650,7 +652,8 @@ def _accuracy_cell(run: RunRecord) -> str:
         if items:
             what, value = items[0]
             label = "" if what.startswith("accuracy") else f"{what.split(':')[0]} "
-            return f"{label}{value} ({c.get('split', '?')})"
+            note = f"; {c['note'].split(':')[0]}" if c.get("note") else ""
+            return f"{label}{value} ({c.get('split', '?')}{note})"
     return "–"
 
 
