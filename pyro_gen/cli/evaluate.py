@@ -133,9 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "log p(x), gap, ESS, k̂, KL per dimension, eval/inference_data.nc): they need a "
                 f"density for q(z|x), and {e}"
             )
-    result = evaluate_elbo(
-        model, x, num_particles=args.num_particles, seed=args.seed, **observed
-    ).summary()
+    elbo = evaluate_elbo(model, x, num_particles=args.num_particles, seed=args.seed, **observed)
+    result = elbo.summary()
+    mixed = _mixed_rows(elbo.elbo, None, observed, list(elbo.attributes_per_site))
+    result.update(mixed)
     result["split"] = args.split
     result.update(weights_stamp(args.run))  # which weights: the report drops it after a resume
     if skipped:
@@ -149,6 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{describe_parts(result, 3)} ({result['num_datapoints']} datapoints); wrote "
         f"{args.run / 'summary.json'}"
     )
+    _print_mixed(mixed)
     _print_classifier(args)
     if "note" in result:
         print(f"pyro-gen: note: {result['note']}")
@@ -260,6 +262,55 @@ def _conditional(model, x: torch.Tensor, seed: int, r: dict, **observed) -> dict
     return out
 
 
+def _mixed_rows(
+    elbo: torch.Tensor, log_px: torch.Tensor | None, observed: dict, sites: list[str]
+) -> dict:
+    """A split whose rows are partly labelled (an SSVAE's train split: the ``observed`` mask of
+    its batch): the ELBO of a labelled row bounds log p(x, y), that of an unlabelled row
+    log p(x), so their average is of neither. Then ``bound_on`` says so, and the two kinds of
+    rows are reported apart (``elbo_labelled``, ``elbo_unlabelled``, and with importance
+    sampling ``log_px_labelled``, ``log_px_unlabelled``); {} for any other split."""
+    mask = observed.get("observed")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 1:
+        return {}
+    mask = mask.cpu()
+    labelled, unlabelled = int(mask.sum()), int((~mask).sum())
+    if labelled == 0 or unlabelled == 0 or mask.numel() != elbo.numel():
+        return {}
+    joint = f"log p(x, {', '.join(sites) or 'y'})"
+    out = {
+        "bound_on": f"{joint} on the {labelled} labelled rows and log p(x) on the {unlabelled} "
+        "unlabelled ones, averaged together (see elbo_labelled, elbo_unlabelled)",
+        "num_labelled": labelled,
+        "num_unlabelled": unlabelled,
+        "elbo_labelled": float(elbo[mask].mean()),
+        "elbo_unlabelled": float(elbo[~mask].mean()),
+        "joint": joint,
+    }
+    if log_px is not None:
+        out["log_px_is"] = f"{joint} (labelled rows) and log p(x) (unlabelled), averaged"
+        out["log_px_labelled"] = float(log_px[mask].mean())
+        out["log_px_unlabelled"] = float(log_px[~mask].mean())
+    return out
+
+
+def _print_mixed(mixed: dict) -> None:
+    if mixed:
+        print(
+            f"pyro-gen: note: this split mixes {mixed['num_labelled']} labelled rows, whose ELBO "
+            f"bounds {mixed['joint']} (mean {mixed['elbo_labelled']:.3f}), and "
+            f"{mixed['num_unlabelled']} unlabelled rows, whose ELBO bounds log p(x) (mean "
+            f"{mixed['elbo_unlabelled']:.3f}): the average is of neither; --split test "
+            "is all unlabelled"
+        )
+
+
+TRAIN_SPLIT_NOTE = (
+    "on the train split, which holds the labelled images q(y|x) was trained on: an optimistic "
+    "figure; --split test gives the honest one"
+)
+
+
 def _classifier(args: argparse.Namespace, model, ds) -> dict | None:
     """The model's own classifier q(y|x) scored on the same rows of the split (None: it has
     none, or the split has no labels); also written to eval/classifier.json."""
@@ -281,13 +332,18 @@ def _classifier(args: argparse.Namespace, model, ds) -> dict | None:
         "what": f"{args.split} {WHAT}: the model's own classifier against the split's true "
         "labels (accuracy: fraction in [0, 1]; mae: attribute units)",
         **scores,
-        **classifier_note(model),
+        **_notes(classifier_note(model).get("note"), args.split),
         "split": args.split,
         "num_datapoints": int(batch["x"].shape[0]),
         **weights_stamp(args.run),
     }
     write_json(args.run / "eval" / "classifier.json", result)
     return result
+
+
+def _notes(note: str | None, split: str) -> dict:
+    notes = [n for n in (note, TRAIN_SPLIT_NOTE if split == "train" else None) if n]
+    return {"note": "; ".join(notes)} if notes else {}
 
 
 def _print_classifier(args: argparse.Namespace) -> None:
@@ -349,6 +405,10 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         **weights_stamp(args.run),
     }
     conditional = _conditional(model, x, args.seed, result, **observed)
+    mixed = _mixed_rows(diag.elbo, diag.log_px, observed, list(diag.attribute_sites))
+    if mixed:  # log p(x, y) − log p(y) on some rows, log p(x) on the others: of nothing
+        conditional.pop("log_px_given_attributes", None)
+        conditional.update(mixed)
     result.update(conditional)
     result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()
@@ -370,6 +430,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     )
     r = {**diag.summary(), **conditional}
     what = f"log p({'x, ' + r['conditions'] if 'conditions' in r else 'x'})"
+    what = r["log_px_is"] if mixed else what
     given = (
         f", log p(x | {r['conditions']}) {r['log_px_given_attributes']:.3f}"
         if r.get("log_px_given_attributes") is not None
@@ -387,6 +448,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     )
     if caution:
         print(f"pyro-gen: caution: {caution.replace('K = ', '--num-samples ')}")
+    _print_mixed(mixed)
     _print_classifier(args)
     print(
         f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc, "

@@ -349,6 +349,17 @@ def evaluation(run: RunRecord) -> Section | None:
                 f"Cov_x E_q[z_u] > {ev.get('au_threshold')}",
             ],
         ]
+    if ev.get("elbo_labelled") is not None:  # an SSVAE's train split: two kinds of rows
+        joint = ev.get("joint", "log p(x, y)")
+        for kind, n, what in (
+            ("labelled", ev.get("num_labelled"), joint),
+            ("unlabelled", ev.get("num_unlabelled"), "log p(x)"),
+        ):
+            if ev.get(f"log_px_{kind}") is not None:
+                rows.append([f"{what}, the {n} {kind} rows", _f(ev[f"log_px_{kind}"], 3), "", ""])
+            rows.append(
+                [f"ELBO of the {n} {kind} rows", _f(ev[f"elbo_{kind}"], 3), "", f"bounds {what}"]
+            )
     table = Table(
         ["quantity", "nats per datapoint", "± se", "meaning"],
         rows,
@@ -388,6 +399,15 @@ def evaluation(run: RunRecord) -> Section | None:
     # the figures are eval/diagnostics.json's: say so when that evaluation is of older weights
     old = run.stale(run.diagnostics)
     was = f"Of the older evaluation ({old}): " if old else ""
+    fig_split = (run.diagnostics or {}).get("split", "test")
+    was += f"{fig_split} split (eval/diagnostics.json). "
+    if run.diagnostics and ev.get("source") != "eval/diagnostics.json":
+        if fig_split != ev.get("split", "test"):
+            cautions.append(
+                f"The table is of the {ev.get('split', 'test')} split ({ev['source']}); the "
+                f"figures below are of the {fig_split} split (eval/diagnostics.json, an "
+                "earlier evaluation)."
+            )
     figures = [
         f
         for f in (
@@ -450,7 +470,7 @@ def classifier(run: RunRecord) -> Section | None:
         rows = [row for c in found for row in _score_rows(c)]
         tables.append(Table(["split", "score", "value", "N", "from"], rows))
     figures, details = [], []
-    cautions = [f"The classifier was {n}." for n in notes]
+    cautions = [f"q(y|x)'s scores: {n}." for n in notes]
     if columns:
         from pyro_gen import plots
 

@@ -44,4 +44,32 @@ def test_no_labels_warns_and_its_accuracy_says_so(tmp_path, capsys):
     assert main(["evaluate", str(run), "--limit", "16"]) == 0
     assert "trained with no labels" in capsys.readouterr().out
     html = (run / "report.html").read_text()
-    assert "The classifier was trained with no labels" in html
+    assert "q(y|x)&#39;s scores: trained with no labels" in html or (
+        "q(y|x)'s scores: trained with no labels" in html
+    )
+
+
+def test_evaluate_on_the_train_split_names_its_two_kinds_of_rows_and_its_split(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, *SSVAE, "--num-labels", "40", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--num-samples", "25", "--limit", "16"]) == 0  # test
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "40 labelled rows, whose ELBO bounds log p(x, y)" in out
+    assert "56 unlabelled rows, whose ELBO bounds log p(x)" in out
+    assert "labelled images q(y|x) was trained on" in out  # the accuracy is optimistic
+    ev = json.loads((run / "summary.json").read_text())["evaluate"]
+    assert ev["split"] == "train" and (ev["num_labelled"], ev["num_unlabelled"]) == (40, 56)
+    assert abs((40 * ev["elbo_labelled"] + 56 * ev["elbo_unlabelled"]) / 96 - ev["elbo"]) < 1e-4
+    assert ev["bound_on"].startswith("log p(x, y) on the 40 labelled rows and log p(x) on")
+    html = (run / "report.html").read_text()
+    assert "ELBO of the 40 labelled rows" in html and "ELBO of the 56 unlabelled rows" in html
+    # the figures are still the test split's importance-sampled ones: said so
+    assert "the figures below are of the test split" in html
+    assert "test split (eval/diagnostics.json). Mean KL per latent dimension" in html
+    # with importance sampling log p(x | y) of mixed rows is no quantity: the parts instead
+    assert main(["evaluate", str(run), "--split", "train", "--num-samples", "25"]) == 0
+    diag = json.loads((run / "eval" / "diagnostics.json").read_text())
+    assert "log_px_given_attributes" not in diag and diag["split"] == "train"
+    assert diag["log_px_labelled"] > diag["elbo_labelled"]  # the same draws: gap >= 0
