@@ -438,7 +438,8 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     )
     print(
         f"pyro-gen: {args.split} {what} {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
-        f"(K={r['num_samples']}){given}; ELBO {r['elbo']:.3f} ({describe_parts(r, 3)}); "
+        f"(K={r['num_samples']}){given}; ELBO {r['elbo']:.3f} (≈ {describe_parts(r, 3)}, "
+        "analytic KL: to Monte-Carlo error); "
         f"gap {r['gap']:.3f}; active units {r['active_units']}/"
         f"{r['latent_dims']}; k̂ > {r['khat_threshold']} for {100 * r['khat_share_unreliable']:.1f}%"
         f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"

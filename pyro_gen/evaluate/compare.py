@@ -118,7 +118,9 @@ class Comparison:
                 f"\nNats per datapoint over the same {ranked[0]['num_datapoints']} test points, "
                 f"K = {ranked[0]['num_samples']} importance samples. Δ log p̂ = mean of "
                 "log p̂_best(x_n) − log p̂_model(x_n); its se is over the paired differences. "
-                "Ranks start at 1.\n"
+                "Ranks start at 1. The ELBO is the mean log-weight of the same K draws; the "
+                "KL is analytic, so E log p(x|z) − KL (plus a conditional model's log p(y)) "
+                "equals the ELBO only to Monte-Carlo error.\n"
             )
         if self.warning:
             note += f"\nWARNING: {self.warning}\n"

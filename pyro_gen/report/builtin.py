@@ -34,19 +34,43 @@ def _figure(run: RunRecord, stem: str, caption: str) -> Image | None:
     return Image(data_uri(path), caption) if path is not None else None
 
 
+def _exact_split(ev: dict) -> bool:
+    """Whether ELBO = reconstruction (+ log p(y)) − KL holds exactly: so for
+    ``evaluate_elbo``'s numbers (each datapoint's ELBO is built from its parts); not for
+    ``diagnose``'s (importance sampling, ``log_px`` beside them), whose ELBO is the mean
+    log-weight of the K draws while its KL is analytic: equal only to Monte-Carlo error."""
+    return ev.get("log_px") is None
+
+
+MC_SPLIT_NOTE = (
+    "≈: the ELBO is the mean log-weight of the K importance draws, the KL analytic, so the "
+    "parts add up to it only to Monte-Carlo error; pyro-gen evaluate without --num-samples "
+    "gives the exact split"
+)
+
+
 def _elbo_sentence(ev: dict) -> str:
     split = ev.get("split", "test")
     se = f" ± {_f(ev.get('elbo_se'))}" if ev.get("elbo_se") is not None else ""
+    eq, note = "=", ""
+    if not _exact_split(ev):
+        eq = "≈"
+        parts = (ev.get("reconstruction") or 0.0) + (ev.get("attributes_log_prob") or 0.0)
+        if isinstance(ev.get("elbo"), (int, float)) and isinstance(ev.get("kl"), (int, float)):
+            off = _f(ev["elbo"] - (parts - ev["kl"]), 3)
+            note = f"; the parts differ from it by {off} ({MC_SPLIT_NOTE})"
+        else:
+            note = f" ({MC_SPLIT_NOTE})"
     if ev.get("attributes_log_prob") is not None:  # a conditional model: log p(y) apart
         return (
-            f"{split} ELBO {_f(ev.get('elbo'))}{se} nats = reconstruction of x "
+            f"{split} ELBO {_f(ev.get('elbo'))}{se} nats {eq} reconstruction of x "
             f"{_f(ev.get('reconstruction'))} + log p(y) of the observed attributes "
             f"{_f(ev.get('attributes_log_prob'))} − KL {_f(ev.get('kl'))} (a bound on "
-            f"{ev.get('bound_on', 'log p(x, y)')})"
+            f"{ev.get('bound_on', 'log p(x, y)')}){note}"
         )
     return (
-        f"{split} ELBO {_f(ev.get('elbo'))}{se} nats = reconstruction "
-        f"{_f(ev.get('reconstruction'))} − KL {_f(ev.get('kl'))}"
+        f"{split} ELBO {_f(ev.get('elbo'))}{se} nats {eq} reconstruction "
+        f"{_f(ev.get('reconstruction'))} − KL {_f(ev.get('kl'))}{note}"
     )
 
 
@@ -298,9 +322,10 @@ def evaluation(run: RunRecord) -> Section | None:
             "KL(q(z|x) ‖ p(z))",
             _f(ev.get("kl"), 3),
             "",
-            "ELBO = reconstruction + log p(y) − KL"
-            if conditional
-            else "ELBO = reconstruction − KL",
+            f"ELBO {'=' if _exact_split(ev) else '≈'} reconstruction "
+            + ("+ log p(y) " if conditional else "")
+            + "− KL"
+            + ("" if _exact_split(ev) else " (analytic KL; Monte-Carlo error)"),
         ]
     )
     if ev.get("log_px") is not None:

@@ -42,7 +42,7 @@ def test_headline_numbers_are_the_run_folder_s(evaluated_run):
     diag = json.loads((evaluated_run / "eval" / "diagnostics.json").read_text())
     for key in ("elbo", "reconstruction", "kl", "log_px", "gap"):
         assert f"{diag[key]:.2f}" in html, key
-    assert f"ELBO {diag['elbo']:.2f} ± {diag['elbo_se']:.2f} nats = reconstruction " in html
+    assert f"ELBO {diag['elbo']:.2f} ± {diag['elbo_se']:.2f} nats ≈ reconstruction " in html
     assert f"{diag['active_units']} of {diag['latent_dims']}" in html
     share = diag["khat_share_unreliable"]
     assert f"{100 * share:.1f}% of datapoints with k̂ &gt; 0.7" in html

@@ -90,3 +90,21 @@ def test_the_kl_table_marks_a_discrete_latent_and_leaves_it_out_of_active_units(
     assert rows["y_missing"] == ["y_missing", "0.5500", "–", "discrete latent (not a unit)"]
     assert rows["z[1]"][3] == "inactive" and rows["z[0]"][3] == "active"
     assert "1 of 2 continuous dimensions (discrete y_missing not counted)" in html
+
+
+def test_an_importance_sampled_elbo_is_its_parts_only_to_monte_carlo_error(tmp_path):
+    diag = {  # diagnose's: the ELBO of the K draws, the KL analytic (CVAE at K = 10)
+        "elbo": -11.183,
+        "reconstruction": -8.2,
+        "kl": 3.002,
+        "log_px": -11.0,
+        "num_samples": 10,
+    }
+    html = build_report(_run(tmp_path, diag))
+    assert "nats = reconstruction" not in html and "ELBO = reconstruction" not in html
+    assert "nats ≈ reconstruction -8.20 − KL 3.00; the parts differ from it by 0.019" in html
+    assert "ELBO ≈ reconstruction − KL (analytic KL; Monte-Carlo error)" in html
+    exact = {"elbo": -11.2, "reconstruction": -8.2, "kl": 3.0, "num_particles": 1}
+    run = _run(tmp_path / "exact", None, {"evaluate": exact})
+    html = build_report(run)  # evaluate_elbo's split is exact: "="
+    assert "nats = reconstruction -8.20 − KL 3.00" in html and "≈" not in html
