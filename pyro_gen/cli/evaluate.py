@@ -385,7 +385,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
 
     from pyro_gen import plots
     from pyro_gen.evaluate import diagnose, save_inference_data, to_inference_data
-    from pyro_gen.evaluate.diagnostics import khat_caution
+    from pyro_gen.evaluate.diagnostics import PSIS_MIN_SAMPLES, khat_caution
 
     start = time.perf_counter()
     diag = diagnose(
@@ -417,12 +417,18 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     write_json(eval_dir / "diagnostics.json", result)
     idata = to_inference_data(model, x, diag, points=args.points, seed=args.seed, **observed)
     save_inference_data(idata, eval_dir / "inference_data.nc")
-    for name, fig in (
-        ("kl_per_dimension", plots.kl_per_dimension(diag)),
-        ("khat", plots.khat_histogram(diag.khat, diag.khat_threshold)),
-        ("log_px_vs_elbo", plots.log_px_vs_elbo(diag.log_px, diag.elbo)),
-    ):
-        plots.save_figure(fig, figures / f"{name}.png")
+    drawn = ("kl_per_dimension", "khat", "log_px_vs_elbo")
+    if diag.has_latent:
+        for name, fig in (
+            ("kl_per_dimension", plots.kl_per_dimension(diag)),
+            ("khat", plots.khat_histogram(diag.khat, diag.khat_threshold)),
+            ("log_px_vs_elbo", plots.log_px_vs_elbo(diag.log_px, diag.elbo)),
+        ):
+            plots.save_figure(fig, figures / f"{name}.png")
+    else:  # no latent (MADE): no KL, no weights to judge, ELBO = log p(x): empty figures
+        for name in drawn:
+            (figures / f"{name}.png").unlink(missing_ok=True)  # an older evaluation's
+        drawn = ()
     if args.classifier:
         result["classifier"] = args.classifier
     update_summary(
@@ -436,14 +442,25 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         if r.get("log_px_given_attributes") is not None
         else ""
     )
-    print(
-        f"pyro-gen: {args.split} {what} {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
-        f"(K={r['num_samples']}){given}; ELBO {r['elbo']:.3f} (≈ {describe_parts(r, 3)}, "
-        "analytic KL: to Monte-Carlo error); "
-        f"gap {r['gap']:.3f}; active units {r['active_units']}/"
-        f"{r['latent_dims']}; k̂ > {r['khat_threshold']} for {100 * r['khat_share_unreliable']:.1f}%"
-        f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"
+    share = r["khat_share_unreliable"]
+    khat = (
+        f"k̂ > {r['khat_threshold']} for {100 * share:.1f}%"
+        if math.isfinite(share)
+        else f"k̂ not computed (K < {PSIS_MIN_SAMPLES})"
     )
+    if not diag.has_latent:
+        print(
+            f"pyro-gen: {args.split} {what} {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats, "
+            f"exact ({r['exact_note']}; {r['num_datapoints']} datapoints, {wall:.1f} s)"
+        )
+    else:
+        print(
+            f"pyro-gen: {args.split} {what} {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
+            f"(K={r['num_samples']}){given}; ELBO {r['elbo']:.3f} (≈ {describe_parts(r, 3)}, "
+            "analytic KL: to Monte-Carlo error); "
+            f"gap {r['gap']:.3f}; active units {r['active_units']}/{r['latent_dims']}; {khat}"
+            f" ({r['num_datapoints']} datapoints, {wall:.1f} s)"
+        )
     caution = khat_caution(
         r["khat_share_unreliable"], r["khat_threshold"], r["num_datapoints"], r["num_samples"]
     )
@@ -451,9 +468,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         print(f"pyro-gen: caution: {caution.replace('K = ', '--num-samples ')}")
     _print_mixed(mixed)
     _print_classifier(args)
-    print(
-        f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc, "
-        f"{figures}/kl_per_dimension.png, khat.png, log_px_vs_elbo.png"
-    )
+    pngs = f", {figures}/" + ", ".join(f"{n}.png" for n in drawn) if drawn else ""
+    print(f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc{pngs}")
     _report(args.run)
     return 0

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.evaluate.diagnostics import Diagnostics, diagnose
+from pyro_gen.evaluate.diagnostics import NO_LATENT_NOTE, Diagnostics, diagnose
 from pyro_gen.evaluate.elbo import AttributeTerm, ELBOResult, attribute_term, evaluate_elbo
 from pyro_gen.evaluate.log_likelihood import PointMassGuideError
 from pyro_gen.evaluate.progress import progress_bar
@@ -102,8 +102,8 @@ class Comparison:
             cells = []
             for c, (_, fmt) in COLUMNS.items():
                 v = r[c]
-                if v is None:
-                    cells.append("–")
+                if v is None:  # a ranked model without it has no latent (MADE): n/a
+                    cells.append("n/a" if r.get("is_bound", True) else "–")
                 elif isinstance(v, float) and math.isnan(v):
                     cells.append("nan")
                 else:  # a '|' inside a cell (log p(x | y)) is escaped for Markdown
@@ -122,6 +122,9 @@ class Comparison:
                 "KL is analytic, so E log p(x|z) − KL (plus a conditional model's log p(y)) "
                 "equals the ELBO only to Monte-Carlo error.\n"
             )
+        exact = [r["model"] for r in ranked if r.get("note") == NO_LATENT_NOTE]
+        if exact:
+            note += f"\nn/a for {', '.join(exact)}: {NO_LATENT_NOTE}.\n"
         if self.warning:
             note += f"\nWARNING: {self.warning}\n"
         if len(ranked) < len(self.rows):
@@ -290,14 +293,14 @@ def compare(
                 "reconstruction": s["reconstruction"],  # the x site's alone (diagnose)
                 "kl": s["kl"],
                 "gap": s["gap"],
-                "active_units": s["active_units"],
-                "khat_share": s["khat_share_unreliable"],
+                "active_units": s["active_units"],  # None without a latent: n/a
+                "khat_share": s["khat_share_unreliable"] if d.has_latent else None,
                 "d_log_px": float(diff.mean()),
                 "d_log_px_se": float(diff.std() / math.sqrt(n)) if n > 1 else float("nan"),
                 "num_datapoints": n,
                 "num_samples": d.num_samples,
                 "is_bound": True,
-                "note": "",
+                "note": "" if d.has_latent else NO_LATENT_NOTE,
             }
         )
     nan = float("nan")

@@ -44,12 +44,17 @@ __all__ = [
     "AU_THRESHOLD",
     "KHAT_CAUTION_SHARE",
     "khat_caution",
+    "NO_LATENT_NOTE",
 ]
 
 KHAT_THRESHOLD = 0.7  # Vehtari et al.: above it PSIS (and plain IS) estimates are unreliable
 AU_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Cov_x(E_q[z_u]) > 0.01
 PSIS_MIN_SAMPLES = 21  # fewer particles leave arviz's Pareto tail under 5 points: k̂ = NaN
 KHAT_CAUTION_SHARE = 0.1  # above this share of datapoints with k̂ > threshold, say so in words
+NO_LATENT_NOTE = (
+    "no latent variable: log p(x) is exact (the ELBO is log p(x), the gap 0); k̂, ESS and "
+    "active units do not apply"
+)
 
 
 def khat_caution(
@@ -228,6 +233,12 @@ class Diagnostics:
         return int(self.log_px.numel())
 
     @property
+    def has_latent(self) -> bool:
+        """False for a model without latent sites (an autoregressive model such as MADE):
+        its importance weights are all log p(x), so k̂, ESS and active units mean nothing."""
+        return bool(self.kl_names or self.mean_names)
+
+    @property
     def au_variance(self) -> torch.Tensor:
         """Cov_x(E_q[z_u]) per dimension ``[D']`` (variance over datapoints of the mean)."""
         if self.posterior_mean.shape[1] == 0:  # no latent (an autoregressive model)
@@ -285,6 +296,10 @@ class Diagnostics:
             return float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
 
         finite_k = self.khat[~torch.isnan(self.khat)]
+        if not self.has_latent:  # nothing sampled: no weights to judge, no units
+            finite_k = finite_k[:0]
+        nan = float("nan")
+        exact = {} if self.has_latent else {"has_latent": False, "exact_note": NO_LATENT_NOTE}
         return {
             "num_datapoints": n,
             "num_samples": self.num_samples,
@@ -305,16 +320,16 @@ class Diagnostics:
             "kl": float(self.kl.mean()),
             "gap": float(self.gap.mean()),
             "gap_se": se(self.gap),
-            "ess_mean": float(self.ess.mean()),
-            "ess_min": float(self.ess.min()),
+            "ess_mean": float(self.ess.mean()) if self.has_latent else nan,
+            "ess_min": float(self.ess.min()) if self.has_latent else nan,
             "khat_median": float(finite_k.median()) if finite_k.numel() else float("nan"),
             "khat_max": float(finite_k.max()) if finite_k.numel() else float("nan"),
             "khat_threshold": self.khat_threshold,
             "khat_share_unreliable": float(self.unreliable.double().mean())
             if finite_k.numel()
             else float("nan"),
-            "khat_num_unreliable": int(self.unreliable.sum()),
-            "active_units": self.active_units,
+            "khat_num_unreliable": int(self.unreliable.sum()) if self.has_latent else 0,
+            "active_units": self.active_units if self.has_latent else None,
             "latent_dims": len(self.mean_names),
             "au_threshold": self.au_threshold,
             "kl_per_dim": [float(v) for v in self.kl_per_dim.mean(0)],
@@ -323,6 +338,7 @@ class Diagnostics:
             "mean_names": list(self.mean_names),
             "discrete_sites": list(self.discrete_sites),
             "per_site": self.per_site,
+            **exact,
         }
 
 

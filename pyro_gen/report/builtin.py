@@ -39,7 +39,7 @@ def _exact_split(ev: dict) -> bool:
     ``evaluate_elbo``'s numbers (each datapoint's ELBO is built from its parts); not for
     ``diagnose``'s (importance sampling, ``log_px`` beside them), whose ELBO is the mean
     log-weight of the K draws while its KL is analytic: equal only to Monte-Carlo error."""
-    return ev.get("log_px") is None
+    return ev.get("log_px") is None or ev.get("has_latent") is False  # no latent: ELBO = log p
 
 
 MC_SPLIT_NOTE = (
@@ -81,6 +81,8 @@ def _density_rows(ev: dict) -> list[list[str]]:
     log p(x)."""
     joint = ev.get("log_px_is") or "log p(x)"
     k = f"K = {ev.get('num_samples')} importance samples, {ev.get('split', 'test')} split"
+    if ev.get("has_latent") is False:
+        k = f"exact: no latent variable, {ev.get('split', 'test')} split"
     rows = []
     if ev.get("log_px_given_attributes") is not None:
         given = f"log p(x | {ev.get('conditions') or 'y'})"
@@ -385,6 +387,10 @@ def evaluation(run: RunRecord) -> Section | None:
             rows.append(
                 [f"ELBO of the {n} {kind} rows", _f(ev[f"elbo_{kind}"], 3), "", f"bounds {what}"]
             )
+    if ev.get("has_latent") is False:  # MADE: nothing sampled, no weights, no units
+        not_here = ("ESS (mean, min)", "Pareto k̂ (median, max)", "active units")
+        rows = [r for r in rows if r[0] not in not_here]
+        rows.append(["k̂, ESS, active units", "n/a", "", ev.get("exact_note", "no latent")])
     table = Table(
         ["quantity", "nats per datapoint", "± se", "meaning"],
         rows,
@@ -617,7 +623,9 @@ def _comparison_row(row: dict, cols: list[str], rank_shift: int = 0) -> list[str
                 pass
         if isinstance(v, float) and not math.isfinite(v):
             v = None
-        if v is None or v == "":
+        if (v is None or v == "") and str(row.get("note", "")).startswith("no latent"):
+            out.append("n/a")  # k̂, active units of a model without a latent (MADE)
+        elif v is None or v == "":
             out.append("–")
         elif c == "rank":
             out.append(str(int(v) + rank_shift))

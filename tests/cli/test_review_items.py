@@ -73,3 +73,19 @@ def test_evaluate_on_the_train_split_names_its_two_kinds_of_rows_and_its_split(t
     diag = json.loads((run / "eval" / "diagnostics.json").read_text())
     assert "log_px_given_attributes" not in diag and diag["split"] == "train"
     assert diag["log_px_labelled"] > diag["elbo_labelled"]  # the same draws: gap >= 0
+
+
+def test_evaluate_on_a_model_without_a_latent_says_so_and_draws_no_empty_figures(tmp_path, capsys):
+    run = tmp_path / "run"
+    made = ["--model", "made", "--hidden", "8"]
+    data = TINY[: TINY.index("--latent-dim")]
+    assert main(["train", *data, *made, "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--num-samples", "5", "--limit", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "no latent variable: log p(x) is exact" in out
+    for name in ("kl_per_dimension", "khat", "log_px_vs_elbo"):
+        assert not (run / "figures" / f"{name}.png").exists()
+    html = (run / "report.html").read_text()
+    assert "<td>k̂, ESS, active units</td><td>n/a</td>" in html
+    assert "exact: no latent variable" in html and "nan%" not in html

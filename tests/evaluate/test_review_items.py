@@ -80,3 +80,27 @@ def test_a_discrete_label_is_no_active_unit_but_keeps_its_kl(tmp_path):
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert "y_missing (discrete)" in ticks
     assert "discrete y_missing" in fig.get_suptitle()
+
+
+def test_a_model_without_a_latent_has_no_k_hat_ess_or_units_to_show():
+    import torch
+
+    from pyro_gen.evaluate import compare, diagnose
+    from pyro_gen.models import VAE
+    from pyro_gen.models.autoregressive import MADEModel
+
+    torch.manual_seed(0)
+    made = MADEModel(data_shape=(1, 4, 4), hidden=(8,))
+    x = torch.rand(10, 1, 4, 4).bernoulli()
+    s = diagnose(made, x, num_samples=25).summary()
+    assert s["has_latent"] is False and "log p(x) is exact" in s["exact_note"]
+    assert math.isnan(s["khat_share_unreliable"]) and math.isnan(s["ess_mean"])
+    assert s["active_units"] is None and s["gap"] == 0.0
+    vae = VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    assert "has_latent" not in diagnose(vae, x, num_samples=25).summary()
+    c = compare({"made": made, "vae": vae}, x, num_samples=25)
+    row = next(r for r in c.rows if r["model"] == "made")
+    assert row["khat_share"] is None and row["active_units"] is None
+    line = next(li for li in c.to_markdown().splitlines() if li.startswith("| ") and "made" in li)
+    assert line.count("n/a") == 2 and "0.000 | n/a" not in line.replace("| 0.000 | n/a", "")
+    assert "n/a for made: no latent variable" in c.to_markdown()
