@@ -82,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # Constructor arguments filled from the data, never flags.
 FROM_DATA = ("data_shape",)
+LABELLED_TWIN = {"binarized_mnist": "mnist"}  # a data set without labels -> one with them
 # Where the CLI's default differs from the constructor's.
 CLI_MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "vae": {"latent_dim": 10},
@@ -451,7 +452,13 @@ def _model_kwargs(s: dict, ds: Dataset, given: set[str]) -> dict:
         kwargs[key] = value
     hook = getattr(cls, "config_from_dataset", None)  # e.g. a CVAE's attributes
     if callable(hook):
-        kwargs = hook(ds, kwargs)
+        try:
+            kwargs = hook(ds, kwargs)
+        except PyroGenError as e:  # e.g. a CVAE on images without labels: say where some are
+            twin = LABELLED_TWIN.get(ds.name)
+            if twin is None or "train" in ds.labels or f"--data {twin}" in str(e):
+                raise
+            raise type(e)(f"{e} For these images with labels use --data {twin}.") from None
     missing = [
         k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs
     ]

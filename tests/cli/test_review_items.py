@@ -5,6 +5,7 @@ on a data set without labels; a model with no latent."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,16 @@ def test_evaluate_on_a_model_without_a_latent_says_so_and_draws_no_empty_figures
     html = (run / "report.html").read_text()
     assert "<td>k̂, ESS, active units</td><td>n/a</td>" in html
     assert "exact: no latent variable" in html and "nan%" not in html
+
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@pytest.mark.skipif(
+    not (DATA / "binarized_mnist.npz").is_file(), reason="../shared/data has no binarized MNIST"
+)
+def test_a_cvae_on_binarized_mnist_is_pointed_to_the_labelled_mnist(tmp_path, capsys):
+    args = ["train", "--model", "cvae", "--data", "binarized_mnist", "--data-dir", str(DATA)]
+    assert main([*args, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "neither labels nor attributes" in err and "use --data mnist" in err
