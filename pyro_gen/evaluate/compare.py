@@ -293,7 +293,7 @@ def compare(
                 "reconstruction": s["reconstruction"],  # the x site's alone (diagnose)
                 "kl": s["kl"],
                 "gap": s["gap"],
-                "active_units": s["active_units"],  # None without a latent: n/a
+                "active_units": s["active_units"] if d.has_latent else None,  # n/a
                 "khat_share": s["khat_share_unreliable"] if d.has_latent else None,
                 "d_log_px": float(diff.mean()),
                 "d_log_px_se": float(diff.std() / math.sqrt(n)) if n > 1 else float("nan"),

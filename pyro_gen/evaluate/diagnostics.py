@@ -296,9 +296,8 @@ class Diagnostics:
             return float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
 
         finite_k = self.khat[~torch.isnan(self.khat)]
-        if not self.has_latent:  # nothing sampled: no weights to judge, no units
-            finite_k = finite_k[:0]
-        nan = float("nan")
+        # no latent: one exact weight per datapoint (ESS = K, k̂ = 0 trivially): said so, and
+        # a person is shown "n/a" for them (evaluate, compare, the report)
         exact = {} if self.has_latent else {"has_latent": False, "exact_note": NO_LATENT_NOTE}
         return {
             "num_datapoints": n,
@@ -320,16 +319,16 @@ class Diagnostics:
             "kl": float(self.kl.mean()),
             "gap": float(self.gap.mean()),
             "gap_se": se(self.gap),
-            "ess_mean": float(self.ess.mean()) if self.has_latent else nan,
-            "ess_min": float(self.ess.min()) if self.has_latent else nan,
+            "ess_mean": float(self.ess.mean()),
+            "ess_min": float(self.ess.min()),
             "khat_median": float(finite_k.median()) if finite_k.numel() else float("nan"),
             "khat_max": float(finite_k.max()) if finite_k.numel() else float("nan"),
             "khat_threshold": self.khat_threshold,
             "khat_share_unreliable": float(self.unreliable.double().mean())
             if finite_k.numel()
             else float("nan"),
-            "khat_num_unreliable": int(self.unreliable.sum()) if self.has_latent else 0,
-            "active_units": self.active_units if self.has_latent else None,
+            "khat_num_unreliable": int(self.unreliable.sum()),
+            "active_units": self.active_units,
             "latent_dims": len(self.mean_names),
             "au_threshold": self.au_threshold,
             "kl_per_dim": [float(v) for v in self.kl_per_dim.mean(0)],

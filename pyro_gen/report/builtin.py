@@ -152,13 +152,15 @@ def overview(run: RunRecord) -> Section | None:
         rows.append(["ELBO", _elbo_sentence(ev)])
         if ev.get("log_px") is not None:
             rows += _density_rows(ev)
-        if ev.get("active_units") is not None:
+        if ev.get("has_latent") is False:  # MADE: no k̂, ESS or units to show
+            rows.append(["k̂, ESS, active units", f"n/a: {ev.get('exact_note', 'no latent')}"])
+        elif ev.get("active_units") is not None:
             rows.append(["active units", _units_cell(ev)])
         for c in run.classifier()[:1]:  # the model's own classifier q(y|x): test first
             from pyro_gen.evaluate.classification import describe_scores
 
             rows.append(["classifier", describe_scores(c, c.get("split", "test"))])
-        share = run.khat_share()
+        share = run.khat_share() if ev.get("has_latent") is not False else None
         if share is not None:
             rows.append(
                 [
@@ -398,7 +400,9 @@ def evaluation(run: RunRecord) -> Section | None:
         f"datapoints; from {ev['source']}",
     )
     paragraphs = [_elbo_sentence(ev) + "."]
-    share = run.khat_share()
+    share = run.khat_share() if ev.get("has_latent") is not False else None
+    if ev.get("has_latent") is False:
+        paragraphs.append(f"A model with {ev.get('exact_note', 'no latent variable')}.")
     if share is not None:
         paragraphs.append(
             f"{100 * share:.1f}% of the datapoints have Pareto k̂ above "
@@ -735,6 +739,7 @@ def runs_table(runs: RunSet) -> Section:
             name = Link(r.name, where.as_posix())
         ev = r.evaluation() or {}
         share = r.khat_share()
+        exact = ev.get("has_latent") is False  # MADE: k̂ and active units do not apply
         train = r.summary.get("train") or {}
         rows.append(
             [
@@ -746,8 +751,8 @@ def runs_table(runs: RunSet) -> Section:
                 _f(ev.get("elbo")),
                 _log_px_cell(ev),
                 _f(ev.get("gap")),
-                ev.get("active_units"),
-                f"{100 * share:.1f}%" if share is not None else "–",
+                "n/a" if exact else ev.get("active_units"),
+                "n/a" if exact else f"{100 * share:.1f}%" if share is not None else "–",
                 _accuracy_cell(r),
             ]
         )

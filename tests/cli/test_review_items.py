@@ -90,6 +90,7 @@ def test_evaluate_on_a_model_without_a_latent_says_so_and_draws_no_empty_figures
     html = (run / "report.html").read_text()
     assert "<td>k̂, ESS, active units</td><td>n/a</td>" in html
     assert "exact: no latent variable" in html and "nan%" not in html
+    assert "reliability" not in html and "active units</td><td>0 of 0" not in html
 
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
