@@ -30,7 +30,7 @@ harmonics (a periodic attribute, see ``pyro_gen.models.cvae``), a latent of 4, c
 for the shapes CVAE (MLP for MNIST), and each model trains for ``--cpu-minutes`` of CPU time
 with a cosine learning-rate anneal over that budget.
 
-    OMP_NUM_THREADS=1 python benchmarks/attribute_control.py --part shapes --cpu-minutes 10
+    OMP_NUM_THREADS=1 python benchmarks/attribute_control.py --part shapes --cpu-minutes 14
     OMP_NUM_THREADS=1 python benchmarks/attribute_control.py --part mnist --cpu-minutes 6 \
         --judge-epochs 3 --judge-images 30000 --data-dir ../shared/data
     python benchmarks/attribute_control.py --part arithmetic
