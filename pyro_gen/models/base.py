@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from pyro import poutine
@@ -96,6 +97,9 @@ class GenerativeModel(PyroModule):
 
     data_shape: tuple[int, ...] = ()
     capturable: bool = False  # True: no Python state between calls, the loss may be replayed
+    # constructor arguments added after runs were saved without them, with the value that
+    # rebuilds what such a run was (load_model fills them in; a new default may differ)
+    SAVED_DEFAULTS: dict[str, Any] = {}
 
     def model(self, x: torch.Tensor, **observed):  # pragma: no cover - abstract
         raise NotImplementedError

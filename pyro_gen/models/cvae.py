@@ -232,15 +232,17 @@ class CVAE(KLWeighted, GenerativeModel):
         condition: where the decoder reads y: ``"every"`` layer (default; the condition is
             concatenated to each layer's input, so the decoder does not have to carry it
             through its hidden units and leans less on z) or ``"input"`` (``[z, y]`` at the
-            first layer only; run folders saved before ``condition`` existed were built so and
-            need ``"condition": "input"`` in their config). On the shapes data (20,000 images,
-            3 CPU-minutes) this took the judged class accuracy of z ~ p(z) samples from 55% to
-            66%, and cos/sin orientation harmonics then to 96%.
+            first layer only; run folders saved before ``condition`` existed were built so
+            and ``load_model`` rebuilds them so: ``SAVED_DEFAULTS``). On the shapes data
+            (20,000 images, 3 CPU-minutes) this took the judged class accuracy of z ~ p(z)
+            samples from 55% to 66%, and cos/sin orientation harmonics then to 96%.
 
     Raises ConfigError for bad specs or settings.
     """
 
     capturable = True
+    # arguments added after runs were saved without them: what those runs were built with
+    SAVED_DEFAULTS = {"condition": "input"}
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ from torch import nn
 import pyro_gen
 from pyro_gen.errors import CheckpointError, ConfigError
 from pyro_gen.io import atomic_open, read_json, write_json
-from pyro_gen.models.registry import build_model, model_config
+from pyro_gen.models.registry import build_model, get_model_class, model_config
 
 __all__ = [
     "FORMAT",
@@ -215,6 +215,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
             f"{path} holds weights of an unregistered module ({spec.get('class')}); build the "
             "module yourself and call pyro_gen.infer.load_weights(module, path)."
         )
-    model = build_model(spec["name"], spec.get("args", {}))
+    args = dict(spec.get("args", {}))
+    # an argument added after this run was saved: the value that builds what the run was
+    for key, value in getattr(get_model_class(spec["name"]), "SAVED_DEFAULTS", {}).items():
+        args.setdefault(key, value)
+    model = build_model(spec["name"], args)
     load_weights(model, path / WEIGHTS)
     return model.to(device)

@@ -245,3 +245,27 @@ def test_the_shapes_orientation_is_periodic():
     specs = {a["name"]: a for a in attributes_from_dataset(ds)}
     assert specs["orientation"]["period"] == pytest.approx(2 * math.pi)
     assert "period" not in specs["scale"]
+
+
+def test_a_run_saved_before_condition_existed_loads_as_it_was_built(tmp_path):
+    """config.json of an older CVAE run has no "condition": load_model rebuilds the decoder that
+    run had ([z, y] at the input, SAVED_DEFAULTS) instead of the new default, and its weights
+    load; a new run keeps what it was saved with."""
+    import json
+
+    from pyro_gen.models import CVAE, load_model, save_model
+
+    spec = [{"name": "c", "kind": "categorical", "values": ["a", "b"]}]
+    old = CVAE(data_shape=(1, 4, 4), attributes=spec, latent_dim=2, hidden=(8,), condition="input")
+    save_model(old, tmp_path / "old")
+    cfg_path = tmp_path / "old" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["model"]["args"]["condition"]  # as written before the argument existed
+    cfg_path.write_text(json.dumps(cfg))
+    loaded = load_model(tmp_path / "old")
+    assert loaded.config["condition"] == "input"
+    for (k, a), b in zip(old.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    new = CVAE(data_shape=(1, 4, 4), attributes=spec, latent_dim=2, hidden=(8,))
+    save_model(new, tmp_path / "new")
+    assert load_model(tmp_path / "new").config["condition"] == "every"
