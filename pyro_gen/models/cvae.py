@@ -58,6 +58,7 @@ ATTRIBUTE_KINDS = ("categorical", "binary", "continuous")
 RESERVED = ("x", "z", "subsample_size")
 MASK_SUFFIX = "_mask"
 MISSING_SUFFIX = "_missing"
+CLASSIFY_SUFFIX = "_classify"  # the observed sites of the α·log q(y|x) term (train mode)
 # names of a label attribute by data set (default "label")
 LABEL_NAMES = {"mnist": "digit", "binarized_mnist": "digit"}
 # periodic attribute columns by data set (a Dataset's info["attribute_periods"] adds to these)
@@ -227,6 +228,11 @@ class CVAE(KLWeighted, GenerativeModel):
         channels: conv channels of the encoder (the decoder mirrors them).
         beta: the KL weight of the training objective (0: point-mass guide).
         missing: add q(y_a | x) so that attributes may be unobserved (masked or left out).
+        alpha: with ``missing``, the weight α of the classification term α·log q(y_a | x) on
+            the rows where y_a is observed, in train mode only (Kingma et al. 2014, eq. 9, as
+            the SSVAE's): without it q(y_a | x) learns only from rows whose y_a is missing, and
+            never when every training row is labelled. Observed sites ``<name>_classify``
+            under ``poutine.scale``; no part of the model's density (absent in eval mode).
         scale, learn_scale: σ of a Gaussian likelihood.
         activation: hidden-layer activation.
         condition: where the decoder reads y: ``"every"`` layer (default; the condition is
@@ -242,7 +248,7 @@ class CVAE(KLWeighted, GenerativeModel):
 
     capturable = True
     # arguments added after runs were saved without them: what those runs were built with
-    SAVED_DEFAULTS = {"condition": "input"}
+    SAVED_DEFAULTS = {"condition": "input", "alpha": 0.0}
 
     def __init__(
         self,
@@ -259,9 +265,13 @@ class CVAE(KLWeighted, GenerativeModel):
         learn_scale: bool = False,
         activation: str = "relu",
         condition: str = "every",
+        alpha: float = 50.0,
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
+        if isinstance(alpha, bool) or not float(alpha) >= 0:
+            raise ConfigError(f"alpha must be >= 0 (0: no classification term); got {alpha}.")
+        self.alpha = float(alpha)
         if not attributes:
             raise ConfigError(
                 "a CVAE needs at least one attribute: attributes=[{'name': ..., 'kind': ...}], "
@@ -483,7 +493,21 @@ class CVAE(KLWeighted, GenerativeModel):
                         u = pyro.sample(name + MISSING_SUFFIX, prior)
                     ys[name] = torch.where(m, v, u)
             pyro.sample("x", self.likelihood(self.decoder(z, self.encode_attributes(ys))), obs=xs)
+            if self.training and self.missing and self.alpha > 0:
+                self._classification_term(xs, values, masks, sub)
         return z
+
+    def _classification_term(self, xs, values, masks, sub) -> None:
+        """α·log q(y_a | x) on the rows where y_a is observed (train mode; see ``alpha``)."""
+        known = [a["name"] for a in self.attributes if a["name"] in values]
+        if not known:
+            return
+        q = self._q_attribute(xs)
+        for name in known:
+            # rows whose y_a is missing hold a placeholder inside the support: masked out
+            mask = sub(masks[name]) if name in masks else True
+            with poutine.mask(mask=mask), poutine.scale(scale=self.alpha):
+                pyro.sample(name + CLASSIFY_SUFFIX, q[name], obs=sub(values[name]))
 
     def _q_attribute(self, xs: torch.Tensor) -> dict[str, dist.Distribution]:
         out = self.attribute_net(xs)

@@ -269,3 +269,49 @@ def test_a_run_saved_before_condition_existed_loads_as_it_was_built(tmp_path):
     new = CVAE(data_shape=(1, 4, 4), attributes=spec, latent_dim=2, hidden=(8,))
     save_model(new, tmp_path / "new")
     assert load_model(tmp_path / "new").config["condition"] == "every"
+
+
+def test_missing_trains_q_y_given_x_on_labelled_rows_through_alpha():
+    """missing=True: α·log q(y_a|x) on the rows where y_a is observed (train mode only, scaled
+    by α, masked like the attribute); without it (α = 0) q(y|x) gets no gradient at all when
+    every row is labelled, so it would classify at chance after any amount of training."""
+    from pyro_gen.infer import Trainer
+
+    spec = ATTRS[:1]
+    g = torch.Generator().manual_seed(0)
+    shape = torch.randint(3, (96,), generator=g)
+    x = torch.nn.functional.one_hot(shape, 3).float().repeat(1, 4)  # the class is in the image
+    x = (x + 0.05 * torch.rand(x.shape, generator=g)).clamp(0, 1).bernoulli(generator=g)
+    d = {"x": x, "shape": shape}
+    m = CVAE(data_shape=(12,), attributes=spec, latent_dim=2, hidden=(16,), missing=True)
+    tr = poutine.trace(m.model).get_trace(x, shape=shape, shape_mask=shape > 0)
+    site = tr.nodes["shape_classify"]
+    assert site["is_observed"] and site["scale"] == m.alpha == 50.0
+    assert torch.equal(site["mask"], shape > 0)
+    m.eval()
+    assert "shape_classify" not in poutine.trace(m.model).get_trace(x, shape=shape).nodes
+    m.train()
+
+    def accuracy(model):
+        with torch.no_grad():
+            return float((model._q_attribute(x)["shape"].probs.argmax(-1) == shape).float().mean())
+
+    torch.manual_seed(0)
+    for alpha, check in ((0.0, "unchanged"), (50.0, "learned")):
+        m = CVAE(
+            data_shape=(12,),
+            attributes=spec,
+            latent_dim=2,
+            hidden=(16,),
+            missing=True,
+            alpha=alpha,
+        )
+        before = [p.detach().clone() for p in m.attribute_net.parameters()]
+        Trainer(m, max_steps=60, batch_size=32, lr=1e-2, progress=False).fit(d)
+        after = list(m.attribute_net.parameters())
+        if check == "unchanged":
+            assert all(torch.equal(a, b) for a, b in zip(before, after))
+        else:
+            assert accuracy(m) > 0.9
+    with pytest.raises(ConfigError, match="alpha"):
+        CVAE(data_shape=(12,), attributes=spec, missing=True, alpha=-1.0)
