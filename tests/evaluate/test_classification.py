@@ -81,3 +81,20 @@ def test_models_without_a_classifier_get_none():
     assert classifier_scores(no_q, batch) == {}  # attributes required: no q(y|x)
     assert classifier_scores(VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,)), {"x": x}) == {}
     assert describe_scores({}) == ""
+
+
+def test_a_periodic_attributes_error_wraps_around(monkeypatch):
+    """An angle with period 2π: q's mean 6.2 against a truth of 0.05 is 2π − 6.15 ≈ 0.133
+    apart, not 6.15; non-periodic attributes keep the plain absolute error."""
+    import math
+
+    angle = {"name": "angle", "kind": "continuous", "loc": 0.0, "scale": 1.0, "period": 2 * math.pi}
+    torch.manual_seed(0)
+    m = CVAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,), attributes=[angle], missing=True)
+    fixed = torch.tensor([6.2, 0.0])  # q's mean: loc + scale * 6.2
+
+    monkeypatch.setattr(m.attribute_net, "forward", lambda x: fixed.expand(*x.shape[:-3], 2))
+    x = _x()[:2]
+    s = classifier_scores(m, {"x": x, "angle": torch.tensor([0.05, 6.0])})
+    expected = (2 * math.pi - 6.15 + 0.2) / 2
+    assert s["angle_mae"] == pytest.approx(expected, abs=1e-5)
