@@ -632,6 +632,9 @@ class CVAE(KLWeighted, GenerativeModel):
             f = float(v)
         except (TypeError, ValueError):
             f = math.nan
+        if math.isfinite(f) and a.get("period") and not a["low"] <= f <= a["high"]:
+            # a periodic value names the same angle one period on: bring it into the range
+            f = a["low"] + (f - a["low"]) % a["period"]
         if not (math.isfinite(f) and a["low"] <= f <= a["high"]):
             raise DataError(
                 f"{v!r} is not a valid value of attribute {name!r}: give a number in "

@@ -315,3 +315,17 @@ def test_missing_trains_q_y_given_x_on_labelled_rows_through_alpha():
             assert accuracy(m) > 0.9
     with pytest.raises(ConfigError, match="alpha"):
         CVAE(data_shape=(12,), attributes=spec, missing=True, alpha=-1.0)
+
+
+def test_a_periodic_value_one_period_on_is_the_same_angle():
+    """orientation = 7 rad on a 2π-periodic attribute is 7 − 2π; a value that no turn brings
+    into the training range is still refused, naming the range."""
+    full = {"name": "angle", "kind": "continuous", "loc": 3.0, "scale": 2.0, "period": 2 * math.pi}
+    full.update(low=0.0, high=2 * math.pi)
+    half = dict(full, name="half", low=0.0, high=math.pi)
+    m = CVAE(data_shape=(6,), attributes=[full, half], latent_dim=2, hidden=(4,))
+    v = m.parse_attributes({"angle": 7.0, "half": -2 * math.pi + 1.0}, 2)
+    torch.testing.assert_close(v["angle"], torch.full((2,), 7.0 - 2 * math.pi))
+    torch.testing.assert_close(v["half"], torch.full((2,), 1.0))
+    with pytest.raises(DataError, match=r"\[0, 3.14159\]"):
+        m.parse_attributes({"half": 4.0}, 1)
