@@ -166,7 +166,9 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-schedule", default="constant", help="constant, cosine, ...")
-    p.add_argument("--alpha", type=float, default=50.0)
+    p.add_argument(
+        "--alpha", type=float, default=500.0, help="weight of α·log q(y|x) on labelled rows"
+    )
     p.add_argument("--latent-dim", type=int, default=32)
     p.add_argument("--hidden", type=int, nargs="+", default=[256])
     p.add_argument("--classifier", default="mlp", choices=["mlp", "conv"])

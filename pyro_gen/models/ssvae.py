@@ -120,6 +120,8 @@ class SSVAE(GenerativeModel):
         channels: conv channels of the conv classifier.
         alpha: weight α of the classification term α·log q(y|x) per labelled datapoint
             (Kingma et al. use α = 0.1·N on a mean over labelled points; Pyro's example 46).
+            MNIST with 3,000 labels, conv q(y|x), 10 epochs: test accuracy 95.2% at α = 50,
+            96.2% at 500 and 2000; 20 epochs at 500: 96.7% (``benchmarks/ssvae_labels.py``).
         enumerate: ``"parallel"`` (one vectorised pass over the K labels) or ``"sequential"``
             (K passes; the same value) for the missing labels.
         likelihood: ``"bernoulli"`` (binary data) or ``"gaussian"``.
@@ -144,7 +146,7 @@ class SSVAE(GenerativeModel):
         classifier_hidden: int = 256,
         classifier_layers: Sequence[int] = (512,),
         channels: Sequence[int] = (32, 64),
-        alpha: float = 50.0,
+        alpha: float = 500.0,
         enumerate: str = "parallel",
         likelihood: str = "bernoulli",
         activation: str = "relu",
