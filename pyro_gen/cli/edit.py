@@ -140,6 +140,9 @@ def conditioned(model) -> tuple[str, ...]:
     return tuple(getattr(model, "attribute_names", ()) or ())
 
 
+SMALL_VECTOR = 0.1  # |v| below this (z ~ N(0, I) has unit spread per dimension) changes little
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
     model, config = open_run(args.run, args.device)
     require_method(model, "encode", "edit")
@@ -197,6 +200,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
         },
     )
     print(f"pyro-gen: wrote {path} (|v| = {float(v.norm()):.3f})")
+    if condition and float(v.norm()) < SMALL_VECTOR:
+        # a conditional model holds its attributes in y, so z may not carry this one at all
+        print(
+            f"pyro-gen: note: |v| = {float(v.norm()):.3f}: the codes z of images with and "
+            f"without {what} barely differ, so the columns barely change. This model holds "
+            f"its attributes ({', '.join(conditioned(model))}) in its condition y, not in z: "
+            f"change one there, e.g. pyro-gen edit RUN --attr NAME=VALUE."
+        )
     return 0
 
 

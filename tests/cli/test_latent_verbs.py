@@ -157,3 +157,21 @@ def test_edit_value_is_checked_against_the_attributes_kind(vae_run, capsys):
     assert json.loads((vae_run / "summary.json").read_text())["edit"]["value"] == "0"
     assert number_value("0.75", "continuous", "scale") == 0.75
     assert number_value(None, "binary", "is_heart") is None
+
+
+def test_a_vector_edit_on_a_conditional_model_with_a_tiny_vector_says_where_to_edit(
+    cvae_run, capsys, monkeypatch
+):
+    """On a CVAE, an attribute vector of near-zero length (z carries no such attribute: y does)
+    gets a note that points to --attr; a vector of real length gets none."""
+    import pyro_gen.cli.edit as edit
+
+    real = edit.attribute_vector
+    args = ["edit", str(cvae_run), "--attribute", "is_heart", "--num", "2"]
+    monkeypatch.setattr(edit, "attribute_vector", lambda *a: 0.0 * real(*a))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "barely differ" in out and "--attr NAME=VALUE" in out and "shape" in out
+    monkeypatch.setattr(edit, "attribute_vector", lambda *a: 0.0 * real(*a) + 1.0)
+    assert main(args) == 0
+    assert "barely differ" not in capsys.readouterr().out
