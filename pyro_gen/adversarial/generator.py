@@ -39,6 +39,7 @@ from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, check_data_shape
 from pyro_gen.models.pair import DATA_PLATE
 from pyro_gen.models.registry import register_model
+from pyro_gen.models.sampling import make_generator
 from pyro_gen.nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from pyro_gen.nn.critic import ConvCritic, MLPCritic
 
@@ -313,8 +314,7 @@ class GAN(GenerativeModel):
         if int(n) < 1:
             raise ConfigError(f"the number of samples must be >= 1; got {n}.")
         n, device = int(n), self.device
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=device).manual_seed(int(seed))
+        generator = make_generator(seed, generator, device)
         if z is None:
             z = torch.randn(n, self.latent_dim, generator=generator, device=device)
         elif tuple(z.shape) != (n, self.latent_dim):

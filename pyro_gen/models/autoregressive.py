@@ -39,6 +39,7 @@ from pyro_gen.errors import ConfigError
 from pyro_gen.models.base import GenerativeModel, check_data_shape
 from pyro_gen.models.likelihoods import BernoulliLikelihood
 from pyro_gen.models.registry import register_model
+from pyro_gen.models.sampling import make_generator
 from pyro_gen.nn.heads import numel
 from pyro_gen.nn.made import MADE
 
@@ -322,8 +323,7 @@ class MADEModel(GenerativeModel):
         p(x_d = 1 | the drawn x_<d) for each pixel of the drawn images (for plotting)."""
         if int(n) < 1:
             raise ConfigError(f"the number of samples must be >= 1; got {n}.")
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        generator = make_generator(seed, generator, self.device)
         d = self.distribution()
         x = d.sample((int(n),), generator=generator)
         return d.conditional_probs(x) if mean else x

@@ -48,6 +48,7 @@ from pyro_gen.errors import ConfigError, DataError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
+from pyro_gen.models.sampling import make_generator
 from pyro_gen.nn import ACTIVATIONS
 from pyro_gen.nn.classifier import Classifier
 from pyro_gen.nn.conditional import ConditionalDecoder, ConditionalEncoder
@@ -664,11 +665,6 @@ class CVAE(KLWeighted, GenerativeModel):
         return {k: v.to(dev) for k, v in values.items()}
 
     # -- conveniences ----------------------------------------------------------------------------
-    def _generator(self, seed: int | None, generator: torch.Generator | None):
-        if generator is not None or seed is None:
-            return generator
-        return torch.Generator(device=self.device).manual_seed(int(seed))
-
     def decode(self, z: torch.Tensor, y: Mapping[str, Any], mean: bool = True) -> torch.Tensor:
         """E[x | z, y] (``mean=True``) or the decoder's raw parameters, for z ``[N, latent_dim]``
         and attribute values ``y`` (anything :meth:`parse_attributes` takes, all attributes)."""
@@ -745,7 +741,7 @@ class CVAE(KLWeighted, GenerativeModel):
         if int(n) < 1:
             raise ConfigError(f"the number of samples must be >= 1; got {n}.")
         n = int(n)
-        g = self._generator(seed, generator)
+        g = make_generator(seed, generator, self.device)
         values = self.sample_attributes(n, y, g)
         if z is None:
             z = torch.randn(n, self.latent_dim, generator=g, device=self.device)

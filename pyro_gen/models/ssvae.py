@@ -54,6 +54,7 @@ from pyro_gen.errors import ConfigError, DataError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, check_data_shape
 from pyro_gen.models.likelihoods import make_likelihood
 from pyro_gen.models.registry import register_model
+from pyro_gen.models.sampling import make_generator
 from pyro_gen.nn import ACTIVATIONS
 from pyro_gen.nn.classifier import Classifier
 from pyro_gen.nn.heads import GaussianHead, numel
@@ -404,7 +405,7 @@ class SSVAE(GenerativeModel):
         gives E[x | y, z]."""
         if int(n) < 1:
             raise ConfigError(f"the number of samples must be >= 1; got {n}.")
-        g = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+        g = make_generator(seed, None, self.device)
         if y is None:
             y = torch.randint(self.num_classes, (int(n),), generator=g, device=self.device)
         elif y.shape != (int(n),) or int(y.min()) < 0 or int(y.max()) >= self.num_classes:

@@ -50,6 +50,7 @@ from pyro_gen.models.autoregressive import AutoregressiveCategorical
 from pyro_gen.models.base import GenerativeModel, check_data_shape
 from pyro_gen.models.likelihoods import BernoulliLikelihood
 from pyro_gen.models.registry import register_model
+from pyro_gen.models.sampling import make_generator
 from pyro_gen.nn.made import MADE
 from pyro_gen.nn.mlp import ACTIVATIONS
 from pyro_gen.nn.vq import (
@@ -234,8 +235,7 @@ class VQVAE(GenerativeModel):
         x ~ p(x | c) (``mean=True``: p(x=1 | c))."""
         if int(n) < 1:
             raise ConfigError(f"the number of samples must be >= 1; got {n}.")
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        generator = make_generator(seed, generator, self.device)
         if self.prior_net is None:  # uniform: every code independently
             shape = (int(n), *self.grid)
             codes = torch.randint(self.num_codes, shape, generator=generator, device=self.device)
