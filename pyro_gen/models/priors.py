@@ -8,7 +8,8 @@ from N(0, I), and the KL term pays for the mismatch. Two learned priors close pa
   encoder's own posterior at K learned pseudo-inputs u_k (kept in [0, 1] by a hardtanh, as the
   paper's MNIST setting), so the prior is the aggregate posterior of a small learned data set.
 
-Both are ``MixtureSameFamily`` distributions: log p(z) is exact (a logsumexp over the K
+Both are ``MixtureSameFamily`` distributions (:class:`DiagonalNormalMixture`, whose
+``log_prob`` is two matrix products): log p(z) is exact (a logsumexp over the K
 components), so the ELBO, IWAE and importance-sampled log p(x) need nothing new. The KL term
 has no closed form (``elbo="trace"``, ``"iwae"``; ``"meanfield"`` falls back to the sampled
 estimate). Cost: the VampPrior runs the encoder on the K pseudo-inputs every step (K = 100 adds
@@ -22,6 +23,7 @@ about half a batch of 100 to each step on the 784-500-500-50 network; the paper 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -34,9 +36,80 @@ from pyro_gen.models.base import check_data_shape
 from pyro_gen.models.registry import register_model
 from pyro_gen.models.vae import VAE
 
-__all__ = ["PRIORS", "StandardPrior", "MixturePrior", "VampPrior", "LearnedPriorVAE"]
+__all__ = [
+    "PRIORS",
+    "DiagonalNormalMixture",
+    "StandardPrior",
+    "MixturePrior",
+    "VampPrior",
+    "LearnedPriorVAE",
+]
 
 PRIORS = ("standard", "mog", "vamp")
+
+
+def _unexpanded(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without the leading dims that ``expand`` (a plate) added: ``[..., K, D] -> [K, D]``
+    where those dims are views of one ``[K, D]``; otherwise ``t`` as it is."""
+    while t.dim() > 2 and (t.stride(0) == 0 or t.shape[0] == 1):
+        t = t[0]
+    return t
+
+
+class DiagonalNormalMixture(dist.MixtureSameFamily):
+    """Σ_k π_k N(z; μ_k, diag σ_k²) whose ``log_prob`` costs two matrix products, not a
+    ``[..., K, D]`` broadcast: for each component
+
+    log N(z; μ_k, σ_k) = −½ z²·σ_k⁻² + z·(μ_k σ_k⁻²) − ½ μ_k²·σ_k⁻² − Σ_d log σ_kd − D log √(2π),
+
+    so ``[N, D] @ [D, K]`` gives every pair at once: importance-sampled log p(x) of the
+    784-500-500-50 VampPrior VAE (K = 100, 200 samples, 100 images) fell from 2.7 to 0.5
+    CPU-s, the plain VAE's 0.4. The terms are summed in float64: near z = μ_k they are large
+    and cancel, and float32 would lose about 0.05 nats. Values and gradients are at least as
+    close to a float64 ``MixtureSameFamily`` as its float32 broadcast (tested). Built the
+    same way::
+
+        DiagonalNormalMixture(Categorical(logits=w), Normal(loc, scale).to_event(1))
+
+    with ``loc``, ``scale`` of shape ``[K, D]``. Any other case (batched components, a device
+    without float64 such as MPS) falls back to ``MixtureSameFamily.log_prob``.
+
+    >>> import torch, pyro.distributions as dist
+    >>> loc, scale = torch.randn(3, 2), torch.rand(3, 2) + 0.1
+    >>> p = DiagonalNormalMixture(dist.Categorical(logits=torch.zeros(3)),
+    ...                           dist.Normal(loc, scale).to_event(1))
+    >>> q = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(3)),
+    ...                            dist.Normal(loc, scale).to_event(1))
+    >>> z = torch.randn(5, 2)
+    >>> bool(torch.allclose(p.log_prob(z), q.log_prob(z), atol=1e-5))
+    True
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        comp = self.component_distribution
+        base = getattr(comp, "base_dist", None)
+        if (
+            not isinstance(base, dist.Normal)
+            or getattr(comp, "reinterpreted_batch_ndims", None) != 1
+            or value.device.type == "mps"
+        ):
+            return super().log_prob(value)
+        loc, scale = _unexpanded(base.loc), _unexpanded(base.scale)
+        if loc.dim() != 2 or scale.shape != loc.shape:
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        f64 = torch.float64
+        loc, scale, z = loc.to(f64), scale.to(f64), value.to(f64)
+        precision = scale.pow(-2)  # [K, D]
+        const = (
+            -0.5 * (loc.pow(2) * precision).sum(-1)
+            - scale.log().sum(-1)
+            - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        )
+        per_component = -0.5 * (z * z) @ precision.T + z @ (loc * precision).T + const
+        log_w = torch.log_softmax(self.mixture_distribution.logits, -1)
+        return torch.logsumexp(per_component.to(value.dtype) + log_w, -1)
 
 
 class StandardPrior(nn.Module):
@@ -65,7 +138,7 @@ class MixturePrior(nn.Module):
 
     def forward(self) -> dist.TorchDistribution:
         components = dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return DiagonalNormalMixture(dist.Categorical(logits=self.logits), components)
 
 
 class VampPrior(nn.Module):
@@ -90,7 +163,7 @@ class VampPrior(nn.Module):
         loc, scale = encoder(self.inputs())
         k = loc.shape[0]
         components = dist.Normal(loc, scale).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=loc.new_zeros(k)), components)
+        return DiagonalNormalMixture(dist.Categorical(logits=loc.new_zeros(k)), components)
 
 
 @register_model("vamp_vae")
