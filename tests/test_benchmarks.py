@@ -106,6 +106,29 @@ def test_nll_table_smoke_run_on_tiny_generated_data(tmp_path: Path):
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
+def test_nll_table_recipe_warm_up_reaches_the_trainer_and_the_table(tmp_path: Path, monkeypatch):
+    """A recipe's KL warm-up is the trainer's β schedule, and the table's β column says so."""
+    nll_table = _load_script("nll_table")
+    seen = []
+
+    class Recording(nll_table.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append((self.config.beta_schedule, self.config.warmup_steps))
+
+    monkeypatch.setattr(nll_table, "Trainer", Recording)
+    threads = torch.get_num_threads()
+    try:
+        rows = nll_table.main(
+            ["--quick", "--models", "vae,vae_wu", "--max-steps", "2", "--out", str(tmp_path / "t")]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [("constant", 1000), ("linear", 5000)]
+    assert [r["beta_schedule"] for r in rows] == ["constant", "linear warm-up, 5000 steps"]
+    assert "linear warm-up, 5000 steps" in (tmp_path / "t.md").read_text()
+
+
 class _Clock:
     """A fake ``time.process_time``: ``advance`` moves it."""
 
