@@ -4,7 +4,9 @@
 ``pyro-gen edit RUN --attr NAME=VALUE ...`` on a conditional model (CVAE): keep each image's
 code z = E_q[z | x, y_old] and decode it with the chosen attributes, E[x | z, y_new]; names and
 values are checked as ``generate``'s. ``--attribute NAME --value V`` on an attribute the model
-conditions on does the same (a vector added to z cannot change what the decoder is told)."""
+conditions on does the same (a vector added to z cannot change what the decoder is told). Such a
+conditional edit has no vector to scale, so an explicit ``--alpha`` is a ConfigError there (not
+silently ignored); the vector edit's default factors apply only when ``--alpha`` is not given."""
 
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
         "the median (or above --value, a number). On a conditional model (CVAE) an attribute "
         "its decoder conditions on is changed the model's own way: z = E[z|x,y_old] is decoded "
         "with y_new (--attr NAME=VALUE, repeatable, checked as for 'generate'; or --attribute "
-        "NAME --value V); columns: the image, its reconstruction, the edit. Writes "
+        "NAME --value V); columns: the image, its reconstruction, the edit (no α: --alpha is "
+        "refused there). Writes "
         "figures/edit-<attribute>.png, or --out.",
         data=True,
     )
@@ -66,8 +69,9 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
     p.add_argument(
         "--alpha",
         type=float_list,
-        default=[0.0, 0.5, 1.0, 1.5, 2.0],
-        help="exaggeration factors (default 0,0.5,1,1.5,2)",
+        default=None,  # None: not given (DEFAULT_ALPHAS); a conditional edit refuses a given one
+        help="exaggeration factors of an attribute-vector edit (default 0,0.5,1,1.5,2); a "
+        "conditional edit (--attr) has none and refuses it",
     )
     p.add_argument("--num", type=int, default=8, help="images to edit (default 8)")
     p.add_argument("--split", default="test", help="data split (default test)")
@@ -141,13 +145,14 @@ def conditioned(model) -> tuple[str, ...]:
 
 
 SMALL_VECTOR = 0.1  # |v| below this (z ~ N(0, I) has unit spread per dimension) changes little
+DEFAULT_ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0)  # --alpha when not given (a vector edit)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
     model, config = open_run(args.run, args.device)
     require_method(model, "encode", "edit")
     require_method(model, "decode", "edit")
-    if args.num < 1 or not args.alpha:
+    if args.num < 1 or (args.alpha is not None and not args.alpha):
         raise ConfigError("--num must be >= 1 and --alpha must list at least one factor.")
     if bool(args.attr) == (args.attribute is not None):
         raise ConfigError(
@@ -155,7 +160,18 @@ def cmd_edit(args: argparse.Namespace) -> int:
             "--attribute NAME [--value V] (an attribute vector), not both and not neither."
         )
     if args.attr or args.attribute in conditioned(model):
+        if args.alpha is not None:
+            # a conditional edit decodes z with y_new: there is no vector for α to scale
+            what = "--attr" if args.attr else f"--attribute {args.attribute}"
+            raise ConfigError(
+                f"--alpha scales an attribute vector (decode E[z|x] + α·v), but {what} is a "
+                "conditional edit: the model's decoder is told the attribute "
+                f"({', '.join(conditioned(model))}), so z is decoded with the new value "
+                "(columns: image, reconstruction, edit) and no α applies. Leave --alpha out, "
+                "or give --attribute NAME for an attribute the model does not condition on."
+            )
         return _edit_condition(args, model, config)
+    alphas = list(args.alpha) if args.alpha is not None else list(DEFAULT_ALPHAS)
     ds, batch = run_batch(args, model, config, args.max_images)
     # the labels/attributes of the same rows: re-read the column from the full split
     values, kind, classes = attribute_column(ds, args.split, args.attribute)
@@ -174,13 +190,13 @@ def cmd_edit(args: argparse.Namespace) -> int:
     v = attribute_vector(model, x, has, condition)
     lacking = (~has).nonzero().squeeze(-1)[: args.num]
     sub_cond = {k: c[lacking] for k, c in batch.items()} or None
-    edited = add_vector(model, x[lacking], v, args.alpha, sub_cond)  # [A, N, ...]
+    edited = add_vector(model, x[lacking], v, alphas, sub_cond)  # [A, N, ...]
     what = args.attribute + (f"={value}" if value is not None else "")
     title = (
         f"edit: decode(E[z|x] + α·v), v = mean z with {what} − mean z without "
         f"({int(has.sum())} vs {int((~has).sum())} {args.split} images)\n"
         f"rows: {len(lacking)} images without it; columns: α = "
-        + ", ".join(f"{a:g}" for a in args.alpha)
+        + ", ".join(f"{a:g}" for a in alphas)
     )
     from pyro_gen import plots
 
@@ -194,7 +210,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         {
             "attribute": args.attribute,
             "value": value,
-            "alphas": args.alpha,
+            "alphas": alphas,
             "vector_norm": float(v.norm()),
             "figure": str(path),
         },

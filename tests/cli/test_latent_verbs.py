@@ -88,7 +88,8 @@ def test_generate_needs_a_conditional_model(vae_run, capsys):
 def test_edit_interpolate_traverse(which, vae_run, cvae_run, capsys):
     run = vae_run if which == "vae" else cvae_run
     edit = ["edit", str(run), "--attribute", "shape", "--value", "heart", "--num", "3"]
-    assert main([*edit, "--alpha", "0,1,2"]) == 0
+    # the CVAE is told the shape: a conditional edit, which takes no --alpha
+    assert main([*edit, *(["--alpha", "0,1,2"] if which == "vae" else [])]) == 0
     assert (run / "figures" / "edit-shape-heart.png").is_file()
     summary = json.loads((run / "summary.json").read_text())["edit"]
     if which == "vae":
@@ -175,3 +176,21 @@ def test_a_vector_edit_on_a_conditional_model_with_a_tiny_vector_says_where_to_e
     monkeypatch.setattr(edit, "attribute_vector", lambda *a: 0.0 * real(*a) + 1.0)
     assert main(args) == 0
     assert "barely differ" not in capsys.readouterr().out
+
+
+def test_edit_refuses_alpha_on_a_conditional_edit(cvae_run, vae_run, capsys):
+    """--alpha scales an attribute vector; a conditional edit (--attr, or --attribute on an
+    attribute the CVAE's decoder is told) has none, so a given --alpha is refused instead of
+    silently ignored, while leaving it out keeps working (and the vector edit's default)."""
+    for edit in (["--attr", "shape=heart"], ["--attribute", "shape", "--value", "heart"]):
+        args = ["edit", str(cvae_run), *edit, "--num", "2"]
+        capsys.readouterr()
+        assert main([*args, "--alpha", "0,1,2"]) == 2
+        err = capsys.readouterr().err
+        assert "--alpha scales an attribute vector" in err and "Leave --alpha out" in err
+        assert main(args) == 0  # the default path: no --alpha
+    args = ["edit", str(vae_run), "--attribute", "is_heart", "--num", "2"]
+    assert main(args) == 0  # a vector edit without --alpha: the default factors
+    summary = json.loads((vae_run / "summary.json").read_text())["edit"]
+    assert summary["alphas"] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert main(["edit", str(vae_run), "--attribute", "is_heart", "--alpha", ","]) == 2
