@@ -1,5 +1,6 @@
-"""What the latent verbs (generate, edit, interpolate, traverse) share: the run's data as the
-batch its model reads, a seeded subset, and figures of image rows."""
+"""What the image verbs (sample, reconstruct, generate, edit, interpolate, traverse) share: the
+run's data as the batch its model reads, a seeded subset, and figures of image rows, capped at
+``MAX_FIGURE_ROWS`` rows (:func:`figure_rows`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from pyro_gen.cli.common import load_data, model_batch, run_data_spec
 from pyro_gen.data import Dataset
 from pyro_gen.errors import ConfigError
 
-__all__ = ["run_batch", "rows_figure", "titled_grid", "figure_path", "slug"]
+__all__ = [
+    "MAX_FIGURE_ROWS",
+    "run_batch",
+    "rows_figure",
+    "titled_grid",
+    "figure_path",
+    "figure_rows",
+    "slug",
+]
+
+MAX_FIGURE_ROWS = 16  # rows of images a figure draws at most (a 12-inch figure stays legible)
 
 
 def run_batch(
@@ -50,6 +61,31 @@ def rows_figure(images: torch.Tensor, title: str):
     """A grid with one row per leading index: ``images`` ``[R, C, *shape]``."""
     r, c = images.shape[:2]
     return titled_grid(images.reshape(r * c, *images.shape[2:]), c, title)
+
+
+def figure_rows(
+    n: int, per_row: int = 1, noun: str = "images", lines_per_row: int = 1
+) -> tuple[int, str]:
+    """How many of ``n`` items a figure draws: at most :data:`MAX_FIGURE_ROWS` lines of
+    images, each row of ``per_row`` items taking ``lines_per_row`` lines (a reconstruction
+    figure's row of data and its row of reconstructions: 2), so that ``--num 5000`` gives a
+    legible figure, not thousands of specks; and a note saying what was left out ("" when
+    every item fits). The verbs compute on all ``n`` (their printed and summary numbers cover
+    all of them) and draw the first ``k``; they put the note in the figure's title and print it.
+
+    >>> figure_rows(20, 8)
+    (20, '')
+    >>> figure_rows(5000, 8)[0]
+    128
+    """
+    rows = max(1, MAX_FIGURE_ROWS // max(1, int(lines_per_row)))
+    k = min(int(n), rows * max(1, int(per_row)))
+    if k >= n:
+        return int(n), ""
+    return k, (
+        f"the figure shows the first {k} of {n} {noun} (at most {MAX_FIGURE_ROWS} rows of "
+        f"images); the numbers cover all {n}"
+    )
 
 
 def slug(text: str) -> str:

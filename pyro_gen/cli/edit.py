@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pyro_gen.cli._latent import figure_path, rows_figure, run_batch, slug
+from pyro_gen.cli._latent import figure_path, figure_rows, rows_figure, run_batch, slug
 from pyro_gen.cli.common import open_run, require_method, update_summary
 from pyro_gen.cli.generate import display_values, parse_attr_flags
 from pyro_gen.errors import ConfigError, DataError, did_you_mean
@@ -200,8 +200,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
     )
     from pyro_gen import plots
 
+    k, note = figure_rows(len(lacking), noun="rows")
     path = plots.save_figure(
-        rows_figure(edited.transpose(0, 1), title),
+        rows_figure(edited.transpose(0, 1)[:k], title + (f"\n{note}" if note else "")),
         figure_path(args.run, args.out, f"edit-{slug(what)}"),
     )
     update_summary(
@@ -211,11 +212,15 @@ def cmd_edit(args: argparse.Namespace) -> int:
             "attribute": args.attribute,
             "value": value,
             "alphas": alphas,
+            "num": len(lacking),
+            "shown": k,
             "vector_norm": float(v.norm()),
             "figure": str(path),
         },
     )
     print(f"pyro-gen: wrote {path} (|v| = {float(v.norm()):.3f})")
+    if note:
+        print(f"pyro-gen: note: {note}.")
     if condition and float(v.norm()) < SMALL_VECTOR:
         # a conditional model holds its attributes in y, so z may not carry this one at all
         print(
@@ -269,13 +274,23 @@ def _edit_condition(args: argparse.Namespace, model, config: dict) -> int:
     from pyro_gen import plots
 
     grid = torch.stack([x.cpu().float(), recon, edited], 1)  # [N, 3, ...]
+    k, note = figure_rows(len(rows), noun="rows")
     path = plots.save_figure(
-        rows_figure(grid, title), figure_path(args.run, args.out, f"edit-{slug(what)}")
+        rows_figure(grid[:k], title + (f"\n{note}" if note else "")),
+        figure_path(args.run, args.out, f"edit-{slug(what)}"),
     )
     update_summary(
         args.run,
         "edit",
-        {"method": "condition", "attributes": asked, "num": len(rows), "figure": str(path)},
+        {
+            "method": "condition",
+            "attributes": asked,
+            "num": len(rows),
+            "shown": k,
+            "figure": str(path),
+        },
     )
     print(f"pyro-gen: wrote {path} ({len(rows)} images decoded with {what})")
+    if note:
+        print(f"pyro-gen: note: {note}.")
     return 0

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pyro_gen.cli._latent import figure_path, slug, titled_grid
+from pyro_gen.cli._latent import figure_path, figure_rows, slug, titled_grid
 from pyro_gen.cli.common import open_run, update_summary
 from pyro_gen.errors import ConfigError
 
@@ -90,11 +90,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"seed {args.seed}"
     )
     name = f"generate-{slug(what) if asked else 'prior'}-seed{args.seed}"
-    path = plots.save_figure(titled_grid(x, 8, title), figure_path(args.run, args.out, name))
+    k, note = figure_rows(len(x), 8)
+    path = plots.save_figure(
+        titled_grid(x[:k], 8, title + (f"\n{note}" if note else "")),
+        figure_path(args.run, args.out, name),
+    )
     update_summary(
         args.run,
         "generate",
-        {"attributes": asked, "num": args.num, "seed": args.seed, "figure": str(path)},
+        {"attributes": asked, "num": args.num, "shown": k, "seed": args.seed, "figure": str(path)},
     )
     print(f"pyro-gen: wrote {path} ({args.num} images with {what})")
+    if note:
+        print(f"pyro-gen: note: {note}.")
     return 0

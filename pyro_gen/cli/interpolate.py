@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pyro_gen.cli._latent import figure_path, rows_figure, run_batch
+from pyro_gen.cli._latent import figure_path, figure_rows, rows_figure, run_batch
 from pyro_gen.cli.common import open_run, require_method, update_summary
 from pyro_gen.errors import ConfigError
 from pyro_gen.latent import INTERPOLATIONS, interpolate
@@ -66,13 +66,23 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         )
     from pyro_gen import plots
 
+    k, note = figure_rows(len(paths), noun="pairs")
     path = plots.save_figure(
-        rows_figure(paths, title), figure_path(args.run, args.out, f"interpolate-{args.method}")
+        rows_figure(paths[:k], title + (f"\n{note}" if note else "")),
+        figure_path(args.run, args.out, f"interpolate-{args.method}"),
     )
     update_summary(
         args.run,
         "interpolate",
-        {"method": args.method, "pairs": args.pairs, "steps": args.steps, "figure": str(path)},
+        {
+            "method": args.method,
+            "pairs": args.pairs,
+            "shown": k,
+            "steps": args.steps,
+            "figure": str(path),
+        },
     )
     print(f"pyro-gen: wrote {path}")
+    if note:
+        print(f"pyro-gen: note: {note}.")
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from pyro_gen.cli._latent import figure_rows
 from pyro_gen.cli.common import (
     load_data,
     model_batch,
@@ -17,6 +18,7 @@ from pyro_gen.cli.common import (
     run_data_spec,
     update_summary,
 )
+from pyro_gen.errors import ConfigError
 
 __all__ = ["add_parser", "cmd_reconstruct", "default_path"]
 
@@ -48,6 +50,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     model, config = open_run(args.run, args.device)
     require_method(model, "reconstruct", "reconstruct")
+    if args.num < 1:
+        raise ConfigError(f"--num must be >= 1; got {args.num}.")
     spec = run_data_spec(args.run, config, args)
     batch = model_batch(model, load_data(spec), args.split)  # a conditional model's attributes too
     n = batch["x"].shape[0]
@@ -56,14 +60,27 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     batch = {k: v[rows].to(model.device) for k, v in batch.items()}
     x = batch["x"]
     x_hat = model.reconstruct(**batch)
+    # rows of 10 originals, each over its reconstructions: a row pair per 10 images
+    k, note = figure_rows(len(x), 10, lines_per_row=2)
+    title = None
+    if note:
+        title = f"rows alternate: data, each row followed by its reconstructions\n{note}"
     path = plots.save_figure(
-        plots.reconstruction_figure(x, x_hat), default_path(args.run, args.seed)
+        plots.reconstruction_figure(x[:k], x_hat[:k], title), default_path(args.run, args.seed)
     )
     err = float((x - x_hat).abs().mean())
     update_summary(
         args.run,
         "reconstruct",
-        {"split": args.split, "num": int(x.shape[0]), "mean_abs_error": err, "figure": str(path)},
+        {
+            "split": args.split,
+            "num": int(x.shape[0]),
+            "shown": k,
+            "mean_abs_error": err,
+            "figure": str(path),
+        },
     )
-    print(f"pyro-gen: wrote {path} (mean |x − x̂| = {err:.4f})")
+    print(f"pyro-gen: wrote {path} (mean |x − x̂| = {err:.4f} over {len(x)} images)")
+    if note:
+        print(f"pyro-gen: note: {note}.")
     return 0

@@ -1,5 +1,6 @@
 """``pyro-gen sample RUN``: draw new data from the model's prior
-(``figures/sample-seed<S>[-mean].png``; ``figures/samples.png`` stays the training run's)."""
+(``figures/sample-seed<S>[-mean].png``; ``figures/samples.png`` stays the training run's). The
+figure draws at most 16 rows of 8 (``_latent.figure_rows``; its title says so)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pyro_gen.cli._latent import figure_rows, titled_grid
 from pyro_gen.cli.common import open_run, require_method, update_summary
 from pyro_gen.errors import ConfigError
 
@@ -51,12 +53,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"{out} is the training run's samples figure; choose another --out (the default is "
             f"{default_path(args.run, args.seed, args.mean)})."
         )
-    path = plots.save_figure(
-        plots.image_grid(
-            x, title=f"{'E[x|z]' if args.mean else 'x ~ p(x|z)'}, z ~ p(z), seed {args.seed}"
-        ),
-        out,
+    k, note = figure_rows(len(x), 8, "samples")
+    title = f"{'E[x|z]' if args.mean else 'x ~ p(x|z)'}, z ~ p(z), seed {args.seed}"
+    path = plots.save_figure(titled_grid(x[:k], 8, title + (f"\n{note}" if note else "")), out)
+    update_summary(
+        args.run, "sample", {"num": args.num, "shown": k, "seed": args.seed, "figure": str(path)}
     )
-    update_summary(args.run, "sample", {"num": args.num, "seed": args.seed, "figure": str(path)})
     print(f"pyro-gen: wrote {path}")
+    if note:
+        print(f"pyro-gen: note: {note}.")
     return 0

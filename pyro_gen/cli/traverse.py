@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pyro_gen.cli._latent import figure_path, rows_figure, run_batch
+from pyro_gen.cli._latent import figure_path, figure_rows, rows_figure, run_batch
 from pyro_gen.cli.common import open_run, require_method, update_summary
 from pyro_gen.errors import ConfigError
 from pyro_gen.latent import traverse
@@ -57,8 +57,10 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     )
     from pyro_gen import plots
 
+    k, note = figure_rows(len(t.images), noun="dimensions")
     path = plots.save_figure(
-        rows_figure(t.images, title), figure_path(args.run, args.out, "traverse")
+        rows_figure(t.images[:k], title + (f"\n{note}" if note else "")),
+        figure_path(args.run, args.out, "traverse"),
     )
     update_summary(
         args.run,
@@ -66,8 +68,11 @@ def cmd_traverse(args: argparse.Namespace) -> int:
         {
             "dims": t.dims.tolist(),
             "kl_nats": [round(k, 4) for k in t.kl.tolist()],
+            "shown": k,
             "figure": str(path),
         },
     )
     print(f"pyro-gen: wrote {path} (rows by KL: {rows})")
+    if note:
+        print(f"pyro-gen: note: {note} (the most active first).")
     return 0

@@ -194,3 +194,59 @@ def test_edit_refuses_alpha_on_a_conditional_edit(cvae_run, vae_run, capsys):
     summary = json.loads((vae_run / "summary.json").read_text())["edit"]
     assert summary["alphas"] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert main(["edit", str(vae_run), "--attribute", "is_heart", "--alpha", ","]) == 2
+
+
+def test_every_image_verb_caps_its_figure_and_says_so(vae_run, cvae_run, capsys, monkeypatch):
+    """A large --num (--pairs, --dims) draws at most MAX_FIGURE_ROWS rows of images, with a
+    note in the title and on stdout, while the summary's numbers cover every image."""
+    import pyro_gen.cli._latent as latent
+    from pyro_gen import plots
+
+    monkeypatch.setattr(latent, "MAX_FIGURE_ROWS", 2)  # small runs, same code path as 16
+    drawn, titles = [], []
+    real_grid, real_save = plots.image_grid, plots.save_figure
+
+    def image_grid(x, ncols=8, title=None, image_shape=None):
+        drawn.append((x.shape[0], ncols))
+        return real_grid(x, ncols, title, image_shape)
+
+    def save_figure(fig, path, dpi=110):
+        titles.append(" ".join(fig.axes[0].get_title().split()))
+        return real_save(fig, path, dpi)
+
+    monkeypatch.setattr(plots, "image_grid", image_grid)
+    monkeypatch.setattr(plots, "save_figure", save_figure)
+
+    def summary(run, verb):
+        return json.loads((run / "summary.json").read_text())[verb]
+
+    cases = [  # (run, argv, verb, images per figure line, images per item shown)
+        (vae_run, ["sample", "--num", "40"], "sample", 8, 1),
+        (cvae_run, ["generate", "--attr", "shape=heart", "--num", "40"], "generate", 8, 1),
+        (vae_run, ["reconstruct", "--num", "50"], "reconstruct", 10, 2),
+        (
+            vae_run,
+            ["edit", "--attribute", "is_heart", "--num", "6", "--alpha", "0,1"],
+            "edit",
+            2,
+            2,
+        ),
+        (cvae_run, ["edit", "--attr", "shape=heart", "--num", "6"], "edit", 3, 3),
+        (vae_run, ["interpolate", "--pairs", "5", "--steps", "3"], "interpolate", 3, 3),
+        (vae_run, ["traverse", "--steps", "3", "--num-images", "32"], "traverse", 3, 3),
+    ]
+    for run, argv, verb, ncols, per_item in cases:
+        drawn.clear(), titles.clear(), capsys.readouterr()
+        assert main([argv[0], str(run), *argv[1:]]) == 0, argv
+        out = capsys.readouterr().out
+        ((count, cols),) = drawn
+        assert cols == ncols and count <= 2 * ncols, (argv, count, cols)  # two lines at most
+        assert "the figure shows the first" in titles[0] and "the figure shows the first" in out
+        s = summary(run, verb)
+        total = s.get("num", s.get("pairs", len(s.get("dims", []))))
+        assert count == s["shown"] * per_item and s["shown"] < total, (argv, s)
+    assert summary(vae_run, "reconstruct")["num"] == 50  # the error covers all 50 images
+    monkeypatch.setattr(latent, "MAX_FIGURE_ROWS", 16)
+    drawn.clear(), capsys.readouterr()
+    assert main(["sample", str(vae_run), "--num", "20"]) == 0  # fits: all drawn, no note
+    assert drawn == [(20, 8)] and "the figure shows" not in capsys.readouterr().out
