@@ -1,5 +1,6 @@
 """``pyro-gen generate RUN --attr NAME=VALUE ...``: draw images with chosen attributes from a
-conditional model (figures/generate-<attributes>-seed<S>.png)."""
+conditional model, through its ``generate(n, {name: value}, seed=, mean=)``: a CVAE's
+attributes, an SSVAE's class (``--attr label=NAME``); figures/generate-<attributes>-seed<S>.png."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
     p = run_verb(
         verbs,
         "generate",
-        "draw images with chosen attributes (conditional models)",
+        "draw images with chosen attributes (conditional models: CVAE, SSVAE)",
         "Draw x ~ p(x | z, y), z ~ p(z), with attributes y set by --attr NAME=VALUE (repeatable; "
-        "the rest drawn from their priors), e.g. --attr shape=heart --attr scale=0.8. Class "
-        "attributes take a class name or index, binary ones 0/1, continuous ones a number in "
-        "the training range; a wrong name or value lists the valid ones. Writes "
+        "the rest drawn from their priors), e.g. --attr shape=heart --attr scale=0.8 (a CVAE) "
+        "or --attr label=heart (an SSVAE: its class label). Class attributes take a class "
+        "name or index, binary ones 0/1, continuous ones a number in the training range; a "
+        "wrong name or value lists the valid ones. Writes "
         "figures/generate-<attributes>-seed<SEED>.png, or --out.",
     )
     p.add_argument(
@@ -59,9 +61,12 @@ def display_values(model, asked: dict[str, str]) -> dict[str, str]:
     out = dict(asked)
     for name, value in asked.items():
         a = specs.get(name)
-        if a is not None and a.get("kind") == "categorical" and hasattr(model, "parse_attributes"):
-            index = int(model.parse_attributes({name: value}, 1)[name][0])
-            out[name] = str(a["values"][index])
+        if a is None or a.get("kind") != "categorical":
+            continue
+        names = [str(v) for v in a["values"]]  # a name first, as the models parse it
+        text = str(value).strip()
+        if text not in names and text.isdigit() and int(text) < len(names):
+            out[name] = names[int(text)]
     return out
 
 
@@ -74,7 +79,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"{type(model).__name__} is not a conditional model (it has no generate(n, "
             "attributes)), so 'pyro-gen generate' cannot fix attributes for it. Draw images "
             f"from its prior with 'pyro-gen sample {args.run}', or train a conditional model "
-            "('pyro-gen train --model cvae') to generate with --attr NAME=VALUE."
+            "('pyro-gen train --model cvae', or --model ssvae for a class label) to generate "
+            "with --attr NAME=VALUE."
         )
     if args.num < 1:
         raise ConfigError(f"--num must be >= 1; got {args.num}.")

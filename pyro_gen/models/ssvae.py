@@ -60,7 +60,9 @@ from pyro_gen.nn.classifier import Classifier
 from pyro_gen.nn.heads import GaussianHead, numel
 from pyro_gen.nn.mlp import MLP
 
-__all__ = ["SSVAE", "ENUMERATE_MODES", "NO_LABELS_NOTE"]
+__all__ = ["SSVAE", "ENUMERATE_MODES", "NO_LABELS_NOTE", "LABEL"]
+
+LABEL = "label"  # the name of y where values are asked for by name: generate({"label": ...})
 
 NO_LABELS_NOTE = (
     "trained with no labels (num_labels = 0): q(y|x)'s classes are unsupervised clusters in an "
@@ -131,6 +133,9 @@ class SSVAE(GenerativeModel):
             data set (:meth:`batch_from_dataset`: the first ``num_labels`` of ``"train"``;
             more than the split has is a ConfigError there; 0 trains q(y|x) on no label at
             all, with a warning: its accuracy is then meaningless).
+        class_names: the names of the K classes, which :meth:`generate` takes as values of
+            ``"label"`` (besides their indices); :meth:`config_from_dataset` records the data
+            set's label names; None: ``"0"``..``"K-1"``.
 
     Batches: ``{"x": X, "y": Y, "observed": M}`` with ``Y`` int64 ``[N]`` in ``0..K-1`` and
     ``M`` bool ``[N]`` (``y`` alone: every row labelled; neither: none). Raises ConfigError
@@ -152,6 +157,7 @@ class SSVAE(GenerativeModel):
         likelihood: str = "bernoulli",
         activation: str = "relu",
         num_labels: int = 3000,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -176,6 +182,18 @@ class SSVAE(GenerativeModel):
             )
         if int(num_labels) < 0:
             raise ConfigError(f"num_labels must be >= 0; got {num_labels}.")
+        names = [str(i) for i in range(int(num_classes))] if class_names is None else class_names
+        if (
+            isinstance(names, str)
+            or not all(isinstance(c, str) and c for c in names)
+            or len(set(names)) != len(names)
+            or len(names) != int(num_classes)
+        ):
+            raise ConfigError(
+                f"class_names must be {num_classes} distinct non-empty names (one per class); "
+                f"got {class_names!r}."
+            )
+        self.class_names = tuple(names)
         self.num_labels = int(num_labels)
         self.num_classes = int(num_classes)
         self.latent_dim = int(latent_dim)
@@ -322,10 +340,12 @@ class SSVAE(GenerativeModel):
 
     @classmethod
     def config_from_dataset(cls, dataset, kwargs: dict) -> dict:
-        """Constructor arguments with ``num_classes`` from the data set's label names."""
+        """Constructor arguments with ``num_classes`` and ``class_names`` from the data set's
+        label names."""
         kwargs = dict(kwargs)
         if dataset.label_names:
             kwargs["num_classes"] = len(dataset.label_names)
+            kwargs.setdefault("class_names", [str(c) for c in dataset.label_names])
         n = int(dataset.split("train").shape[0]) if "train" in dataset.splits else None
         if n is not None:
             if "num_labels" in kwargs:  # asked for: checked, so config.json never overstates it
@@ -391,6 +411,60 @@ class SSVAE(GenerativeModel):
         y = guess.to(loc.device)
         params = self.decoder(loc, self._one_hot(y))
         return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
+
+    # -- a chosen label, by name -------------------------------------------------------------
+    @property
+    def attributes(self) -> list[dict]:
+        """``[{"name": "label", "kind": "categorical", "values": class_names}]``: what
+        :meth:`generate` can fix, in the form of a CVAE's attribute specs."""
+        return [{"name": LABEL, "kind": "categorical", "values": list(self.class_names)}]
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return (LABEL,)
+
+    def parse_label(self, value) -> int:
+        """The class index of ``value``: a class name (``"heart"``) or an index (``2``,
+        ``"2"``); a DataError lists the valid classes."""
+        if isinstance(value, str) and value in self.class_names:
+            return self.class_names.index(value)
+        try:
+            i = int(value) if not isinstance(value, float) or value.is_integer() else None
+        except (TypeError, ValueError):
+            i = None
+        if i is not None and 0 <= i < self.num_classes and not isinstance(value, bool):
+            return i
+        raise DataError(
+            f"{value!r} is not a class of {LABEL!r}; valid: {', '.join(self.class_names)} (or "
+            f"their indices 0..{self.num_classes - 1})."
+            + did_you_mean(str(value), self.class_names)
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        y: dict | None = None,
+        *,
+        seed: int | None = None,
+        mean: bool = False,
+    ) -> torch.Tensor:
+        """``n`` images ``[n, *data_shape]`` of a chosen class: x ~ p(x | y, z), z ~ p(z),
+        with ``y = {"label": NAME_OR_INDEX}`` (as a CVAE's ``generate``; no ``"label"``: drawn
+        from p(y)); ``mean=True`` gives E[x | y, z]. Raises ConfigError for another name and
+        DataError for a value that is no class, both listing the valid ones."""
+        if int(n) < 1:
+            raise ConfigError(f"the number of samples must be >= 1; got {n}.")
+        labels = None
+        for name, value in (y or {}).items():
+            if name != LABEL:
+                raise ConfigError(
+                    f"unknown attribute {name!r}; this model's attributes are: {LABEL} "
+                    f"(categorical: {', '.join(self.class_names)})."
+                    + did_you_mean(str(name), [LABEL])
+                )
+            labels = torch.full((int(n),), self.parse_label(value), dtype=torch.long)
+        return self.sample(int(n), y=labels, seed=seed, mean=mean)
 
     @torch.no_grad()
     def sample(

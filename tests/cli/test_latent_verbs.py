@@ -77,6 +77,26 @@ def test_generate_names_classes_not_indices(cvae_run):
     assert shown == {"shape": "square", "scale": "0.8"}
 
 
+def test_generate_a_chosen_class_of_an_ssvae(tmp_path, capsys):
+    """The SSVAE generates images of a chosen label, by name or index, through the same
+    --attr NAME=VALUE path (and checks) as a CVAE."""
+    run = tmp_path / "ssvae"
+    args = [*TINY, "--classifier-hidden", "16", "--classifier-layers", "16", "--num-labels", "20"]
+    assert main(["train", "--model", "ssvae", "--out", str(run), *args]) == 0
+    for value in ("heart", "2"):
+        assert main(["generate", str(run), "--attr", f"label={value}", "--num", "4"]) == 0
+        assert (run / "figures" / "generate-label-heart-seed0.png").is_file()
+    summary = json.loads((run / "summary.json").read_text())["generate"]
+    assert summary["attributes"] == {"label": "2"} and summary["num"] == 4
+    capsys.readouterr()
+    assert main(["generate", str(run), "--attr", "label=star"]) == 2
+    assert "valid: square, ellipse, heart" in capsys.readouterr().err
+    assert main(["generate", str(run), "--attr", "label=3"]) == 2
+    assert "indices 0..2" in capsys.readouterr().err
+    assert main(["generate", str(run), "--attr", "shape=heart"]) == 2
+    assert "unknown attribute 'shape'" in capsys.readouterr().err
+
+
 def test_generate_needs_a_conditional_model(vae_run, capsys):
     assert main(["generate", str(vae_run), "--attr", "shape=heart"]) == 2
     err = capsys.readouterr().err

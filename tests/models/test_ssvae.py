@@ -261,6 +261,33 @@ def test_sample_and_registry():
     assert type(build_model("ssvae", m.config)) is SSVAE
 
 
+def test_generate_draws_a_chosen_class_by_name_or_index():
+    """generate(n, {"label": ...}) is p(x | y, z), z ~ p(z), with y the chosen class (a name
+    or an index), as a CVAE's generate; wrong names and values list the valid ones."""
+    m = small(class_names=["square", "ellipse", "heart"])
+    chosen = m.sample(4, y=torch.full((4,), 2), seed=0, mean=True)
+    for value in ("heart", "2", 2):
+        assert torch.equal(m.generate(4, {"label": value}, seed=0, mean=True), chosen)
+    other = m.generate(4, {"label": "square"}, seed=0, mean=True)
+    assert not torch.allclose(other, chosen)  # the decoder is told the class
+    assert torch.equal(m.generate(3, seed=1), m.sample(3, seed=1))  # no label: from p(y)
+    with pytest.raises(DataError, match="valid: square, ellipse, heart .or their indices 0..2"):
+        m.generate(2, {"label": "star"})
+    for bad in (3, -1, "1.5", True):
+        with pytest.raises(DataError, match="is not a class of 'label'"):
+            m.generate(2, {"label": bad})
+    with pytest.raises(ConfigError, match="unknown attribute 'lable'.*label .categorical"):
+        m.generate(2, {"lable": "heart"})
+    with pytest.raises(ConfigError, match=">= 1"):
+        m.generate(0, {"label": "heart"})
+    assert m.attribute_names == ("label",) and m.attributes[0]["values"][2] == "heart"
+    assert small().class_names == ("0", "1", "2")
+    assert build_model("ssvae", m.config).class_names == m.class_names
+    for bad in (["a", "b"], ["a", "a", "b"], "abc", ["a", "", "c"]):
+        with pytest.raises(ConfigError, match="class_names must be 3 distinct"):
+            small(class_names=bad)
+
+
 class TestSSVAEContract(ModelContract):
     settings = {"elbo": "enum"}
 
@@ -294,3 +321,4 @@ def test_pyro_gen_train_ssvae_on_shapes(tmp_path):
     assert config["train"]["elbo"] == "enum" and config["model"]["args"]["num_classes"] == 3
     model = load_model(run)
     assert isinstance(model, SSVAE) and model.num_labels == 20
+    assert model.class_names == ("square", "ellipse", "heart")  # the data set's label names
