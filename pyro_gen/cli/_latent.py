@@ -64,14 +64,15 @@ def rows_figure(images: torch.Tensor, title: str):
 
 
 def figure_rows(
-    n: int, per_row: int = 1, noun: str = "images", lines_per_row: int = 1
+    n: int, per_row: int = 1, noun: str = "images", lines_per_row: int = 1, covered: str = ""
 ) -> tuple[int, str]:
     """How many of ``n`` items a figure draws: at most :data:`MAX_FIGURE_ROWS` lines of
     images, each row of ``per_row`` items taking ``lines_per_row`` lines (a reconstruction
     figure's row of data and its row of reconstructions: 2), so that ``--num 5000`` gives a
     legible figure, not thousands of specks; and a note saying what was left out ("" when
-    every item fits). The verbs compute on all ``n`` (their printed and summary numbers cover
-    all of them) and draw the first ``k``; they put the note in the figure's title and print it.
+    every item fits; ``covered``, e.g. "the mean error covers all 500", ends it). The verbs
+    compute on all ``n`` (their printed and summary numbers cover all of them) and draw the
+    first ``k``; they put the note in the figure's title and print it.
 
     >>> figure_rows(20, 8)
     (20, '')
@@ -82,10 +83,8 @@ def figure_rows(
     k = min(int(n), rows * max(1, int(per_row)))
     if k >= n:
         return int(n), ""
-    return k, (
-        f"the figure shows the first {k} of {n} {noun} (at most {MAX_FIGURE_ROWS} rows of "
-        f"images); the numbers cover all {n}"
-    )
+    note = f"the figure shows the first {k} of {n} {noun} (at most {MAX_FIGURE_ROWS} rows)"
+    return k, note + (f"; {covered}" if covered else "")
 
 
 def slug(text: str) -> str:

@@ -61,7 +61,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     x = batch["x"]
     x_hat = model.reconstruct(**batch)
     # rows of 10 originals, each over its reconstructions: a row pair per 10 images
-    k, note = figure_rows(len(x), 10, lines_per_row=2)
+    k, note = figure_rows(len(x), 10, lines_per_row=2, covered=f"the error covers all {len(x)}")
     title = None
     if note:
         title = f"rows alternate: data, each row followed by its reconstructions\n{note}"

@@ -57,7 +57,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     )
     from pyro_gen import plots
 
-    k, note = figure_rows(len(t.images), noun="dimensions")
+    k, note = figure_rows(len(t.images), noun="dimensions", covered="the KL list covers all")
     path = plots.save_figure(
         rows_figure(t.images[:k], title + (f"\n{note}" if note else "")),
         figure_path(args.run, args.out, "traverse"),
@@ -74,5 +74,5 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     )
     print(f"pyro-gen: wrote {path} (rows by KL: {rows})")
     if note:
-        print(f"pyro-gen: note: {note} (the most active first).")
+        print(f"pyro-gen: note: {note}.")
     return 0
