@@ -214,14 +214,18 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
             if total
             else "cosine over the epochs"
         )
-    for stage, share in recipe.stages:
+    shares = [share for _, share in recipe.stages]
+    # --epochs/--max-steps are the model's total: split over its stages, summing to it exactly
+    limit = args.max_steps or args.epochs
+    split = stage_budgets(limit, shares) if limit else None
+    for i, (stage, share) in enumerate(recipe.stages):
         budget = None if total is None else used + share * total
         if args.max_steps:
-            settings_stage = {**settings, "max_steps": max(1, int(share * args.max_steps))}
+            settings_stage = {**settings, "max_steps": split[i]}
             if args.anneal:
                 settings_stage["lr_schedule"] = "cosine"
         elif args.epochs:
-            settings_stage = {**settings, "epochs": max(1, round(share * args.epochs))}
+            settings_stage = {**settings, "epochs": split[i]}
             if args.anneal:
                 settings_stage["lr_schedule"] = "cosine"
         else:
@@ -462,6 +466,29 @@ def combine(runs: list[str], out: Path) -> list[dict]:
     return rows
 
 
+def stage_budgets(total: int, shares: list[float]) -> list[int]:
+    """``total`` epochs (or steps) split over stages in proportion to ``shares``, each at least
+    1, summing to ``total`` exactly (largest remainders): (0.7, 0.3) of 10 is [7, 3], of 3 is
+    [2, 1], of 2 is [1, 1]. A total below the number of stages cannot be split: ValueError."""
+    if len(shares) == 1:
+        return [int(total)]
+    if total < len(shares):
+        raise ValueError(
+            f"{total} cannot be split over {len(shares)} training stages (each needs >= 1)"
+        )
+    raw = [s * total / sum(shares) for s in shares]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - out[i], reverse=True):
+        if sum(out) == total:
+            break
+        out[i] += 1
+    for i in range(len(out)):  # a stage left at 0: one from the largest
+        if out[i] == 0:
+            out[out.index(max(out))] -= 1
+            out[i] = 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
@@ -528,6 +555,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"unknown --models {', '.join(unknown)}: use recipe keys ({', '.join(RECIPES)}) or "
             f"registered model names ({', '.join(sorted(MODELS))})"
         )
+    budget = args.max_steps or args.epochs
+    if budget:
+        for key in keys:
+            stages = RECIPES[key].stages if key in RECIPES else (("joint", 1.0),)
+            if budget < len(stages):
+                flag = "--max-steps" if args.max_steps else "--epochs"
+                p.error(
+                    f"{key} trains in {len(stages)} stages ({', then '.join(s for s, _ in stages)}"
+                    f"), and {flag} is the total over them: give {flag} >= {len(stages)} (it is "
+                    f"split {', '.join(f'{s:g}' for _, s in stages)})"
+                )
     t0 = time.process_time()
     rows = []
     for key in keys:

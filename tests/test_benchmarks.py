@@ -106,6 +106,22 @@ def test_nll_table_smoke_run_on_tiny_generated_data(tmp_path: Path):
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
+def test_nll_table_stage_budgets_sum_to_the_total_and_a_too_small_total_is_refused(tmp_path):
+    """--epochs/--max-steps are a model's total over its stages (the VQ-VAE: joint, then the
+    prior): the split sums to it exactly, and a total below one per stage is an error."""
+    nll_table = _load_script("nll_table")
+    assert nll_table.stage_budgets(10, [0.7, 0.3]) == [7, 3]
+    assert nll_table.stage_budgets(3, [0.7, 0.3]) == [2, 1]
+    assert nll_table.stage_budgets(2, [0.7, 0.3]) == [1, 1]
+    for total in range(2, 40):
+        split = nll_table.stage_budgets(total, [0.7, 0.3])
+        assert sum(split) == total and min(split) >= 1
+    with pytest.raises(SystemExit):
+        nll_table.main(
+            ["--quick", "--models", "vqvae", "--epochs", "1", "--out", str(tmp_path / "x")]
+        )
+
+
 def test_nll_table_recipe_warm_up_reaches_the_trainer_and_the_table(tmp_path: Path, monkeypatch):
     """A recipe's KL warm-up is the trainer's β schedule, and the table's β column says so."""
     nll_table = _load_script("nll_table")
