@@ -1,9 +1,10 @@
-"""The data-specific recipe of `pyro-gen train`: the one-layer VAE on binary MNIST."""
+"""The data-specific recipes of `pyro-gen train`: the one-layer, learned-prior and hierarchical
+VAEs on binary MNIST."""
 
 from __future__ import annotations
 
 from pyro_gen.cli import build_parser
-from pyro_gen.cli.train import MNIST_RECIPE, _settings
+from pyro_gen.cli.train import HVAE_MNIST_RECIPE, MNIST_RECIPE, _settings
 
 
 def _settings_of(*argv: str) -> dict:
@@ -21,5 +22,16 @@ def test_binarized_mnist_gets_the_recipe_and_flags_override_it():
 def test_other_data_and_models_keep_the_plain_defaults():
     s = _settings_of("--data", "shapes")
     assert s["latent_dim"] == 10 and s["lr_schedule"] == "constant" and "hidden" not in s
+    s = _settings_of("--data", "shapes", "--model", "hvae")
+    assert s["lr_schedule"] == s["beta_schedule"] == "constant" and "activation" not in s
+
+
+def test_learned_prior_and_hierarchical_vaes_get_their_mnist_recipes():
+    s = _settings_of("--data", "mnist", "--model", "vamp_vae")
+    assert s["lr_schedule"] == "cosine" and s["lr"] == 2e-3 and s["batch_size"] == 100
+    assert "hidden" not in s  # the VampPrior VAE's own 784-500-500-50 defaults
     s = _settings_of("--data", "binarized_mnist", "--model", "hvae")
-    assert s["lr_schedule"] == "constant"
+    assert {k: s[k] for k in HVAE_MNIST_RECIPE} == HVAE_MNIST_RECIPE
+    assert s["activation"] == "elu" and s["beta_schedule"] == "linear"
+    s = _settings_of("--data", "binarized_mnist", "--model", "hvae", "--activation", "tanh")
+    assert s["activation"] == "tanh"  # a flag wins
