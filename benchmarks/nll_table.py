@@ -49,6 +49,7 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 from _common import CPUBudget, add_threads_argument, set_threads  # noqa: E402
 
+from pyro_gen.errors import PyroGenError, did_you_mean  # noqa: E402
 from pyro_gen.evaluate import diagnose, log_likelihood  # noqa: E402
 from pyro_gen.infer import Trainer  # noqa: E402
 from pyro_gen.infer.objectives import ELBOS  # noqa: E402
@@ -268,10 +269,10 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
     s = d.summary()
     au = [v for v in s["au_variance"] if v == v]
     latent = s["latent_dims"]
-    if latent == 0:
-        kind, active = "exact", "—"
-    elif recipe.model == "vqvae":
+    if recipe.point_mass:  # before "no latent": diagnose counts no continuous latent for it
         kind, active = "ELBO (point-mass guide)", "n/a (discrete)"
+    elif latent == 0:
+        kind, active = "exact", "—"
     else:
         kind, active = f"IS K={args.k}", f"{s['active_units']}/{latent}" if au else "n/a"
     row.update(
@@ -280,7 +281,7 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
         test_nll_se=s["log_px_se"],
         nll_kind=kind,
         elbo=s["elbo"],
-        gap=s["gap"],
+        gap=float("nan") if recipe.point_mass else s["gap"],  # a bound: the gap is unknown
         kl=s["kl"],
         active_units=active,
         khat_share_unreliable=s["khat_share_unreliable"],
@@ -559,9 +560,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = [k for k in keys if k not in RECIPES and k not in MODELS]
     if unknown:  # a typo would otherwise give an empty table and exit 0
         p.error(
-            f"unknown --models {', '.join(unknown)}: use recipe keys ({', '.join(RECIPES)}) or "
-            f"registered model names ({', '.join(sorted(MODELS))})"
+            f"unknown --models {', '.join(unknown)}."
+            + did_you_mean(unknown[0], [*RECIPES, *MODELS])
+            + f" Use recipe keys ({', '.join(RECIPES)}) or registered model names "
+            f"({', '.join(sorted(MODELS))})"
         )
+    if not keys:
+        p.error(f"--models is empty: give recipe keys, e.g. {DEFAULT_MODELS}")
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:  # two rows of the same recipe and seed would be the same run twice
+        p.error(f"--models names {', '.join(twice)} more than once")
     budget = args.max_steps or args.epochs
     if budget:
         for key in keys:
@@ -577,7 +585,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for key in keys:
         print(f"== {key}", flush=True)
-        row = run_model(key, data, args, device)
+        try:
+            row = run_model(key, data, args, device)
+        except PyroGenError as e:  # e.g. a model that needs labels: the other rows still count
+            row = {"key": key, "label": recipe_for(key).label, "model": recipe_for(key).model}
+            row["status"] = f"skipped: {type(e).__name__}: {e}"
+            print(f"{key}: {row['status']}", file=sys.stderr, flush=True)
         row["device"] = (
             f"{device.type} ({args.threads} thread{'s' if args.threads > 1 else ''})"
             if device.type == "cpu"

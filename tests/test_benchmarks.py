@@ -72,11 +72,14 @@ def test_nll_table_smoke_run_on_tiny_generated_data(tmp_path: Path):
     threads = torch.get_num_threads()
     try:
         rows = nll_table.main(
-            ["--quick", "--models", "made,vqvae,not_a_model", "--max-steps", "2", "--anneal"]
+            ["--quick", "--models", "made,vqvae,not_a_model,ssvae", "--max-steps", "2"]
+            + ["--anneal"]
             + ["--out", str(out)]
         )
-        with pytest.raises(SystemExit):  # a typo is an error, not an empty table
-            nll_table.main(["--quick", "--models", "mdae", "--out", str(tmp_path / "x")])
+        for bad in ("mdae", "", "made,made"):  # a typo, nothing, a repeat: errors, no table
+            with pytest.raises(SystemExit):
+                nll_table.main(["--quick", "--models", bad, "--out", str(tmp_path / "x")])
+        assert not (tmp_path / "x.md").exists()
     finally:
         torch.set_num_threads(threads)  # main() sets --threads for the process
     by_key = {r["key"]: r for r in rows}
@@ -89,19 +92,25 @@ def test_nll_table_smoke_run_on_tiny_generated_data(tmp_path: Path):
     assert made["reference"].startswith("n/a")  # generated data: no published figure applies
     assert made["test_nll"] == -made["elbo"] > 0
     assert vq["status"] == "ok" and vq["steps"] == 2  # one step per stage (joint, prior)
+    # the VQ-VAE's number is its ELBO, a bound: never "exact", and its gap is unknown
+    assert vq["nll_kind"] == "ELBO (point-mass guide)" and vq["gap"] != vq["gap"]
+    assert vq["active_units"] == "n/a (discrete)"
     assert "perplexity" in vq["note"] and vq["codebook"]["num_codes"] == 64
     assert absent["status"].startswith("skipped")
+    # a model that cannot train on the table's data (the SSVAE needs --elbo enum) is a row
+    # that says why, and the other rows are kept
+    assert by_key["ssvae"]["status"].startswith("skipped: ConfigError")
     table = out.with_suffix(".md").read_text()
     assert "MADE" in table and "not_a_model" in table and "CPU-min" in table
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert [r["key"] for r in saved["rows"]] == ["made", "vqvae", "not_a_model"]
-    assert len(out.with_suffix(".csv").read_text().splitlines()) == 4
+    assert [r["key"] for r in saved["rows"]] == ["made", "vqvae", "not_a_model", "ssvae"]
+    assert len(out.with_suffix(".csv").read_text().splitlines()) == 5
     for png in (out.with_suffix(".png"), tmp_path / "t_cpu.png"):
         assert png.stat().st_size > 1000
     assert all(len(r["curve"]) >= 1 for r in (made, vq))  # one point at the end of each stage
     # runs made in parallel are merged into one table (rows, samples and CPU time)
     merged = nll_table.main(["--combine", str(out), "--out", str(tmp_path / "c")])
-    assert [r["key"] for r in merged] == ["made", "vqvae", "not_a_model"]
+    assert [r["key"] for r in merged] == ["made", "vqvae", "not_a_model", "ssvae"]
     assert (tmp_path / "c.md").read_text().count("| MADE") == 1
     assert (tmp_path / "c.png").stat().st_size > 1000
 
