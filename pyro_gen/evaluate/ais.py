@@ -19,7 +19,9 @@ Any model/guide pair whose latent sites sit under ``pyro.plate("data")`` works: 
 the datapoints repeated C times along the data plate (row ``c·n + i`` is chain c of datapoint
 i), so one model call scores all chains. Latents on constrained supports run in unconstrained
 space through ``torch.distributions.biject_to(site.support)`` (as Pyro's HMC does; the Jacobian
-enters the target density and cancels in the weights). Discrete latents are refused.
+enters the target density and cancels in the weights); a mixture's support is its components'
+(the learned priors' :class:`~pyro_gen.models.priors.DiagonalNormalMixture` runs on R^d).
+Discrete latents are refused.
 
 HMC step sizes are per chain (per row). A first pass (``tune_steps`` intermediate
 distributions, same schedule shape) adapts each chain's log step size toward
@@ -50,7 +52,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch import nn
-from torch.distributions import biject_to
+from torch.distributions import biject_to, constraints
 from tqdm.auto import tqdm
 
 from pyro_gen.errors import ConfigError, did_you_mean
@@ -196,6 +198,35 @@ def _row_sum(t, axis: int, rows: int, like: torch.Tensor) -> torch.Tensor:
     return t.movedim(axis, 0).reshape(rows, -1).sum(1)
 
 
+def _base_support(support: constraints.Constraint) -> constraints.Constraint:
+    """``support`` with mixture wrappers removed: a mixture of components that share one
+    support (torch's ``MixtureSameFamilyConstraint``, e.g. the VampPrior and MoG priors'
+    :class:`~pyro_gen.models.priors.DiagonalNormalMixture`) has that support, with the same
+    event dimension, and ``biject_to`` knows it."""
+    while isinstance(support, constraints.MixtureSameFamilyConstraint):
+        support = support.base_constraint
+    return support
+
+
+def _unconstraining(name: str, fn) -> torch.distributions.Transform:
+    """The bijection from unconstrained space onto the support of model site ``name``.
+
+    Raises:
+        ConfigError: ``biject_to`` has no transform for the site's support (the message names
+            the site, its distribution and the support).
+    """
+    support = _base_support(fn.support)
+    try:
+        return biject_to(support)
+    except NotImplementedError:
+        raise ConfigError(
+            f"model site {name!r} ({type(fn).__name__}) has support {fn.support}, which "
+            "torch.distributions.biject_to cannot map to unconstrained space, so AIS's HMC "
+            "cannot move it. Register a transform with biject_to.register for that constraint, "
+            "or use importance sampling (method='is')."
+        ) from None
+
+
 class _Program:
     """The pair on ``n`` datapoints repeated ``chains`` times: draws of the start, and the
     per-row log-densities with their gradients at any unconstrained state."""
@@ -266,7 +297,7 @@ class _Program:
                     f"model site {name!r} has shape {list(value.shape)}: its data-plate axis "
                     f"({dim} of the batch shape) does not hold the {self.rows} rows."
                 )
-            sites.append(_Site(name, axis, biject_to(fn.support)))
+            sites.append(_Site(name, axis, _unconstraining(name, fn)))
         if not sites:
             raise TraceSiteError("the model has no latent sample site: log p(x) needs no AIS.")
         return sites
