@@ -25,10 +25,27 @@ from torch import nn
 
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.log_likelihood import _slice_kwargs, point_mass_sites
-from pyro_gen.evaluate.terms import pointwise_terms, split_observed
+from pyro_gen.evaluate.terms import (
+    KL_ANALYTIC,
+    KL_MIXED,
+    KL_NONE,
+    KL_POINT_MASS,
+    KL_SAMPLED,
+    kl_estimate,
+    merge_kl_methods,
+    pointwise_terms,
+    split_observed,
+)
 from pyro_gen.models.pair import as_pair, evaluating, prepare_and_check
 
-__all__ = ["ELBOResult", "evaluate_elbo", "AttributeTerm", "attribute_term", "describe_parts"]
+__all__ = [
+    "ELBOResult",
+    "evaluate_elbo",
+    "AttributeTerm",
+    "attribute_term",
+    "describe_parts",
+    "describe_kl",
+]
 
 
 @dataclass
@@ -38,7 +55,12 @@ class ELBOResult:
     ``reconstruction``: E_q log p(x | z, y) of the data site ``"x"`` only; ``attributes_log_prob``:
     the other observed sites' log p (a conditional model's attributes y; None when the model
     has none, i.e. 0), with each site in ``attributes_per_site``. With attributes the ELBO
-    bounds log p(x, y) (``bound_on`` names it)."""
+    bounds log p(x, y) (``bound_on`` names it).
+
+    ``kl_method``: site -> how its KL term was computed (``"analytic"``: closed form;
+    ``"sampled"``: log q − log p at the draws, a Monte-Carlo estimate; ``"point mass"``: −log p
+    of the one value a discrete point-mass guide gives), ``kl_why`` why a site was sampled;
+    ``kl_estimate`` sums them up for the run (``"mixed"`` when the sites differ)."""
 
     elbo: torch.Tensor
     reconstruction: torch.Tensor
@@ -47,6 +69,14 @@ class ELBOResult:
     note: str = ""  # set when the numbers are not a bound on log p(x) (β = 0 autoencoder)
     attributes_log_prob: torch.Tensor | None = None
     attributes_per_site: dict[str, torch.Tensor] = field(default_factory=dict)
+    kl_method: dict[str, str] = field(default_factory=dict)
+    kl_why: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kl_estimate(self) -> str:
+        """``"analytic"``, ``"sampled"``, ``"point mass"``, ``"mixed"`` or ``"none"`` (no
+        latent site in the KL): how the KL was computed, from :attr:`kl_method`."""
+        return kl_estimate(self.kl_method)
 
     @property
     def bound_on(self) -> str:
@@ -77,6 +107,9 @@ class ELBOResult:
             "reconstruction": float(self.reconstruction.mean()),
             **attributes,
             "kl": float(self.kl.mean()),
+            "kl_estimate": self.kl_estimate,
+            "kl_methods": dict(self.kl_method),
+            **({"kl_why": dict(self.kl_why)} if self.kl_why else {}),
             "num_datapoints": n,
             "num_particles": self.num_particles,
             **extra,
@@ -95,9 +128,15 @@ def evaluate_elbo(
     seed: int | None = 0,
     **kwargs,
 ) -> ELBOResult:
-    """ELBO, E_q log p(x|z) and KL(q(z|x) ‖ p(z)) (analytic where known) for each row of ``x``;
+    """ELBO, E_q log p(x|z) and KL(q(z|x) ‖ p(z)) for each row of ``x``;
     for a conditional model also log p(y) of the observed attribute sites (``attributes_log_prob``,
     the ELBO then bounds log p(x, y); ``elbo = reconstruction + attributes_log_prob - kl``).
+
+    The KL of a latent site is its closed form where that is the ELBO's term (Pyro has one and
+    the guide draws the site after every latent the model draws before it), else the sampled
+    log q − log p (a mixture prior; a bottom-up guide of a top-down model), so the ELBO is
+    unbiased either way; ``kl_method`` says which, site by site (see
+    :mod:`pyro_gen.evaluate.terms`).
 
     β does not enter: this is the model's true bound on log p(x) — except for a point-mass guide
     (a β = 0 autoencoder), where the result says so in ``note`` and ``is_bound`` is False: a
@@ -117,6 +156,8 @@ def evaluate_elbo(
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1; got {batch_size}.")
     recon, kl, attrs, per_site = [], [], [], []
+    methods: dict[str, str] = {}
+    why: dict[str, str] = {}
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
         sites = point_mass_sites(pair, x, **kwargs)
@@ -131,6 +172,10 @@ def evaluate_elbo(
                 pair.model, pair.guide, x[sl].to(pair.device), num_particles=num_particles, **kw
             )
             site_kl = t.kl
+            methods = merge_kl_methods(
+                methods, {s: m for s, m in t.kl_method.items() if s not in sites}
+            )
+            why.update({s: w for s, w in t.kl_why.items() if s not in sites and s not in why})
             if sites:  # leave the point masses' (infinite) KL out
                 site_kl = sum(
                     (v for s, v in t.kl_per_site.items() if s not in sites),
@@ -163,6 +208,8 @@ def evaluate_elbo(
         note,
         attributes if sites else None,
         sites,
+        methods,
+        why,
     )
 
 
@@ -229,15 +276,62 @@ def attribute_term(
     return AttributeTerm(sum(per_site.values(), torch.zeros(n)), per_site, exact)
 
 
+def describe_kl(ev: dict) -> str:
+    """How the KL of a summary (``kl_estimate``/``kl_methods`` of :meth:`ELBOResult.summary` or
+    :meth:`~pyro_gen.evaluate.Diagnostics.summary`) was computed, in words: ``"analytic KL"``,
+    ``"Monte-Carlo KL estimate"`` (it can come out negative), ``"KL = −log p at the point-mass
+    guide's value"``, or per site for a mix; ``""`` when the summary does not say.
+
+    >>> describe_kl({"kl_estimate": "mixed", "kl_methods": {"z2": "analytic", "z1": "sampled"}})
+    'KL analytic for z2, a Monte-Carlo estimate for z1'
+    """
+    kind = ev.get("kl_estimate")
+    words = {
+        KL_ANALYTIC: "analytic KL",
+        KL_SAMPLED: "Monte-Carlo KL estimate",
+        KL_POINT_MASS: "KL = −log p at the point-mass guide's value",
+        KL_NONE: "no latent: KL 0",
+    }
+    if kind in words:
+        return words[kind]
+    if kind != KL_MIXED:
+        return ""
+    each = {
+        KL_ANALYTIC: "analytic",
+        KL_SAMPLED: "a Monte-Carlo estimate",
+        KL_POINT_MASS: "−log p at the point-mass guide's value",
+    }
+    methods = ev.get("kl_methods") or {}
+    parts = [
+        f"{each[m]} for {', '.join(s for s, v in methods.items() if v == m)}"
+        for m in dict.fromkeys(methods.values())
+        if m in each
+    ]
+    return "KL " + ", ".join(parts)
+
+
+def _kl_tag(ev: dict) -> str:
+    """`` (Monte-Carlo estimate)`` after a KL that is not (only) analytic."""
+    kind = ev.get("kl_estimate")
+    if kind in (None, KL_ANALYTIC, KL_NONE):
+        return ""
+    if kind == KL_SAMPLED:
+        return " (Monte-Carlo estimate)"
+    return f" ({describe_kl(ev)})"
+
+
 def describe_parts(ev: dict, digits: int = 2) -> str:
     """The parts of an ELBO summary (:meth:`ELBOResult.summary`) in words: ``reconstruction R
     − KL K``, or for a conditional model ``reconstruction of x R + log p(y) of the observed
-    attributes A − KL K; a bound on log p(x, y)`` (what its ELBO bounds)."""
+    attributes A − KL K; a bound on log p(x, y)`` (what its ELBO bounds). A KL that is not the
+    closed form says so after it (``KL -0.01 (Monte-Carlo estimate)``: a sampled KL can be
+    negative; per site for a mix, see :func:`describe_kl`)."""
+    kl = f"KL {ev['kl']:.{digits}f}{_kl_tag(ev)}"
     if "attributes_log_prob" not in ev:
-        return f"reconstruction {ev['reconstruction']:.{digits}f} − KL {ev['kl']:.{digits}f}"
+        return f"reconstruction {ev['reconstruction']:.{digits}f} − {kl}"
     sites = ", ".join(ev.get("attributes_per_site") or ()) or "y"
     return (
         f"reconstruction of x {ev['reconstruction']:.{digits}f} + log p({sites}) of the observed "
-        f"attributes {ev['attributes_log_prob']:.{digits}f} − KL {ev['kl']:.{digits}f}; a bound on "
+        f"attributes {ev['attributes_log_prob']:.{digits}f} − {kl}; a bound on "
         f"{ev.get('bound_on', 'log p(x, y)')}"
     )

@@ -14,6 +14,18 @@ is part of a bound on log p(x, y)). A site masked out on every row is left out o
 
 ``poutine.scale`` (β, subsampling) is ignored on purpose: these are the model's true densities.
 
+Each latent site's KL(q ‖ p) term is the closed form (``kl_divergence``) only where it is the
+ELBO's term: E_q[log q(s | ·) − log p(s | ·)] equals KL(q(s | ·) ‖ p(s | ·)) averaged over the
+other draws only if the parents of s in the model were drawn before s by the guide (else they
+depend on s's own draw). That holds when the guide draws every latent that the model draws
+before s before s too (the same relative order, e.g. a top-down hierarchical guide); a
+bottom-up guide q(z1 | x) q(z2 | z1) for a model p(z2) p(z1 | z2) breaks it for z1, whose term
+is then the sampled ``log q − log p`` (unbiased). So is a site without a closed form (a mixture
+prior). A guide site that puts all its mass on one value of a discrete latent (a VQ-VAE's codes)
+has the exact term −log p(value). ``PointwiseTerms.kl_method`` says which, site by site
+(:data:`KL_ANALYTIC`, :data:`KL_SAMPLED`, :data:`KL_POINT_MASS`), and ``kl_why`` why a site is
+sampled.
+
 >>> import torch
 >>> from pyro_gen.models import VAE
 >>> vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
@@ -44,6 +56,14 @@ __all__ = [
     "DATA_PLATE",
     "DATA_SITE",
     "TraceSiteError",
+    "KL_ANALYTIC",
+    "KL_SAMPLED",
+    "KL_POINT_MASS",
+    "KL_MIXED",
+    "KL_NONE",
+    "kl_estimate",
+    "merge_kl_methods",
+    "drawn_too_late",
     # per-site building blocks, shared with evaluate.ais
     "data_plate_dim",
     "apply_mask",
@@ -54,6 +74,65 @@ __all__ = [
 
 DATA_SITE = "x"  # the observed site holding the data; other observed sites are conditions (y)
 
+# how a latent site's KL term was computed (PointwiseTerms.kl_method)
+KL_ANALYTIC = "analytic"  # the closed form KL(q(s|·) ‖ p(s|·)) at the guide's draws of the rest
+KL_SAMPLED = "sampled"  # log q(s) − log p(s) at the draws: a Monte-Carlo estimate
+KL_POINT_MASS = "point mass"  # q puts all its mass on one discrete value: exactly −log p(value)
+# of a whole run (kl_estimate): several kinds, or no latent at all
+KL_MIXED = "mixed"
+KL_NONE = "none"
+
+
+def kl_estimate(methods: dict[str, str]) -> str:
+    """The kind of a KL summed over sites: the one kind of every site in ``methods`` (site ->
+    :data:`KL_ANALYTIC`, :data:`KL_SAMPLED` or :data:`KL_POINT_MASS`), :data:`KL_MIXED`
+    when they differ, :data:`KL_NONE` without latent sites.
+
+    >>> kl_estimate({"z1": "sampled", "z2": "analytic"}), kl_estimate({})
+    ('mixed', 'none')
+    """
+    kinds = set(methods.values())
+    if not kinds:
+        return KL_NONE
+    return kinds.pop() if len(kinds) == 1 else KL_MIXED
+
+
+def merge_kl_methods(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+    """Site -> method over two chunks of datapoints: a site computed two ways is
+    :data:`KL_SAMPLED` if either chunk sampled it (its mean has Monte-Carlo error), else
+    :data:`KL_ANALYTIC` (both exact)."""
+    out = dict(a)
+    for site, m in b.items():
+        if site in out and out[site] != m:
+            m = KL_SAMPLED if KL_SAMPLED in (m, out[site]) else KL_ANALYTIC
+        out[site] = m
+    return out
+
+
+def _latent_names(tr) -> list[str]:
+    return [
+        name
+        for name, site in tr.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site) and not site["is_observed"]
+    ]
+
+
+def drawn_too_late(guide_tr, model_tr) -> dict[str, list[str]]:
+    """Guide latent site -> the guide latents that the model draws before it but the guide draws
+    after it (in trace order). Where that list is not empty, p(s | ·) may depend on values the
+    guide drew from s, so the closed-form KL(q(s | ·) ‖ p(s | ·)) at those values is not the
+    ELBO's term for s (a bottom-up guide q(z1 | x) q(z2 | z1) of p(z2) p(z1 | z2): ``{"z1":
+    ["z2"], "z2": []}``); where it is empty, every parent of s in the model was drawn before s
+    (a sufficient condition: the dependence itself is not traced)."""
+    guide = _latent_names(guide_tr)
+    g_pos = {name: i for i, name in enumerate(guide)}
+    m_order = [name for name in model_tr.nodes if name in g_pos]
+    m_pos = {name: i for i, name in enumerate(m_order)}
+    return {
+        s: [t for t in m_order[: m_pos.get(s, 0)] if g_pos[t] > g_pos[s]] if s in m_pos else []
+        for s in guide
+    }
+
 
 class TraceSiteError(PyroGenError, ValueError):
     """A site that per-datapoint evaluation cannot handle; the message names it."""
@@ -61,15 +140,22 @@ class TraceSiteError(PyroGenError, ValueError):
 
 @dataclass
 class PointwiseTerms:
-    """``[K, N]`` log-densities: observed sites, model latents, guide latents, analytic KL."""
+    """``[K, N]`` log-densities: observed sites, model latents, guide latents, the KL term.
+
+    ``kl`` sums ``kl_per_site``; ``kl_method`` says how each site's term was computed
+    (:data:`KL_ANALYTIC`: closed form where it is the ELBO's term; :data:`KL_SAMPLED`:
+    log q − log p at the draws; :data:`KL_POINT_MASS`: −log p of the one value of a discrete
+    point mass), and ``kl_why`` why a site was sampled (no closed form, or the guide's order)."""
 
     log_lik: torch.Tensor
     log_prior: torch.Tensor
     log_q: torch.Tensor
-    kl: torch.Tensor  # analytic KL(q || p) where available, log_q - log_prior otherwise
+    kl: torch.Tensor  # sum of kl_per_site: closed form where valid, log_q - log_prior otherwise
     kl_per_site: dict[str, torch.Tensor]
     # each observed site's log p (unscaled, masked); they sum to log_lik
     log_lik_per_site: dict[str, torch.Tensor] = field(default_factory=dict)
+    kl_method: dict[str, str] = field(default_factory=dict)
+    kl_why: dict[str, str] = field(default_factory=dict)
 
     @property
     def log_weight(self) -> torch.Tensor:
@@ -80,6 +166,11 @@ class PointwiseTerms:
         sites = parts[0].kl_per_site
         # an observed site masked out on every row of one chunk is absent there: it added 0
         observed = list(dict.fromkeys(s for p in parts for s in p.log_lik_per_site))
+        methods: dict[str, str] = {}
+        why: dict[str, str] = {}
+        for p in parts:
+            methods = merge_kl_methods(methods, p.kl_method)
+            why.update({s: w for s, w in p.kl_why.items() if s not in why})
         return PointwiseTerms(
             *(
                 torch.cat([getattr(p, f) for p in parts], dim)
@@ -92,6 +183,8 @@ class PointwiseTerms:
                 )
                 for s in observed
             },
+            methods,
+            why,
         )
 
 
@@ -180,6 +273,9 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
     log_lik, log_prior, log_q, kl = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
     kl_per_site: dict[str, torch.Tensor] = {}
     lik_per_site: dict[str, torch.Tensor] = {}
+    methods: dict[str, str] = {}
+    why: dict[str, str] = {}
+    too_late = drawn_too_late(guide_tr, model_tr)
     for name, site in guide_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
             continue
@@ -192,12 +288,26 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
         lp = per_datapoint(
             name, model_site, model_site["fn"].log_prob(model_site["value"]), "model"
         )
-        try:
-            site_kl = per_datapoint(
-                name, model_site, kl_divergence(site["fn"], model_site["fn"]), "model"
+        site_kl, methods[name] = lq - lp, KL_SAMPLED
+        if _is_discrete_point_mass(site, lq):  # exact: log q = 0 at its one value
+            methods[name] = KL_POINT_MASS
+        elif too_late.get(name):
+            why[name] = (
+                f"the guide draws {name!r} before {', '.join(map(repr, too_late[name]))}, which "
+                f"the model draws first: p({name} | ·) may depend on {name}'s own draw, so its "
+                "closed-form KL is not the ELBO's term"
             )
-        except NotImplementedError:
-            site_kl = lq - lp
+        else:
+            try:
+                site_kl = per_datapoint(
+                    name, model_site, kl_divergence(site["fn"], model_site["fn"]), "model"
+                )
+                methods[name] = KL_ANALYTIC
+            except NotImplementedError:
+                why[name] = (
+                    f"no closed form for KL({type(site['fn']).__name__} ‖ "
+                    f"{type(model_site['fn']).__name__})"
+                )
         kl_per_site[name] = site_kl
         kl = kl + site_kl
     for name, site in model_tr.nodes.items():
@@ -212,7 +322,16 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
         elif name in guide_tr.nodes:
             log_prior = log_prior + lp
         # a latent the guide does not sample is drawn from its prior: proposal = prior, cancels
-    return PointwiseTerms(log_lik, log_prior, log_q, kl, kl_per_site, lik_per_site)
+    return PointwiseTerms(log_lik, log_prior, log_q, kl, kl_per_site, lik_per_site, methods, why)
+
+
+def _is_discrete_point_mass(site: dict, log_q: torch.Tensor) -> bool:
+    """A guide site with a discrete support whose drawn values have probability 1 (log q = 0 on
+    every row): all its mass on one value (a VQ-VAE's one-hot codes)."""
+    support = getattr(site["fn"], "support", None)
+    if not getattr(support, "is_discrete", False):
+        return False
+    return bool(log_q.numel()) and bool((log_q.abs() <= 1e-6).all())
 
 
 def _terms_replicated(model, guide, x, k: int, kwargs) -> PointwiseTerms:

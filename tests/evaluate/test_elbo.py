@@ -133,6 +133,8 @@ def test_unlabelled_rows_add_no_attribute_term_and_vae_summary_unchanged():
         "elbo_se",
         "reconstruction",
         "kl",
+        "kl_estimate",  # how the KL was computed: "analytic" here (kl_methods: per site)
+        "kl_methods",
         "num_datapoints",
         "num_particles",
     }
