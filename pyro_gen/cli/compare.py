@@ -175,6 +175,7 @@ def _classifier_table(models: dict, datasets: dict, args: argparse.Namespace) ->
 def cmd_compare(args: argparse.Namespace) -> int:
     from pyro_gen import plots
     from pyro_gen.evaluate import compare
+    from pyro_gen.evaluate.compare import plot_rows
 
     models, observed, datasets, x = {}, {}, {}, None
     for run in args.runs:
@@ -231,8 +232,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if quality:
         paths.append(out / "comparison_quality.md")
     ranked = result.ranked_rows
-    if ranked:  # the figure shows log p̂(x): runs flagged as not a bound have none
-        paths.append(plots.save_figure(plots.comparison_plot(ranked), out / "comparison.png"))
+    if ranked:  # the figure shows log p̂(x): runs flagged as not a bound have none; a lower
+        # bound (point-mass guide) gets its own panel, as it is ranked apart
+        figure = plots.comparison_plot(plot_rows(ranked))
+        paths.append(plots.save_figure(figure, out / "comparison.png"))
     print(result.to_markdown())
     classifiers = _classifier_table(models, datasets, args)
     if classifiers:
@@ -247,6 +250,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
         if caution:
             print(f"pyro-gen: caution: {r['model']}: {caution.replace('K = ', '--num-samples ')}")
+    from pyro_gen.evaluate.diagnostics import ESTIMATE_BOUND
+
+    bounds = [r["model"] for r in ranked if r.get("estimate") == ESTIMATE_BOUND]
+    if bounds:
+        print(
+            f"pyro-gen: note: ranked apart, as lower bounds (point-mass guide; gap unknown, k̂ "
+            f"n/a): {', '.join(bounds)}"
+        )
     flagged = [r["model"] for r in result.rows if not r["is_bound"]]
     if flagged:
         print(f"pyro-gen: note: not ranked (not a bound: point-mass guide): {', '.join(flagged)}")

@@ -143,6 +143,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result["skipped"] = skipped
     if args.classifier:
         result["classifier"] = args.classifier
+    codebook = _codebook(model, x)
+    if codebook:
+        result["codebook"] = codebook
     update_summary(args.run, "evaluate", result)
     label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
     print(
@@ -152,6 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     _print_mixed(mixed)
     _print_classifier(args)
+    _print_codebook(codebook)
     if "note" in result:
         print(f"pyro-gen: note: {result['note']}")
     if skipped:
@@ -374,6 +378,55 @@ def _pm(se: float | None) -> str:
     return "n/a" if se is None or not math.isfinite(se) else f"{se:.3f}"
 
 
+def describe_per_site(per_site: dict) -> str:
+    """Each latent site's mean KL and active units in words, for a model with more than one
+    latent site (a hierarchical VAE's layers): ``"KL per site: z2 0.78 (AU 1/4), z1 9.46 (AU
+    7/8)"``; a discrete site has no units; "" for one site or none.
+
+    >>> describe_per_site({"z2": {"kl": 0.78, "active_units": 1, "dims": 4},
+    ...                    "z1": {"kl": 9.46, "active_units": 7, "dims": 8}})
+    'KL per site: z2 0.78 nats (AU 1/4), z1 9.46 nats (AU 7/8)'
+    """
+    if len(per_site) < 2:
+        return ""
+    parts = []
+    for name, e in per_site.items():
+        kl = e.get("kl")
+        kl = f"{kl:.2f} nats" if isinstance(kl, (int, float)) and math.isfinite(kl) else "n/a"
+        units = "discrete" if e.get("discrete") else f"AU {e.get('active_units')}/{e.get('dims')}"
+        parts.append(f"{name} {kl} ({units})")
+    return "KL per site: " + ", ".join(parts)
+
+
+def _units(r: dict) -> str:
+    """'3/8', or 'n/a (discrete z)' for a model whose latents are all discrete."""
+    if not r.get("latent_dims") and r.get("discrete_sites"):
+        return f"n/a (discrete {', '.join(r['discrete_sites'])})"
+    return f"{r['active_units']}/{r['latent_dims']}"
+
+
+def _codebook(model, x: torch.Tensor) -> dict | None:
+    """The codebook usage of a model that has ``codebook_usage(x)`` (a VQ-VAE) on ``x``:
+    perplexity exp(H(usage)), codes used, dead codes; None for any other model."""
+    usage = getattr(model, "codebook_usage", None)
+    if not callable(usage):
+        return None
+    device = getattr(model, "device", None)
+    with torch.no_grad():
+        stats = dict(usage(x.to(device) if isinstance(device, torch.device) else x))
+    return {**stats, "num_datapoints": int(x.shape[0])}
+
+
+def _print_codebook(c: dict | None) -> None:
+    if c:
+        k = c.get("num_codes")
+        print(
+            f"pyro-gen: codebook: perplexity {c['perplexity']:.2f} of {k} codes (1: one code "
+            f"used, {k}: all used evenly); {c['codes_used']} used, {c['dead_codes']} dead "
+            f"(never the nearest code on these {c['num_datapoints']} datapoints)"
+        )
+
+
 def _report(run) -> None:
     report = write_run_report(run)
     if report is not None:
@@ -385,7 +438,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
 
     from pyro_gen import plots
     from pyro_gen.evaluate import diagnose, save_inference_data, to_inference_data
-    from pyro_gen.evaluate.diagnostics import PSIS_MIN_SAMPLES, khat_caution
+    from pyro_gen.evaluate.diagnostics import ESTIMATE_BOUND, PSIS_MIN_SAMPLES, khat_caution
 
     start = time.perf_counter()
     diag = diagnose(
@@ -410,6 +463,9 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         conditional.pop("log_px_given_attributes", None)
         conditional.update(mixed)
     result.update(conditional)
+    codebook = _codebook(model, x)
+    if codebook:
+        result["codebook"] = codebook
     result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()
     }
@@ -418,13 +474,19 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     idata = to_inference_data(model, x, diag, points=args.points, seed=args.seed, **observed)
     save_inference_data(idata, eval_dir / "inference_data.nc")
     drawn = ("kl_per_dimension", "khat", "log_px_vs_elbo")
+    bound = diag.estimate == ESTIMATE_BOUND
     if diag.has_latent:
+        # a point-mass guide: k̂ is not computed and log p̂(x) is the ELBO (on the diagonal)
+        drawn = ("kl_per_dimension",) if bound else drawn
         for name, fig in (
-            ("kl_per_dimension", plots.kl_per_dimension(diag)),
-            ("khat", plots.khat_histogram(diag.khat, diag.khat_threshold)),
-            ("log_px_vs_elbo", plots.log_px_vs_elbo(diag.log_px, diag.elbo)),
+            ("kl_per_dimension", lambda: plots.kl_per_dimension(diag)),
+            ("khat", lambda: plots.khat_histogram(diag.khat, diag.khat_threshold)),
+            ("log_px_vs_elbo", lambda: plots.log_px_vs_elbo(diag.log_px, diag.elbo)),
         ):
-            plots.save_figure(fig, figures / f"{name}.png")
+            if name in drawn:
+                plots.save_figure(fig(), figures / f"{name}.png")
+            else:
+                (figures / f"{name}.png").unlink(missing_ok=True)  # an older evaluation's
     else:  # no latent (MADE): no KL, no weights to judge, ELBO = log p(x): empty figures
         for name in drawn:
             (figures / f"{name}.png").unlink(missing_ok=True)  # an older evaluation's
@@ -453,6 +515,15 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
             f"pyro-gen: {args.split} {what} {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats, "
             f"exact ({r['exact_note']}; {r['num_datapoints']} datapoints, {wall:.1f} s)"
         )
+    elif bound:  # K identical draws: the ELBO, not an estimate of log p(x); no gap, k̂, ESS
+        print(
+            f"pyro-gen: {args.split} {what} ≥ {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats: "
+            f"{ESTIMATE_BOUND}, gap unknown (the ELBO = {describe_parts(r, 3)}; "
+            f"K={r['num_samples']} identical draws){given}; k̂ and ESS n/a; active units "
+            f"{_units(r)} "
+            f"({r['num_datapoints']} datapoints, {wall:.1f} s)"
+        )
+        print(f"pyro-gen: note: {r['estimate_note']}")
     else:
         print(
             f"pyro-gen: {args.split} {what} {r['log_px']:.3f} ± {r['log_px_se']:.3f} nats "
@@ -466,8 +537,12 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     )
     if caution:
         print(f"pyro-gen: caution: {caution.replace('K = ', '--num-samples ')}")
+    per_site = describe_per_site(r.get("per_site") or {})
+    if per_site:
+        print(f"pyro-gen: {per_site}")
     _print_mixed(mixed)
     _print_classifier(args)
+    _print_codebook(codebook)
     pngs = f", {figures}/" + ", ".join(f"{n}.png" for n in drawn) if drawn else ""
     print(f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc{pngs}")
     _report(args.run)

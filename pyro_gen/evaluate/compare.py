@@ -19,6 +19,13 @@ A model whose guide is a point mass (a β = 0 autoencoder) has no density to imp
 with: it gets a row flagged "not a bound" (``is_bound`` False, a ``note``; a † in the Markdown)
 with its reconstruction term only, after the ranked models, and no rank.
 
+Every row says what its number is (column ``estimate``): ``exact`` (no latent, MADE),
+``importance-sampled``, or ``bound (point-mass guide)`` for a guide that puts all its mass on
+one value of a discrete latent (a VQ-VAE's codes): its log p̂ is its ELBO, which importance
+sampling cannot tighten, so its gap is unknown and k̂ is n/a. A lower bound is not an estimate
+of the same number: bounds are ranked apart, after the estimates of the same quantity (their
+own ranks, Δ from their own best; a ‡ in the Markdown).
+
 >>> import torch
 >>> from pyro_gen.models import VAE
 >>> a = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
@@ -41,13 +48,25 @@ from pathlib import Path
 import torch
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.evaluate.diagnostics import NO_LATENT_NOTE, Diagnostics, diagnose
+from pyro_gen.evaluate.diagnostics import (
+    ESTIMATE_BOUND,
+    NO_LATENT_NOTE,
+    Diagnostics,
+    diagnose,
+)
 from pyro_gen.evaluate.elbo import AttributeTerm, ELBOResult, attribute_term, evaluate_elbo
 from pyro_gen.evaluate.log_likelihood import PointMassGuideError
 from pyro_gen.evaluate.progress import progress_bar
 from pyro_gen.io import atomic_open
 
-__all__ = ["Comparison", "compare", "COLUMNS", "NOT_A_BOUND"]
+__all__ = ["Comparison", "compare", "COLUMNS", "NOT_A_BOUND", "BOUNDS_APART", "plot_rows"]
+
+BOUNDS_APART = (
+    "bound (point-mass guide): the guide puts all its mass on one value of a discrete latent "
+    "(a VQ-VAE's codes), so the number is the ELBO, a lower bound on log p(x) that importance "
+    "sampling cannot tighten (gap unknown, k̂ n/a); it is ranked apart from the estimates, "
+    "among bounds only: its log p(x) may be higher"
+)
 
 NOT_A_BOUND = (
     "not a bound: point-mass guide (β = 0 autoencoder); no density q(z|x), so no log p̂(x), "
@@ -59,6 +78,7 @@ COLUMNS = {
     "rank": ("rank", "{}"),
     "model": ("model", "{}"),
     "quantity": ("log p̂ of", "{}"),
+    "estimate": ("estimate", "{}"),
     "test_nll": ("test NLL", "{:.3f}"),
     "nll_se": ("± se", "{:.3f}"),
     "elbo": ("ELBO", "{:.3f}"),
@@ -110,6 +130,8 @@ class Comparison:
                     cells.append(fmt.format(v).replace("|", "\\|"))
                 if c == "model" and not r.get("is_bound", True):
                     cells[-1] += " †"
+                elif c == "model" and r.get("estimate") == ESTIMATE_BOUND:
+                    cells[-1] += " ‡"
             lines.append("| " + " | ".join(cells) + " |")
         ranked = self.ranked_rows
         note = ""
@@ -125,6 +147,8 @@ class Comparison:
         exact = [r["model"] for r in ranked if r.get("note") == NO_LATENT_NOTE]
         if exact:
             note += f"\nn/a for {', '.join(exact)}: {NO_LATENT_NOTE}.\n"
+        if any(r.get("estimate") == ESTIMATE_BOUND for r in ranked):
+            note += f"\n‡ {BOUNDS_APART}.\n"
         if self.warning:
             note += f"\nWARNING: {self.warning}\n"
         if len(ranked) < len(self.rows):
@@ -149,6 +173,19 @@ class Comparison:
                 f.write(text)
             paths.append(path)
         return paths
+
+
+def plot_rows(rows: Sequence[dict]) -> list[dict]:
+    """The ranked rows for :func:`pyro_gen.plots.comparison_plot`, whose panels are per
+    ``quantity``: a bound's quantity is named so ("log p(x): bound (point-mass guide)"), so it
+    gets its own panel with its own best, as it is ranked apart."""
+    return [
+        {**r, "quantity": f"{r.get('quantity') or 'log p(x)'}: {ESTIMATE_BOUND}"}
+        if r.get("estimate") == ESTIMATE_BOUND
+        else dict(r)
+        for r in rows
+        if r.get("is_bound", True)
+    ]
 
 
 def _load(entry):
@@ -270,12 +307,16 @@ def compare(
             "(knowing y makes x easier to predict). Ranks, Δ from best and paired se are within "
             "each quantity."
         )
-    order = sorted(diags, key=lambda k: (groups.index(quantity[k]), -float(log_p[k].mean())))
+    # a lower bound (point-mass guide) is ranked apart, after the estimates of its quantity
+    bound = {k: d.estimate == ESTIMATE_BOUND for k, d in diags.items()}
+    order = sorted(
+        diags, key=lambda k: (groups.index(quantity[k]), bound[k], -float(log_p[k].mean()))
+    )
     rows = []
     rank, best = 0, None
     for name in order:
         d, s = diags[name], diags[name].summary()
-        if best is None or quantity[best] != quantity[name]:
+        if best is None or (quantity[best], bound[best]) != (quantity[name], bound[name]):
             rank, best = 0, name
         rank += 1
         diff = log_p[best] - log_p[name]
@@ -286,21 +327,24 @@ def compare(
                 "rank": rank,
                 "model": name,
                 "quantity": quantity[name],
+                "estimate": s["estimate"],
                 "test_nll": -float(lp.mean()),
                 "nll_se": float(lp.std() / math.sqrt(n)) if n > 1 else float("nan"),
                 "log_px": float(lp.mean()),
                 "elbo": s["elbo"] - mean_shift,
                 "reconstruction": s["reconstruction"],  # the x site's alone (diagnose)
                 "kl": s["kl"],
-                "gap": s["gap"],
-                "active_units": s["active_units"] if d.has_latent else None,  # n/a
-                "khat_share": s["khat_share_unreliable"] if d.has_latent else None,
+                "gap": None if bound[name] else s["gap"],  # unknown for a bound
+                "active_units": s["active_units"] if d.has_latent and d.mean_names else None,
+                "khat_share": s["khat_share_unreliable"]
+                if d.has_latent and not bound[name]
+                else None,  # n/a: no latent, or K identical draws of a point mass
                 "d_log_px": float(diff.mean()),
                 "d_log_px_se": float(diff.std() / math.sqrt(n)) if n > 1 else float("nan"),
                 "num_datapoints": n,
                 "num_samples": d.num_samples,
                 "is_bound": True,
-                "note": "" if d.has_latent else NO_LATENT_NOTE,
+                "note": s.get("estimate_note", "") if d.has_latent else NO_LATENT_NOTE,
             }
         )
     nan = float("nan")
@@ -311,6 +355,7 @@ def compare(
                 "rank": None,
                 "model": name,
                 "quantity": "log p(x)",
+                "estimate": "none (not a bound)",
                 "reconstruction": float(r.reconstruction.mean()),
                 "active_units": None,
                 "log_px": nan,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from pyro import poutine
+from pyro.distributions import Delta
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import kl_divergence
@@ -45,6 +46,10 @@ __all__ = [
     "KHAT_CAUTION_SHARE",
     "khat_caution",
     "NO_LATENT_NOTE",
+    "ESTIMATE_EXACT",
+    "ESTIMATE_IS",
+    "ESTIMATE_BOUND",
+    "POINT_MASS_BOUND_NOTE",
 ]
 
 KHAT_THRESHOLD = 0.7  # Vehtari et al.: above it PSIS (and plain IS) estimates are unreliable
@@ -54,6 +59,16 @@ KHAT_CAUTION_SHARE = 0.1  # above this share of datapoints with k̂ > threshold,
 NO_LATENT_NOTE = (
     "no latent variable: log p(x) is exact (the ELBO is log p(x), the gap 0); k̂, ESS and "
     "active units do not apply"
+)
+# what log p̂(x) of a diagnosis is (Diagnostics.estimate; "estimate" in its summary)
+ESTIMATE_EXACT = "exact"  # no latent variable (an autoregressive model such as MADE)
+ESTIMATE_IS = "importance-sampled"  # K draws of a guide with a density over z
+ESTIMATE_BOUND = "bound (point-mass guide)"  # a guide site puts all its mass on one value
+POINT_MASS_BOUND_NOTE = (
+    "bound (point-mass guide), gap unknown: the guide puts all its mass on one value of {sites} "
+    "(e.g. a VQ-VAE's nearest codes), so every importance draw is the same and log p̂(x) is the "
+    "ELBO: a lower bound on log p(x) that importance sampling cannot tighten; the gap "
+    "log p(x) − ELBO is unknown (not 0), and k̂ and ESS do not apply (n/a)"
 )
 
 
@@ -147,6 +162,7 @@ class _SiteInfo:
     kl: torch.Tensor | None  # [n, D] analytic KL per dimension, None when Pyro has no formula
     mean: torch.Tensor | None  # [n, D'] E_q[z | x], None when the guide has no mean
     discrete: bool = False  # integer/one-hot support or enumerated: no "unit" (Burda et al.)
+    point_mass: bool = False  # all of q's mass on one value (Delta, or zero entropy)
 
 
 def _is_discrete(site: dict) -> bool:
@@ -156,6 +172,24 @@ def _is_discrete(site: dict) -> bool:
     return bool(getattr(support, "is_discrete", False)) or bool(
         (site.get("infer") or {}).get("enumerate")
     )
+
+
+def _is_point_mass(site: dict) -> bool:
+    """Whether the guide site ``site`` puts all its mass on one value for every datapoint: a
+    Delta, or a discrete distribution of zero entropy (a one-hot Categorical such as a
+    VQ-VAE's nearest codes); where Pyro has no entropy, log q(value) = 0 for every draw."""
+    fn = site["fn"]
+    base, _ = _unwrap(fn)
+    if isinstance(base, Delta):
+        return True
+    if not getattr(getattr(fn, "support", None), "is_discrete", False):
+        return False
+    try:
+        h = fn.entropy()
+    except (NotImplementedError, AttributeError):
+        h = fn.log_prob(site["value"])
+    h = torch.as_tensor(h)
+    return bool(h.numel()) and bool((h.abs() <= 1e-9).all())
 
 
 def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[str, _SiteInfo]:
@@ -181,7 +215,7 @@ def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[s
             mean = per_datapoint_table(name, site, mean, len(site["fn"].event_shape), n)
         except NotImplementedError:
             mean = None
-        out[name] = _SiteInfo(kl, mean, _is_discrete(site))
+        out[name] = _SiteInfo(kl, mean, _is_discrete(site), _is_point_mass(site))
     return out
 
 
@@ -204,6 +238,12 @@ class Diagnostics:
     ``posterior_mean`` is ``[N, D']`` E_q[z | x] with names ``mean_names`` (for active units)
     of the continuous latents only: a discrete latent (an SSVAE's label ``y_missing``), named in
     ``discrete_sites``, keeps its KL column but is no unit.
+
+    ``estimate`` says what ``log_px`` is: ``"exact"`` (no latent), ``"importance-sampled"``,
+    or ``"bound (point-mass guide)"`` when a guide site (named in ``point_mass_sites``) puts all
+    its mass on one value: then every draw is the same, ``log_px`` is the ELBO (a lower bound
+    that importance sampling cannot tighten), and ``gap``, ``ess`` and ``khat`` are NaN
+    (unknown / do not apply), not 0 and K.
     """
 
     log_px: torch.Tensor
@@ -222,10 +262,22 @@ class Diagnostics:
     attributes_log_prob: torch.Tensor | None = None
     attribute_sites: list[str] = field(default_factory=list)
     discrete_sites: list[str] = field(default_factory=list)
+    point_mass_sites: list[str] = field(default_factory=list)
+
+    @property
+    def estimate(self) -> str:
+        """What ``log_px`` is: :data:`ESTIMATE_EXACT`, :data:`ESTIMATE_IS` or
+        :data:`ESTIMATE_BOUND` (a point-mass guide site)."""
+        if not self.has_latent:
+            return ESTIMATE_EXACT
+        return ESTIMATE_BOUND if self.point_mass_sites else ESTIMATE_IS
 
     @property
     def gap(self) -> torch.Tensor:
-        """log p̂(x) − ELBO: the KL(q(z|x) ‖ p(z|x)) the ELBO hides (minus the IS bias)."""
+        """log p̂(x) − ELBO: the KL(q(z|x) ‖ p(z|x)) the ELBO hides (minus the IS bias); NaN
+        for a point-mass guide (log p̂(x) is the ELBO there, the true gap is unknown)."""
+        if self.point_mass_sites and self.has_latent:
+            return torch.full_like(self.log_px, float("nan"))
         return self.log_px - self.elbo
 
     @property
@@ -299,9 +351,22 @@ class Diagnostics:
         # no latent: one exact weight per datapoint (ESS = K, k̂ = 0 trivially): said so, and
         # a person is shown "n/a" for them (evaluate, compare, the report)
         exact = {} if self.has_latent else {"has_latent": False, "exact_note": NO_LATENT_NOTE}
+        estimate = self.estimate
+        bound = (
+            {
+                "point_mass_sites": list(self.point_mass_sites),
+                "estimate_note": POINT_MASS_BOUND_NOTE.format(
+                    sites=", ".join(self.point_mass_sites)
+                ),
+            }
+            if estimate == ESTIMATE_BOUND
+            else {}
+        )
+        nan = float("nan")
         return {
             "num_datapoints": n,
             "num_samples": self.num_samples,
+            "estimate": estimate,
             "log_px": float(self.log_px.mean()),
             "log_px_se": se(self.log_px),
             "nll": -float(self.log_px.mean()),
@@ -318,7 +383,7 @@ class Diagnostics:
             ),
             "kl": float(self.kl.mean()),
             "gap": float(self.gap.mean()),
-            "gap_se": se(self.gap),
+            "gap_se": se(self.gap) if not bound else nan,
             "ess_mean": float(self.ess.mean()),
             "ess_min": float(self.ess.min()),
             "khat_median": float(finite_k.median()) if finite_k.numel() else float("nan"),
@@ -338,6 +403,7 @@ class Diagnostics:
             "discrete_sites": list(self.discrete_sites),
             "per_site": self.per_site,
             **exact,
+            **bound,
         }
 
 
@@ -377,6 +443,7 @@ def diagnose(
     kl_names: list[str] = []
     mean_names: list[str] = []
     discrete_sites: list[str] = []
+    point_mass: dict[str, bool] = {}  # site -> a point mass in every chunk so far
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
         check_guide(pair, x, **kwargs)
@@ -412,6 +479,7 @@ def diagnose(
                 else:  # no formula per dimension: the site's KL from the K draws
                     kl_parts.append(chunk.kl_per_site[name].reshape(-1, 1))
                     kl_names.append(name)
+                point_mass[name] = point_mass.get(name, True) and si.point_mass
                 if si.discrete and name not in discrete_sites:
                     discrete_sites.append(name)
                 if si.mean is not None and not si.discrete:
@@ -423,6 +491,10 @@ def diagnose(
             cols["mean"].append(torch.cat(mean_parts, 1) if mean_parts else empty)
         bar.close()
     cat = {k: torch.cat(v) for k, v in cols.items()}
+    point_mass_sites = [k for k, v in point_mass.items() if v]
+    if point_mass_sites:  # K identical draws: ESS = K and k̂ = 0 would say "perfect sampling"
+        cat["ess"] = torch.full_like(cat["ess"], float("nan"), dtype=torch.float64)
+        cat["khat"] = torch.full_like(cat["khat"], float("nan"), dtype=torch.float64)
     return Diagnostics(
         log_px=cat["log_px"],
         elbo=cat["mean_log_weight"],
@@ -440,4 +512,5 @@ def diagnose(
         attributes_log_prob=cat["attributes_log_prob"],
         attribute_sites=attribute_sites,
         discrete_sites=discrete_sites,
+        point_mass_sites=point_mass_sites,
     )

@@ -73,6 +73,7 @@ class VQVAE(GenerativeModel):
 
     ``capturable = True``: no Python state between calls (the VQ losses are a ``pyro.factor``
     that depends on the module's train/eval mode, which is part of a capture's key).
+    ``loss_description``: what the training loss is (−ELBO plus the VQ losses), for the report.
 
     Args:
         data_shape: ``[C, H, W]`` with H and W divisible by ``2**len(channels)``.
@@ -89,6 +90,12 @@ class VQVAE(GenerativeModel):
     """
 
     capturable = True
+    #: what the training loss is, for the report's caption of the training curve (a model may
+    #: declare it; without one the caption follows the run's objective: −ELBO, −L_k)
+    loss_description = (
+        "−ELBO + codebook + commitment losses, not an ELBO: the VQ losses are in squared "
+        "units, not nats"
+    )
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pyro_gen.evaluate.diagnostics import KHAT_THRESHOLD, khat_caution
+from pyro_gen.evaluate.diagnostics import ESTIMATE_BOUND, KHAT_THRESHOLD, khat_caution
 from pyro_gen.report.render import data_uri
 from pyro_gen.report.run import RunRecord, RunSet
 from pyro_gen.report.sections import Image, Link, Section, Table, register_section
@@ -83,6 +83,9 @@ def _density_rows(ev: dict) -> list[list[str]]:
     k = f"K = {ev.get('num_samples')} importance samples, {ev.get('split', 'test')} split"
     if ev.get("has_latent") is False:
         k = f"exact: no latent variable, {ev.get('split', 'test')} split"
+    bound = _is_bound_estimate(ev)
+    if bound:
+        k = f"{ESTIMATE_BOUND}, {ev.get('split', 'test')} split: the ELBO"
     rows = []
     if ev.get("log_px_given_attributes") is not None:
         given = f"log p(x | {ev.get('conditions') or 'y'})"
@@ -97,10 +100,64 @@ def _density_rows(ev: dict) -> list[list[str]]:
         [
             joint,
             f"{_f(ev['log_px'])} ± {_f(ev.get('log_px_se'))} nats ({k}); gap {joint} − ELBO "
-            f"{_f(ev.get('gap'))}",
+            + ("unknown" if bound else _f(ev.get("gap"))),
         ]
     )
     return rows
+
+
+def _is_bound_estimate(ev: dict) -> bool:
+    """Whether the evaluation's log p̂(x) is a bound (a point-mass guide: K identical draws)."""
+    return ev.get("estimate") == ESTIMATE_BOUND
+
+
+def _codebook_text(c: Any) -> str | None:
+    """A VQ-VAE's codebook usage (``codebook`` of an evaluation) in words, or None."""
+    if not isinstance(c, dict) or c.get("perplexity") is None:
+        return None
+    k = c.get("num_codes")
+    return (
+        f"perplexity {_f(c['perplexity'])} of {k} codes (1: one code used, {k}: all used "
+        f"evenly); {c.get('codes_used')} used, {c.get('dead_codes')} dead (never the nearest "
+        f"code on {c.get('num_datapoints', '?')} datapoints)"
+    )
+
+
+def _per_site_table(ev: dict) -> Table | None:
+    """Each latent site's mean KL and active units (a hierarchical VAE's layers), for a model
+    with more than one latent site; None otherwise."""
+    sites = ev.get("per_site")
+    if not isinstance(sites, dict) or len(sites) < 2:
+        return None
+    rows = []
+    for name, e in sites.items():
+        if not isinstance(e, dict):
+            continue
+        units = (
+            "discrete (not a unit)"
+            if e.get("discrete")
+            else f"{e.get('active_units')} of {e.get('dims')}"
+        )
+        rows.append([name, _f(e.get("kl"), 3), units])
+    return Table(
+        ["latent site", "KL (nats)", "active units"],
+        rows,
+        caption="KL and active units per latent site (layer), in the guide's order",
+    )
+
+
+def _per_site_words(sites: dict) -> str:
+    """'z2 0.78 nats (1 of 4 active), z1 9.46 nats (7 of 8 active)'."""
+    parts = []
+    for name, e in sites.items():
+        e = e if isinstance(e, dict) else {}
+        units = (
+            "discrete"
+            if e.get("discrete")
+            else f"{e.get('active_units')} of {e.get('dims')} active"
+        )
+        parts.append(f"{name} {_f(e.get('kl'))} nats ({units})")
+    return ", ".join(parts)
 
 
 def _units_cell(ev: dict) -> str:
@@ -156,6 +213,14 @@ def overview(run: RunRecord) -> Section | None:
             rows.append(["k̂, ESS, active units", f"n/a: {ev.get('exact_note', 'no latent')}"])
         elif ev.get("active_units") is not None:
             rows.append(["active units", _units_cell(ev)])
+        if _is_bound_estimate(ev):
+            rows.append(["k̂, ESS", "n/a: point-mass guide (K identical draws)"])
+        sites = ev.get("per_site")
+        if isinstance(sites, dict) and len(sites) > 1:
+            rows.append(["KL per site", _per_site_words(sites)])
+        codebook = _codebook_text(ev.get("codebook"))
+        if codebook:
+            rows.append(["codebook", codebook])
         for c in run.classifier()[:1]:  # the model's own classifier q(y|x): test first
             from pyro_gen.evaluate.classification import describe_scores
 
@@ -210,6 +275,48 @@ def config(run: RunRecord) -> Section | None:
     return Section("Configuration", tables=tables, details=details)
 
 
+def _declared_loss(run: RunRecord) -> str | None:
+    """What the run's model class says its training loss is (a class attribute
+    ``loss_description``, e.g. the VQ-VAE's −ELBO + codebook + commitment losses); None where
+    it says nothing or its class is not registered here (a user's model not imported)."""
+    from pyro_gen.models import get_model_class  # the built-in models registered
+
+    try:
+        cls = get_model_class(run.model_name) if run.model_name else None
+    except Exception:  # noqa: BLE001 - an unknown model: the caption follows the objective
+        return None
+    text = getattr(cls, "loss_description", None)
+    return text if isinstance(text, str) and text else None
+
+
+def loss_caption(run: RunRecord) -> str:
+    """What the training curve's loss is, from the model's declared ``loss_description`` and
+    the run's objective (``elbo`` in config.json's training settings): β-weighted −ELBO for the
+    ELBO estimators, −L_k for IWAE and DReG (the importance-weighted bound with k particles).
+
+    >>> import tempfile
+    >>> run = RunRecord(__import__("pathlib").Path(tempfile.mkdtemp()),
+    ...                 config={"train": {"elbo": "iwae", "num_particles": 5}})
+    >>> loss_caption(run).startswith("−L_k")
+    True
+    """
+    train = run.config.get("train") or {}
+    elbo = str(train.get("elbo") or "trace")
+    k = train.get("num_particles", 1)
+    if elbo in ("iwae", "iwae_dreg"):
+        grads = ", DReG gradients" if elbo == "iwae_dreg" else ""
+        what = (
+            f"−L_k per datapoint: the negative importance-weighted bound with k = {k} "
+            f"particles (elbo={elbo}{grads}), tighter than −ELBO for k > 1"
+        )
+    else:
+        what = f"β-weighted −ELBO per datapoint (elbo={elbo})"
+    declared = _declared_loss(run)
+    if declared:  # the model's own terms on top (a VQ-VAE's codebook and commitment losses)
+        what = f"{declared}; per datapoint, elbo={elbo}"
+    return what
+
+
 def _loss_label(run: RunRecord) -> str | None:
     """A likelihood-free run (GAN) trains on the generator's loss, not an ELBO."""
     if "final_divergence" in (run.summary.get("train") or {}):
@@ -230,7 +337,7 @@ def training(run: RunRecord) -> Section | None:
                 "Training loss per logged step (−reconstruction per datapoint: β = 0 has no "
                 "ELBO) and the validation reconstruction term after each epoch."
                 if run.point_mass
-                else "Training loss per logged step (β-weighted −ELBO per datapoint) and the "
+                else f"Training loss per logged step ({loss_caption(run)}) and the "
                 "validation value after each epoch.",
             )
         )
@@ -332,13 +439,17 @@ def evaluation(run: RunRecord) -> Section | None:
             + ("" if _exact_split(ev) else " (analytic KL; Monte-Carlo error)"),
         ]
     )
+    bound = _is_bound_estimate(ev)
     if ev.get("log_px") is not None:
         rows = [
             [
-                f"{ev.get('log_px_is', 'log p(x)')} (importance sampled)",
+                f"{ev.get('log_px_is', 'log p(x)')} "
+                + (f"({ESTIMATE_BOUND})" if bound else "(importance sampled)"),
                 _f(ev["log_px"], 3),
                 _f(ev.get("log_px_se"), 3),
-                f"K = {ev.get('num_samples')} samples per datapoint",
+                "a lower bound: the ELBO (K identical draws; importance sampling cannot tighten it)"
+                if bound
+                else f"K = {ev.get('num_samples')} samples per datapoint",
             ],
             *(
                 [
@@ -393,6 +504,12 @@ def evaluation(run: RunRecord) -> Section | None:
         not_here = ("ESS (mean, min)", "Pareto k̂ (median, max)", "active units")
         rows = [r for r in rows if r[0] not in not_here]
         rows.append(["k̂, ESS, active units", "n/a", "", ev.get("exact_note", "no latent")])
+    if bound:  # a point mass: K identical draws, so no gap, ESS or k̂ to speak of
+        for r in rows:
+            if r[0].startswith("gap "):
+                r[1:] = ["unknown", "", "not 0: a point-mass guide's bound cannot be tightened"]
+            elif r[0] in ("ESS (mean, min)", "Pareto k̂ (median, max)"):
+                r[1:] = ["n/a", "", "K identical draws of a point-mass guide"]
     table = Table(
         ["quantity", "nats per datapoint", "± se", "meaning"],
         rows,
@@ -403,6 +520,11 @@ def evaluation(run: RunRecord) -> Section | None:
     share = run.khat_share() if ev.get("has_latent") is not False else None
     if ev.get("has_latent") is False:
         paragraphs.append(f"A model with {ev.get('exact_note', 'no latent variable')}.")
+    if bound and ev.get("estimate_note"):
+        paragraphs.append(f"log p(x) is a {ev['estimate_note']}.")
+    codebook = _codebook_text(ev.get("codebook"))
+    if codebook:
+        paragraphs.append(f"Codebook usage: {codebook}.")
     if share is not None:
         paragraphs.append(
             f"{100 * share:.1f}% of the datapoints have Pareto k̂ above "
@@ -464,7 +586,9 @@ def evaluation(run: RunRecord) -> Section | None:
         )
         if f
     ]
-    return Section("Evaluation", paragraphs, cautions, [table], figures, details)
+    per_site = _per_site_table(ev)
+    tables = [table, per_site] if per_site else [table]
+    return Section("Evaluation", paragraphs, cautions, tables, figures, details)
 
 
 def _score_rows(c: dict) -> list[list[Any]]:
@@ -629,6 +753,8 @@ def _comparison_row(row: dict, cols: list[str], rank_shift: int = 0) -> list[str
             v = None
         if (v is None or v == "") and str(row.get("note", "")).startswith("no latent"):
             out.append("n/a")  # k̂, active units of a model without a latent (MADE)
+        elif (v is None or v == "") and row.get("estimate") == ESTIMATE_BOUND:
+            out.append("n/a")  # the gap, k̂ of a bound (point-mass guide): unknown, no weights
         elif v is None or v == "":
             out.append("–")
         elif c == "rank":
@@ -652,6 +778,8 @@ def run_comparison(run: RunRecord) -> Section | None:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     cols = ["rank", "model", "test_nll", "nll_se", "elbo", "gap", "khat_share", "d_log_px"]
+    if any(r.get("estimate") for r in rows):  # exact, importance-sampled or a bound
+        cols.insert(2, "estimate")
     if any(r.get("quantity") for r in rows):  # what each row's log p̂ is of: log p(x | y)...
         cols.insert(2, "quantity")
     shift = 1 if any(r.get("rank") == "0" for r in rows) else 0  # an older CSV ranked from 0
@@ -673,6 +801,10 @@ def run_comparison(run: RunRecord) -> Section | None:
         if len(kinds) > 1
         else []
     )
+    if any(r.get("estimate") == ESTIMATE_BOUND for r in rows):
+        from pyro_gen.evaluate.compare import BOUNDS_APART
+
+        cautions.append(BOUNDS_APART[0].upper() + BOUNDS_APART[1:] + ".")
     return Section(
         "Comparison with other runs",
         cautions=cautions,
@@ -697,6 +829,8 @@ def _log_px_cell(ev: dict) -> str:
         return f"{_f(ev['log_px_given_attributes'])} (given {ev.get('conditions', 'y')})"
     if ev.get("log_px_is"):
         return f"{_f(ev.get('log_px'))} ({ev['log_px_is']})"
+    if _is_bound_estimate(ev):
+        return f"≥ {_f(ev.get('log_px'))} ({ESTIMATE_BOUND})"
     return _f(ev.get("log_px"))
 
 
@@ -792,7 +926,7 @@ def ranking(runs: RunSet) -> Section | None:
     if c is None:
         return None
     from pyro_gen import plots
-    from pyro_gen.evaluate.compare import COLUMNS, NOT_A_BOUND
+    from pyro_gen.evaluate.compare import BOUNDS_APART, COLUMNS, NOT_A_BOUND, plot_rows
 
     cols = list(COLUMNS)
     header = _comparison_header(cols)
@@ -801,7 +935,7 @@ def ranking(runs: RunSet) -> Section | None:
     figures = (
         [
             Image(
-                data_uri(plots.comparison_plot(ranked)),
+                data_uri(plots.comparison_plot(plot_rows(ranked))),
                 "log p̂ ± se, best at the top; grey: the paired difference from the best "
                 "of the same quantity (one panel per quantity)",
             )
@@ -819,6 +953,8 @@ def ranking(runs: RunSet) -> Section | None:
     cautions = [c.warning] if getattr(c, "warning", "") else []
     if len(ranked) < len(c.rows):
         cautions.append("Not ranked: " + NOT_A_BOUND + ".")
+    if any(r.get("estimate") == ESTIMATE_BOUND for r in ranked):
+        cautions.append(BOUNDS_APART[0].upper() + BOUNDS_APART[1:] + ".")
     for r in ranked:
         note = khat_caution(
             r.get("khat_share"), KHAT_THRESHOLD, r.get("num_datapoints"), r.get("num_samples")

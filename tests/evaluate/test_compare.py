@@ -47,7 +47,9 @@ def test_tables_are_written_as_markdown_and_csv(two_models, tmp_path):
     assert c.names == ["LinearGaussian-1", "LinearGaussian-0"]
     md, path_csv = c.write(tmp_path)
     text = md.read_text()
-    assert text.startswith("| rank | model | log p̂ of | test NLL |") and "LinearGaussian-1" in text
+    head = "| rank | model | log p̂ of | estimate | test NLL |"
+    assert text.startswith(head) and "LinearGaussian-1" in text
+    assert "| importance-sampled |" in text  # what each number is
     rows = list(csv.DictReader(io.StringIO(path_csv.read_text())))
     assert [r["model"] for r in rows] == c.names
     assert float(rows[1]["d_log_px"]) == pytest.approx(c.rows[1]["d_log_px"])

@@ -49,7 +49,7 @@ def test_compare_writes_a_page_over_the_runs(evaluated_run, tmp_path, capsys):
     argv = ["compare", str(evaluated_run), str(other), "--num-samples", "25", "--limit", "16"]
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    share = max(float(line.split("|")[11]) for line in printed.splitlines()[2:4])
+    share = max(float(line.split("|")[12]) for line in printed.splitlines()[2:4])  # k̂ share
     assert (f"caution: {other.name}: Pareto k̂ > 0.7" in printed) == (share > 0.1)
     html = (out / "comparison.html").read_text()
     assert "<h2>Ranking on the same test points</h2>" in html
