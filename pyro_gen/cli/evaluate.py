@@ -146,6 +146,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     codebook = _codebook(model, x)
     if codebook:
         result["codebook"] = codebook
+    prior_note = _prior_stage_note(model, args.run)
+    if prior_note:
+        result["prior_stage_note"] = prior_note
     update_summary(args.run, "evaluate", result)
     label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
     print(
@@ -156,6 +159,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_mixed(mixed)
     _print_classifier(args)
     _print_codebook(codebook)
+    if prior_note:
+        print(f"pyro-gen: note: {prior_note}")
     if "note" in result:
         print(f"pyro-gen: note: {result['note']}")
     if skipped:
@@ -417,6 +422,37 @@ def _codebook(model, x: torch.Tensor) -> dict | None:
     return {**stats, "num_datapoints": int(x.shape[0])}
 
 
+PRIOR_STAGE_NOTE = (
+    "the prior was fitted jointly with the rest of the model only: pyro-gen train has no "
+    "prior-only stage (the codes move while the prior learns them). To fit the prior alone on "
+    "the final codes (only its parameters train, the same objective; it can only raise the "
+    "prior's log-likelihood term of the bound), in Python: with model.prior_only(): "
+    "Trainer(model, ...).fit(x_train), then save_model"
+)
+
+
+def _prior_stage_note(model, run) -> str | None:
+    """For a model with a prior-only training stage (``prior_only()``, a VQ-VAE with a
+    learned prior) trained by ``pyro-gen train`` (summary.json has its "train" section): that
+    the CLI never ran that stage, and how to run it; None otherwise (no such stage, or it has
+    nothing to train: ``prior_only()`` raises a ConfigError, e.g. a uniform prior)."""
+    from pyro_gen.errors import ConfigError
+    from pyro_gen.io import read_json
+
+    stage = getattr(model, "prior_only", None)
+    path = run / "summary.json"
+    if not callable(stage) or not path.is_file():
+        return None
+    if not isinstance((read_json(path, "summary") or {}).get("train"), dict):
+        return None  # not trained by pyro-gen train (the Python API may have run the stage)
+    try:
+        with stage():  # freezes and restores requires_grad; raises where nothing to train
+            pass
+    except ConfigError:
+        return None
+    return PRIOR_STAGE_NOTE
+
+
 def _print_codebook(c: dict | None) -> None:
     if c:
         k = c.get("num_codes")
@@ -466,6 +502,9 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     codebook = _codebook(model, x)
     if codebook:
         result["codebook"] = codebook
+    prior_note = _prior_stage_note(model, args.run)
+    if prior_note:
+        result["prior_stage_note"] = prior_note
     result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()
     }
@@ -543,6 +582,8 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     _print_mixed(mixed)
     _print_classifier(args)
     _print_codebook(codebook)
+    if prior_note:
+        print(f"pyro-gen: note: {prior_note}")
     pngs = f", {figures}/" + ", ".join(f"{n}.png" for n in drawn) if drawn else ""
     print(f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc{pngs}")
     _report(args.run)

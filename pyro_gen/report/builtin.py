@@ -525,6 +525,8 @@ def evaluation(run: RunRecord) -> Section | None:
     codebook = _codebook_text(ev.get("codebook"))
     if codebook:
         paragraphs.append(f"Codebook usage: {codebook}.")
+    if ev.get("prior_stage_note"):
+        paragraphs.append(f"Note: {ev['prior_stage_note']}.")
     if share is not None:
         paragraphs.append(
             f"{100 * share:.1f}% of the datapoints have Pareto k̂ above "

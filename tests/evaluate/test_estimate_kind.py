@@ -135,6 +135,7 @@ def test_evaluate_calls_a_point_mass_bound_a_bound(vq_run, capsys):
     assert "bound (point-mass guide), gap unknown" in line and "k̂ and ESS n/a" in line
     assert "gap 0.000" not in out and "active units n/a (discrete z)" in line
     assert "codebook: perplexity" in out and "dead" in out
+    assert "no prior-only stage" in out and "model.prior_only()" in out  # said, and how
     diag = json.loads((vq_run / "eval" / "diagnostics.json").read_text())
     assert diag["estimate"] == ESTIMATE_BOUND
     assert (
@@ -144,10 +145,12 @@ def test_evaluate_calls_a_point_mass_bound_a_bound(vq_run, capsys):
     assert 1 <= usage["perplexity"] <= 8 and usage["codes_used"] + usage["dead_codes"] == 8
     summary = json.loads((vq_run / "summary.json").read_text())["evaluate"]
     assert summary["codebook"] == usage and summary["estimate"] == ESTIMATE_BOUND
+    assert "no prior-only stage" in diag["prior_stage_note"]
     assert not (vq_run / "figures" / "khat.png").exists()  # no k̂ to draw
     html = build_report(load_run(vq_run))
     assert "bound (point-mass guide)" in html and "− ELBO unknown" in html
     assert "perplexity" in html and "codebook + commitment losses" in html
+    assert "no prior-only stage" in html
     assert "β-weighted −ELBO" not in html
 
 
@@ -189,3 +192,18 @@ def test_evaluate_prints_kl_and_units_per_site_of_a_hierarchical_model(tmp_path,
     assert [e["dims"] for e in sites.values()] == [2, 3]
     html = build_report(load_run(run))
     assert "KL and active units per latent site" in html and "KL per site" in html
+
+
+def test_prior_stage_note_only_where_a_prior_only_stage_has_something_to_train(tmp_path):
+    from pyro_gen.cli.evaluate import _prior_stage_note
+
+    (tmp_path / "summary.json").write_text(json.dumps({"train": {"steps": 1}}))
+    made_prior = build_model("vqvae", SMALL_VQ)
+    assert "no prior-only stage" in _prior_stage_note(made_prior, tmp_path)
+    assert all(p.requires_grad for p in made_prior.parameters())  # the stage restored them
+    assert (
+        _prior_stage_note(build_model("vqvae", {**SMALL_VQ, "prior": "uniform"}), tmp_path) is None
+    )
+    assert _prior_stage_note(VAE(data_shape=(1, 8, 8), latent_dim=2, hidden=(8,)), tmp_path) is None
+    (tmp_path / "summary.json").write_text(json.dumps({}))  # not trained by pyro-gen train
+    assert _prior_stage_note(made_prior, tmp_path) is None
