@@ -49,8 +49,10 @@ torch.Size([3])
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+from collections.abc import Iterator
 
 import pyro
 import torch
@@ -62,7 +64,7 @@ from torch import nn
 from pyro_gen.errors import ConfigError
 from pyro_gen.models.pair import DATA_PLATE, forked_rng
 
-__all__ = ["IWAE_ELBO", "PARTICLE_PLATE"]
+__all__ = ["IWAE_ELBO", "PARTICLE_PLATE", "particle_shape_errors"]
 
 PARTICLE_PLATE = "_iwae_particles"
 
@@ -211,7 +213,8 @@ class IWAE_ELBO(ELBO):
         k = self.num_particles
         pdim = -(self._nesting(model, guide, args, kwargs) + 1)
         holder: dict = {}
-        with pyro.plate(PARTICLE_PLATE, k, dim=pdim):
+        x = args[0] if args else None
+        with pyro.plate(PARTICLE_PLATE, k, dim=pdim), particle_shape_errors(k, x):
             guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
             self._check_guide(guide_tr)
             q_tr = guide_tr
@@ -338,6 +341,38 @@ class IWAE_ELBO(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward(retain_graph=self.retain_graph)
         return float(loss)
+
+
+@contextlib.contextmanager
+def particle_shape_errors(
+    k: int, x: torch.Tensor | None, objective: str = "the IWAE objective"
+) -> Iterator[None]:
+    """Turn Pyro's "Shape mismatch inside plate" from a program that does not broadcast over
+    vectorised particles (``k`` of them, a dim left of the batch ``x``) into a ConfigError
+    that says what the program must do; any other error passes unchanged.
+
+    Raises:
+        ConfigError: the program flattened or reshaped away the particle dim.
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as e:
+        text = str(e)
+        if "Shape mismatch inside plate" not in text:
+            raise
+        first = text.splitlines()[0]
+        rows = f"{k} x {x.shape[0]}" if isinstance(x, torch.Tensor) and x.dim() > 0 else f"{k} x B"
+        raise ConfigError(
+            f"{objective} runs model and guide once on all k = {k} particles, as a leading "
+            f"particle dim left of the batch ({rows} draws of each latent), and the program "
+            f"does not broadcast over it: {first}. Write the model and guide so that every "
+            "tensor keeps the latent's leading dims, e.g. do not flatten the batch with "
+            "reshape(-1, *data_shape) (use reshape(*z.shape[:-1], *data_shape), or "
+            "unflatten(-1, data_shape)). elbo='trace' with num_particles=1 runs such a program "
+            "as it is."
+        ) from None
 
 
 def _is_latent(site: dict) -> bool:

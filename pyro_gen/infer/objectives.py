@@ -43,6 +43,7 @@ __all__ = [
     "make_elbo",
     "DeviceTrace_ELBO",
     "DeviceTraceMeanField_ELBO",
+    "JitMeanField_ELBO",
 ]
 
 
@@ -120,48 +121,85 @@ class DeviceTrace_ELBO(_DeviceLoss, Trace_ELBO):
         return -elbo_particle, -surrogate_elbo_particle
 
 
+def _guide_log_q_sum(guide_site):
+    """The guide site's log q(z) summed, as the sampled KL estimate subtracts it: Pyro's
+    ``entropy_term`` (log q with its reparameterised gradient) where the site has one, else its
+    ``log_prob_sum``. A site without ``rsample`` has ``entropy_term`` the int 0 (its log q is in
+    the score-function term), and Pyro's ``entropy_term.sum()`` failed on it; its value is
+    log q, and its gradient is only right where q has no trained parameters, e.g. a point mass
+    on codes chosen outside autograd (the VQ-VAE's guide; :class:`~pyro_gen.infer.SVIStep`
+    refuses the other cases)."""
+    entropy_term = guide_site["score_parts"].entropy_term
+    if is_identically_zero(entropy_term):
+        return guide_site["log_prob_sum"]
+    return entropy_term.sum()
+
+
+def _meanfield_elbo_particle(model_trace, guide_trace):
+    """One particle's ELBO as ``TraceMeanField_ELBO._differentiable_loss_particle`` sums it
+    (analytic KL where ``kl_divergence`` has it, else the sampled log p(z) − log q(z)), with
+    the sampled estimate also for guide sites without ``rsample`` (:func:`_guide_log_q_sum`)."""
+    elbo_particle = 0
+    for name, model_site in model_trace.nodes.items():
+        if model_site["type"] != "sample":
+            continue
+        if model_site["is_observed"]:
+            elbo_particle = elbo_particle + model_site["log_prob_sum"]
+            continue
+        guide_site = guide_trace.nodes[name]
+        if is_validation_enabled():
+            check_fully_reparametrized(guide_site)
+        try:
+            kl_qp = kl_divergence(guide_site["fn"], model_site["fn"])
+        except NotImplementedError:
+            elbo_particle = (
+                elbo_particle + model_site["log_prob_sum"] - _guide_log_q_sum(guide_site)
+            )
+            continue
+        kl_qp = scale_and_mask(kl_qp, scale=guide_site["scale"], mask=guide_site["mask"])
+        if torch.is_tensor(kl_qp):
+            kl_qp_sum = kl_qp.sum()
+        else:
+            kl_qp_sum = kl_qp * torch.Size(guide_site["fn"].batch_shape).numel()
+        elbo_particle = elbo_particle - kl_qp_sum
+    for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
+        if guide_site["type"] == "sample" and name not in model_trace.nodes:
+            if is_validation_enabled():
+                check_fully_reparametrized(guide_site)
+            elbo_particle = elbo_particle - _guide_log_q_sum(guide_site)
+    return elbo_particle
+
+
 class DeviceTraceMeanField_ELBO(_DeviceLoss, TraceMeanField_ELBO):
-    """``TraceMeanField_ELBO`` (analytic KL) whose ``differentiable_loss`` stays on the device."""
+    """``TraceMeanField_ELBO`` (analytic KL) whose ``differentiable_loss`` stays on the device;
+    the sampled KL estimate also works for a guide site without ``rsample`` (a point mass)."""
 
     def _device_loss_particle(self, model_trace, guide_trace):
         # TraceMeanField_ELBO._differentiable_loss_particle, ending in _f64 (not torch_item)
-        elbo_particle = 0
-        for name, model_site in model_trace.nodes.items():
-            if model_site["type"] != "sample":
-                continue
-            if model_site["is_observed"]:
-                elbo_particle = elbo_particle + model_site["log_prob_sum"]
-                continue
-            guide_site = guide_trace.nodes[name]
-            if is_validation_enabled():
-                check_fully_reparametrized(guide_site)
-            try:
-                kl_qp = kl_divergence(guide_site["fn"], model_site["fn"])
-            except NotImplementedError:
-                entropy_term = guide_site["score_parts"].entropy_term
-                elbo_particle = elbo_particle + model_site["log_prob_sum"] - entropy_term.sum()
-                continue
-            kl_qp = scale_and_mask(kl_qp, scale=guide_site["scale"], mask=guide_site["mask"])
-            if torch.is_tensor(kl_qp):
-                kl_qp_sum = kl_qp.sum()
-            else:
-                kl_qp_sum = kl_qp * torch.Size(guide_site["fn"].batch_shape).numel()
-            elbo_particle = elbo_particle - kl_qp_sum
-        for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
-            if guide_site["type"] == "sample" and name not in model_trace.nodes:
-                if is_validation_enabled():
-                    check_fully_reparametrized(guide_site)
-                elbo_particle = elbo_particle - guide_site["score_parts"].entropy_term.sum()
+        elbo_particle = _meanfield_elbo_particle(model_trace, guide_trace)
         if not self.exact_value:
             return None, -elbo_particle
         return -_f64(elbo_particle), -elbo_particle
+
+
+class JitMeanField_ELBO(JitTraceMeanField_ELBO):
+    """Pyro's ``JitTraceMeanField_ELBO`` with the particle of :class:`DeviceTraceMeanField_ELBO`
+    (the sampled KL estimate works for a guide site without ``rsample``)."""
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo_particle = _meanfield_elbo_particle(model_trace, guide_trace)
+        if torch._C._get_tracing_state() or not torch.is_tensor(elbo_particle):
+            loss = -elbo_particle.detach() if torch.is_tensor(elbo_particle) else -elbo_particle
+        else:
+            loss = -float(elbo_particle.detach())
+        return loss, -elbo_particle
 
 
 ELBOS = {
     "trace": DeviceTrace_ELBO,
     "meanfield": DeviceTraceMeanField_ELBO,
     "jit": JitTrace_ELBO,
-    "jit_meanfield": JitTraceMeanField_ELBO,
+    "jit_meanfield": JitMeanField_ELBO,
     "enum": TraceEnum_ELBO,
     "jit_enum": JitTraceEnum_ELBO,
     "iwae": IWAE_ELBO,

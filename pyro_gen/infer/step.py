@@ -17,7 +17,13 @@ right and refuses it with the fix:
   use ``elbo="enum"``;
 * a ``pyro.param`` in Pyro's global param store: the step optimises the module's parameters
   only, so such a parameter would silently never move; make it an ``nn.Parameter`` /
-  ``PyroParam`` of the module.
+  ``PyroParam`` of the module;
+* ``meanfield`` with a guide site drawn without ``rsample`` whose q has trained parameters
+  (no score-function term: part of the gradient would be missing); use ``elbo="trace"``;
+* vectorised particles (``iwae``, or ``num_particles > 1``) on a program that does not
+  broadcast over their leading dim (e.g. it flattens the batch with ``reshape(-1, ...)``).
+
+``iwae`` with one particle warns: k = 1 is the plain ELBO.
 
 >>> import torch
 >>> from pyro_gen.models import VAE, as_pair
@@ -43,6 +49,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_gen.errors import ConfigError
 from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.handlers import ScaleData, ScaleLatents
+from pyro_gen.infer.iwae import particle_shape_errors
 from pyro_gen.infer.objectives import ENUM_ELBOS, IWAE_ELBOS, make_elbo
 from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair, forked_rng
 
@@ -54,6 +61,7 @@ OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
 }
+MEANFIELD_ELBOS = ("meanfield", "jit_meanfield")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 FUSED_OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -183,6 +191,8 @@ class SVIStep:
         self._num_data = int(num_data)
         x, kw = _split(batch)
         globals_, nesting = self._inspect(x, kw)
+        if self.elbo_name in MEANFIELD_ELBOS:
+            self._check_reparameterised(x, kw)
         self.data_scale = self._num_data / x.shape[0] if globals_ else 1.0
         if self.elbo_name not in ENUM_ELBOS + IWAE_ELBOS:
             nesting = None  # only enumeration and the IWAE particle plate need it
@@ -191,6 +201,16 @@ class SVIStep:
         )
         if self.elbo_name in IWAE_ELBOS:  # DReG re-runs the guide at detached parameters
             self.elbo.module = self.pair.module
+        if self.num_particles > 1 and not self.elbo_name.startswith("jit"):
+            self._check_particles(x, kw)
+        if self.elbo_name in IWAE_ELBOS and self.num_particles == 1:
+            warnings.warn(
+                f"elbo={self.elbo_name!r} with num_particles=1: at k = 1 the importance-weighted "
+                "bound is the plain ELBO, the bound elbo='trace' optimises. Give "
+                "num_particles=k (pyro-gen train --num-particles k, e.g. 5 or 50) for a tighter "
+                "bound.",
+                stacklevel=3,
+            )
         params = [p for p in self.pair.module.parameters() if p.requires_grad]
         self.params = params
         self.optimizer, self.scheduler = make_optimizer(
@@ -267,6 +287,58 @@ class SVIStep:
                 stacklevel=4,
             )
         return has_global, nesting
+
+    def _check_particles(self, x: torch.Tensor, kw: dict) -> None:
+        """One loss on the first batch before training (no gradient): a program that cannot
+        take the vectorised particles' leading dim (it flattens the batch with
+        ``reshape(-1, ...)``) is refused with a ConfigError that says so, not Pyro's shape
+        error at the first step."""
+        objective = (
+            f"elbo={self.elbo_name!r}"
+            if self.elbo_name in IWAE_ELBOS
+            else f"elbo={self.elbo_name!r} with num_particles={self.num_particles}"
+        )
+        with (
+            forked_rng(x.device),
+            buffers_kept(self.pair.module),
+            torch.no_grad(),
+            pyro.settings.context(module_local_params=True),
+            pyro.validation_enabled(False),
+            particle_shape_errors(self.num_particles, x, objective),
+        ):
+            self.elbo.differentiable_loss(self.pair.model, self.pair.guide, x, **kw)
+
+    def _check_reparameterised(self, x: torch.Tensor, kw: dict) -> None:
+        """Refuse ``meanfield`` for a guide site drawn without ``rsample`` whose log q depends
+        on trained parameters: the mean-field objective has no score-function term, so the
+        gradient of E_q[log p(x | z)] with respect to q would be silently missing. A site
+        whose q has no trained parameters (a point mass on codes chosen outside autograd, as
+        the VQ-VAE's guide) is fine: its sampled log q needs no gradient."""
+        n = min(8, x.shape[0])
+        small = {k: v[:n] if _per_datapoint(v, x) else v for k, v in kw.items()}
+        with (
+            forked_rng(x.device),
+            buffers_kept(self.pair.module),
+            torch.enable_grad(),
+            pyro.settings.context(module_local_params=True),
+            pyro.validation_enabled(False),
+        ):
+            guide_tr = poutine.trace(self.pair.guide).get_trace(x[:n], **small)
+            for name, site in guide_tr.nodes.items():
+                if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+                    continue
+                fn = site["fn"]
+                if fn.has_rsample or not fn.log_prob(site["value"]).requires_grad:
+                    continue
+                raise ConfigError(
+                    f"elbo={self.elbo_name!r} needs every guide site reparameterised, but guide "
+                    f"site {name!r} ({_base_name(fn)}) is drawn without rsample and its "
+                    "distribution depends on trained parameters: the mean-field objective has "
+                    "no score-function term, so the gradient through the samples (the "
+                    "reconstruction term's, for the guide's parameters) would be silently "
+                    "missing. Use elbo='trace' (pyro-gen train --elbo trace: score-function "
+                    "gradient), or mark the site for enumeration and use elbo='enum'."
+                )
 
     def _wrapped(self, jit: bool) -> tuple[Callable, Callable]:
         """Model and guide under β and the data-plate scale (read at call time); under JIT
@@ -364,6 +436,15 @@ def argument_error(names, e: TypeError) -> Exception:
         f"the batch's entries {list(names)} are passed to model and guide as model({call}); "
         f"{e}. Give the batch exactly the arguments model and guide take."
     )
+
+
+def _base_name(fn) -> str:
+    """The distribution's class name under its wrappers: ``Bernoulli in Independent``."""
+    wrappers = []
+    while hasattr(fn, "base_dist"):
+        wrappers.append(type(fn).__name__)
+        fn = fn.base_dist
+    return type(fn).__name__ + (f" in {', '.join(wrappers)}" if wrappers else "")
 
 
 def _null():

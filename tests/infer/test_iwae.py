@@ -245,3 +245,44 @@ def test_dreg_detaches_every_name_of_a_tied_parameter_and_restores_them():
     # no path into the weight under either of its names (the b.weight alias included)
     assert torch.autograd.grad(out, [m.a.weight], allow_unused=True) == (None,)
     assert isinstance(m.a.weight, nn.Parameter) and m.b.weight is m.a.weight  # restored
+
+
+class Flattening(PyroModule):
+    """A VAE whose decoder output is reshaped with ``reshape(-1, *data_shape)``: right for one
+    particle, but it folds a leading particle dim into the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.dec = nn.Linear(4, 4), nn.Linear(2, 4)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            logits = self.dec(z).reshape(-1, 1, 2, 2)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            h = self.enc(x.flatten(1))
+            pyro.sample("z", dist.Normal(h[..., :2], h[..., 2:].exp()).to_event(1))
+
+
+@pytest.mark.parametrize(("elbo", "k"), [("iwae", 4), ("iwae_dreg", 3), ("trace", 4)])
+def test_a_program_that_flattens_the_particle_dim_is_refused_before_training(elbo, k, tmp_path):
+    x = torch.bernoulli(torch.full((24, 1, 2, 2), 0.4))
+    run = tmp_path / "run"
+    t = Trainer(Flattening(), elbo=elbo, num_particles=k, batch_size=8, max_steps=2, run_dir=run)
+    with pytest.raises(ConfigError, match=r"reshape\(-1, \*data_shape\).*elbo='trace' with num_"):
+        t.fit(x)
+    assert not run.exists()  # refused in the checks, before anything is written
+    # the same program trains with one particle; the pointwise bound says the same thing
+    Trainer(Flattening(), elbo="trace", batch_size=8, max_steps=2, progress=False).fit(x)
+    with pytest.raises(ConfigError, match=rf"k = {k} particles.*\({k} x 8 draws"):
+        IWAE_ELBO(k).pointwise_bound(Flattening().model, Flattening().guide, x[:8])
+
+
+def test_iwae_at_one_particle_says_it_is_the_elbo():
+    x = torch.bernoulli(torch.full((16, 1, 4, 4), 0.3))
+    vae = VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
+    with pytest.warns(UserWarning, match="num_particles=1.*plain ELBO.*--num-particles k"):
+        Trainer(vae, elbo="iwae", batch_size=8, max_steps=1, progress=False).fit(x)

@@ -112,3 +112,78 @@ def test_surrogate_value_mode_keeps_gradients_bit_for_bit(pyro_cls, ours_cls, bu
         assert torch.equal(loss, ref_loss)
     else:
         torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=0)
+
+
+# -- meanfield on guide sites without rsample ----------------------------------------------------
+def _vqvae():
+    from pyro_gen.models.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    return VQVAE(
+        data_shape=(1, 16, 16), num_codes=8, code_dim=4, channels=(8, 8), prior_hidden=(16,)
+    )
+
+
+@pytest.mark.parametrize("name", ["meanfield", "jit_meanfield"])
+def test_meanfield_on_a_point_mass_guide_is_the_sampled_elbo(name):
+    # the VQ-VAE's guide is a one-hot Categorical (no rsample: entropy_term is the int 0) and
+    # its MADE prior has no closed-form KL, so meanfield falls back to the sampled estimate;
+    # q is a point mass (log q = 0, no parameters), so its loss and gradient are trace's
+    from pyro_gen.infer import Trainer
+
+    x = torch.bernoulli(
+        torch.full((20, 1, 16, 16), 0.3), generator=torch.Generator().manual_seed(0)
+    )
+    module = _vqvae()
+    trace_loss, trace_grads = _loss_and_grads(make_elbo("trace"), module, x[:5])
+    if name == "meanfield":
+        loss, grads = _loss_and_grads(make_elbo("meanfield"), module, x[:5])
+        assert torch.equal(loss, trace_loss)
+        for a, b in zip(grads, trace_grads):
+            torch.testing.assert_close(a, b)
+    histories = {}
+    for elbo in ("trace", name):
+        t = Trainer(_vqvae(), elbo=elbo, batch_size=10, max_steps=2, progress=False, seed=0)
+        histories[elbo] = [r["loss"] for r in t.fit(x) if r["loss"] != ""]
+    assert histories[name] and all(torch.isfinite(torch.tensor(histories[name])))
+    torch.testing.assert_close(histories[name], histories["trace"], rtol=1e-5, atol=1e-4)
+
+
+class TrainedBernoulliGuide(nn.Module):
+    """A Bernoulli latent whose guide has trained logits (no rsample); ``fixed``: its guide
+    has no parameters."""
+
+    def __init__(self, fixed: bool = False) -> None:
+        super().__init__()
+        self.enc, self.dec, self.fixed = nn.Linear(4, 2), nn.Linear(2, 4), fixed
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(x.new_full((x.shape[0], 2), 0.5)).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(c), 1.0).to_event(1), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            logits = x.new_zeros(x.shape[0], 2) if self.fixed else self.enc(x)
+            pyro.sample("c", dist.Bernoulli(logits=logits).to_event(1))
+
+
+@pytest.mark.parametrize("name", ["meanfield", "jit_meanfield"])
+def test_meanfield_refuses_a_trained_guide_site_without_rsample(name):
+    # meanfield has no score-function term: the encoder would get no gradient from the
+    # reconstruction term, silently
+    from pyro_gen.errors import ConfigError
+    from pyro_gen.infer import Trainer
+
+    x = torch.randn(16, 4)
+    with pytest.raises(ConfigError, match=r"'c' \(Bernoulli in Independent\).*--elbo trace"):
+        Trainer(TrainedBernoulliGuide(), elbo=name, batch_size=8, max_steps=1, progress=False).fit(
+            x
+        )
+    Trainer(TrainedBernoulliGuide(), elbo="trace", batch_size=8, max_steps=1, progress=False).fit(
+        x
+    )  # the score-function objective takes it
+    t = Trainer(
+        TrainedBernoulliGuide(fixed=True), elbo=name, batch_size=8, max_steps=1, progress=False
+    )
+    t.fit(x)  # a guide without parameters: nothing is missing from the gradient
