@@ -32,7 +32,16 @@ from torch.distributions import kl_divergence
 from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.log_likelihood import _slice_kwargs, check_guide, importance_chunks
 from pyro_gen.evaluate.progress import progress_bar
-from pyro_gen.evaluate.terms import DATA_PLATE, TraceSiteError
+from pyro_gen.evaluate.terms import (
+    DATA_PLATE,
+    KL_ANALYTIC,
+    KL_POINT_MASS,
+    KL_SAMPLED,
+    TraceSiteError,
+    drawn_too_late,
+    kl_estimate,
+    merge_kl_methods,
+)
 from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, forked_rng, prepare_and_check
 
 __all__ = [
@@ -163,6 +172,17 @@ class _SiteInfo:
     mean: torch.Tensor | None  # [n, D'] E_q[z | x], None when the guide has no mean
     discrete: bool = False  # integer/one-hot support or enumerated: no "unit" (Burda et al.)
     point_mass: bool = False  # all of q's mass on one value (Delta, or zero entropy)
+    kl_method: str = KL_SAMPLED  # how the ELBO's KL term of the site is computed (evaluate.terms)
+
+
+def _kl_method(site: dict, kl: torch.Tensor | None) -> str:
+    """As :func:`pyro_gen.evaluate.terms.pointwise_terms` computes the site's KL term: all of a
+    discrete q's mass on its drawn value (−log p exactly), the closed form, or sampled."""
+    if getattr(getattr(site["fn"], "support", None), "is_discrete", False):
+        lq = torch.as_tensor(site["fn"].log_prob(site["value"]))
+        if lq.numel() and bool((lq.abs() <= 1e-6).all()):
+            return KL_POINT_MASS
+    return KL_SAMPLED if kl is None else KL_ANALYTIC
 
 
 def _is_discrete(site: dict) -> bool:
@@ -193,10 +213,15 @@ def _is_point_mass(site: dict) -> bool:
 
 
 def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[str, _SiteInfo]:
-    """One guide trace + model replay on ``x``: per-dimension analytic KL and E_q[z] per site."""
+    """One guide trace + model replay on ``x``: per-dimension analytic KL and E_q[z] per site.
+
+    The closed form only where it is the ELBO's term (:func:`~pyro_gen.evaluate.terms.
+    drawn_too_late`: not for a site the guide draws before a latent the model draws first);
+    None there, as where Pyro has no formula: the site's KL is then the sampled one."""
     n = x.shape[0]
     guide_tr = poutine.trace(pair.guide).get_trace(x, **kw)
     model_tr = poutine.trace(poutine.replay(pair.model, trace=guide_tr)).get_trace(x, **kw)
+    too_late = drawn_too_late(guide_tr, model_tr)
     out = {}
     for name, site in guide_tr.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
@@ -209,6 +234,8 @@ def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[s
             kl = per_datapoint_table(name, site, kl, q_reint, n)
         except (NotImplementedError, RuntimeError, ValueError):
             kl = None
+        if too_late.get(name):  # p(s | ·) may depend on s's own draw: sampled
+            kl = None
         try:
             mean = site["fn"].mean
             mean = mean.expand(torch.broadcast_shapes(mean.shape, site["value"].shape))
@@ -216,6 +243,7 @@ def _latent_structure(pair: ModelGuidePair, x: torch.Tensor, kw: dict) -> dict[s
         except NotImplementedError:
             mean = None
         out[name] = _SiteInfo(kl, mean, _is_discrete(site), _is_point_mass(site))
+        out[name].kl_method = _kl_method(site, kl)
     return out
 
 
@@ -229,7 +257,10 @@ class Diagnostics:
 
     ``elbo`` is the mean log-weight of the same K draws as ``log_px``, so ``gap = log_px − elbo
     ≥ 0`` exactly (Jensen); ``reconstruction + attributes_log_prob − kl`` is the same bound with
-    the analytic KL and agrees with ``elbo`` to Monte-Carlo error. ``reconstruction`` is the
+    each site's KL as :func:`~pyro_gen.evaluate.evaluate_elbo` computes it (``kl_methods``:
+    the closed form where it is the ELBO's term, else sampled from the same draws; the run's
+    kind in the summary's ``kl_estimate``) and agrees with ``elbo`` to Monte-Carlo error
+    (exactly when no site's KL is analytic). ``reconstruction`` is the
     data site ``"x"``'s E_q log p(x | z, y) only; a conditional model's other observed sites
     (its attributes y, named in ``attribute_sites``) are ``attributes_log_prob`` (zeros without
     them), and then ``log_px`` and ``elbo`` are about log p(x, y), as in
@@ -262,6 +293,7 @@ class Diagnostics:
     attributes_log_prob: torch.Tensor | None = None
     attribute_sites: list[str] = field(default_factory=list)
     discrete_sites: list[str] = field(default_factory=list)
+    kl_methods: dict[str, str] = field(default_factory=dict)  # site -> analytic/sampled/...
     point_mass_sites: list[str] = field(default_factory=list)
 
     @property
@@ -310,9 +342,9 @@ class Diagnostics:
 
     @property
     def per_site(self) -> dict[str, dict]:
-        """Each latent site (a layer of a hierarchical model): ``{"kl": mean KL (nats, analytic
-        where Pyro has it; for a site after another, given the guide's draw of the earlier
-        one), "active_units", "dims"}``, from the columns named ``site`` or ``site[i]``; a
+        """Each latent site (a layer of a hierarchical model): ``{"kl": mean KL (nats: the
+        closed form where it is the ELBO's term, else sampled; ``kl_methods`` says which),
+        "active_units", "dims"}``, from the columns named ``site`` or ``site[i]``; a
         discrete site has ``"discrete": True`` and no units (``dims`` 0)."""
         sites: dict[str, dict] = {}
 
@@ -382,6 +414,8 @@ class Diagnostics:
                 else {}
             ),
             "kl": float(self.kl.mean()),
+            "kl_estimate": kl_estimate(self.kl_methods),
+            "kl_methods": dict(self.kl_methods),
             "gap": float(self.gap.mean()),
             "gap_se": se(self.gap) if not bound else nan,
             "ess_mean": float(self.ess.mean()),
@@ -443,6 +477,7 @@ def diagnose(
     kl_names: list[str] = []
     mean_names: list[str] = []
     discrete_sites: list[str] = []
+    kl_methods: dict[str, str] = {}
     point_mass: dict[str, bool] = {}  # site -> a point mass in every chunk so far
     with evaluating(pair.module, seed):
         x = prepare_and_check(pair, x, "x", **kwargs)
@@ -473,6 +508,7 @@ def diagnose(
                 info = _latent_structure(pair, xs, kw)
             kl_parts, mean_parts, kl_names, mean_names = [], [], [], []
             for name, si in info.items():
+                kl_methods = merge_kl_methods(kl_methods, {name: si.kl_method})
                 if si.kl is not None:
                     kl_parts.append(si.kl.double().cpu())
                     kl_names += _labels(name, si.kl.shape[1])
@@ -512,5 +548,6 @@ def diagnose(
         attributes_log_prob=cat["attributes_log_prob"],
         attribute_sites=attribute_sites,
         discrete_sites=discrete_sites,
+        kl_methods=kl_methods,
         point_mass_sites=point_mass_sites,
     )

@@ -131,14 +131,23 @@ def test_drawn_too_late_names_the_model_parents_the_guide_draws_after(x):
     assert t.kl_method == {"z2": "analytic", "z1": "analytic"}
 
 
-def test_diagnose_splits_a_bottom_up_guide_without_bias(x):
-    d = diagnose(TwoLayer(), x, num_samples=4000, seed=0)
-    assert d.summary()["kl"] == float(d.kl.mean())
+def test_diagnose_splits_a_bottom_up_guide_without_bias():
+    x = torch.linspace(-2.0, 2.0, 100).unsqueeze(-1)  # many rows: the per-layer KL is a mean
+    d = diagnose(TwoLayer(), x, num_samples=2000, seed=0)
+    s = d.summary()
     want = exact_elbo(x, "bottom_up")
     torch.testing.assert_close(d.elbo.double(), want, atol=0.4, rtol=0)
     # z1's KL is sampled from the same draws as the ELBO: only z2's closed form differs
     split = d.reconstruction - d.kl
     torch.testing.assert_close(split.double(), want, atol=0.4, rtol=0)
+    assert s["kl_methods"] == {"z1": "sampled", "z2": "analytic"}
+    assert s["kl_estimate"] == "mixed"
+    # z1's row of the per-layer table is its sampled KL (the closed form would be 6.4 nats more)
+    xd = x.double().squeeze(-1)
+    e_res = (1 - A * D) ** 2 * ((C * xd) ** 2 + T1**2) + A**2 * T2**2
+    kl_z1 = -0.5 * math.log(2 * math.pi * math.e * T1**2) - _log_normal_moment(e_res, S1)
+    assert abs(s["per_site"]["z1"]["kl"] - float(kl_z1.mean())) < 0.3
+    assert abs(s["per_site"]["z1"]["kl"] + s["per_site"]["z2"]["kl"] - s["kl"]) < 0.3
 
 
 def test_the_shipped_models_say_how_their_kl_was_computed():
