@@ -611,9 +611,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     valid = model_batch(model, ds, "valid") if "valid" in ds.splits else None
     valid = None if likelihood_free else valid  # no validation ELBO without a density
-    history = trainer.fit(
-        model_batch(model, ds, "train"), valid, dynamic_binarization=ds.dynamic_binarization
-    )
+    existed = run.exists()  # a fresh run's folder is absent or empty (checked above)
+    try:
+        history = trainer.fit(
+            model_batch(model, ds, "train"), valid, dynamic_binarization=ds.dynamic_binarization
+        )
+    except Exception:
+        if not s["resume"]:
+            _remove_unfinished(run, existed)
+        raise
     wall = time.perf_counter() - start
     if trainer.interrupted:
         print(
@@ -686,16 +692,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         write_run_report(run)
         return 0
-    ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
-    result[f"{split}_elbo"] = ev
+    ev, skipped = _end_elbo(model, ds, split, s["seed"])
+    if skipped is None:
+        result[f"{split}_elbo"] = ev
+    else:
+        result[f"{split}_elbo_note"] = skipped
     scored = _classifier_results(model, ds, split)
     result.update(scored)
     update_summary(run, "train", result)
-    what = "ELBO" if "note" not in ev else "reconstruction-only 'ELBO' (not a bound)"
     steps = steps_line(result["steps"], trainer.steps_this_fit, wall, result["steps_per_second"])
-    print(f"pyro-gen: {steps}; {split} {what} {ev['elbo']:.2f} nats = {describe_parts(ev)}")
-    if "note" in ev:
-        print(f"pyro-gen: note: {ev['note']}")
+    if skipped is not None:
+        print(f"pyro-gen: {steps}; no {split} ELBO")
+        print(f"pyro-gen: note: {skipped}")
+    else:
+        what = "ELBO" if "note" not in ev else "reconstruction-only 'ELBO' (not a bound)"
+        print(f"pyro-gen: {steps}; {split} {what} {ev['elbo']:.2f} nats = {describe_parts(ev)}")
+        if "note" in ev:
+            print(f"pyro-gen: note: {ev['note']}")
     _print_classifier_results(scored)
     print(
         f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, summary.json, "
@@ -705,6 +718,83 @@ def cmd_train(args: argparse.Namespace) -> int:
     if report is not None:
         print(f"pyro-gen: open {report} in a browser: the run on one page")
     return 0
+
+
+def _global_latents(model, batch: dict) -> list[str]:
+    """The latent sites of guide or model outside ``pyro.plate("data")`` (global latents),
+    from one trace on two rows (no training noise drawn, no buffer moved)."""
+    from pyro import poutine
+    from pyro.poutine.util import site_is_subsample
+
+    from pyro_gen.infer.capture import buffers_kept
+    from pyro_gen.models.pair import DATA_PLATE, as_pair, forked_rng
+
+    pair = as_pair(model)
+    small = {k: v[:2] for k, v in batch.items()}
+    x = small.pop("x")
+    with (
+        forked_rng(x.device),
+        buffers_kept(pair.module),
+        torch.no_grad(),
+        pyro.settings.context(module_local_params=True),
+        pyro.validation_enabled(False),
+    ):
+        guide_tr = poutine.trace(pair.guide).get_trace(x, **small)
+        model_tr = poutine.trace(poutine.replay(pair.model, trace=guide_tr)).get_trace(x, **small)
+    names: list[str] = []
+    for tr in (guide_tr, model_tr):
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+                continue
+            if DATA_PLATE not in [f.name for f in site["cond_indep_stack"]] and name not in names:
+                names.append(name)
+    return names
+
+
+def _end_elbo(model, ds: Dataset, split: str, seed: int) -> tuple[dict | None, str | None]:
+    """The ELBO on ``split`` at the end of training (:func:`evaluate_elbo`'s summary), or
+    (None, a note saying why not) for a program with global latents: the per-datapoint ELBO
+    needs every latent under ``pyro.plate("data")``, so it is skipped as the validation ELBO
+    is, and the run still gets its summary.json."""
+    batch = model_batch(model, ds, split)
+    found = _global_latents(model, batch)
+    if found:
+        sites = ", ".join(repr(n) for n in found)
+        return None, (
+            f"no {split} ELBO: the program has latent sites outside pyro.plate('data') "
+            f"(global latents: {sites}), and the per-datapoint ELBO that pyro-gen reports needs "
+            "every latent under it (the validation ELBO was skipped for the same reason). The "
+            "model was trained on the full-data ELBO all the same."
+        )
+    return evaluate_elbo(**batch, model=model, seed=seed).summary(), None
+
+
+def _remove_unfinished(run: Path, existed: bool) -> None:
+    """After a fresh run failed before its first checkpoint: remove what it wrote (config.json,
+    model.safetensors, history.csv: the untrained weights would look like a finished run to
+    evaluate/sample, and the folder would block a new run with the same --out). The folder
+    was absent or empty before (cmd_train checks), so everything in it is this run's. A run
+    with a checkpoint is kept: --resume continues it."""
+    import shutil
+
+    from pyro_gen.infer.checkpoint import latest_checkpoint
+
+    if not run.is_dir() or latest_checkpoint(run) is not None:
+        return
+    entries = list(run.iterdir())
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    if not existed:
+        run.rmdir()
+    if not entries and existed:
+        return  # it failed before writing anything
+    print(
+        f"pyro-gen: training failed before its first checkpoint; removed what it wrote in {run} "
+        "(no run folder is left that looks finished)."
+    )
 
 
 def steps_line(total: int, this_session: int, wall: float, rate: float) -> str:
@@ -893,23 +983,29 @@ def _train_distributed(
         )
     _figures(model, s, None, figures, run.name)
     split = "test" if "test" in ds.splits else "train"
-    ev = evaluate_elbo(**model_batch(model, ds, split), model=model, seed=s["seed"]).summary()
+    ev, skipped = _end_elbo(model, ds, split, s["seed"])
     summary = {
         "steps": result.steps,
         "epochs": result.epochs,
         "wall_seconds": round(result.wall_seconds, 2),
         "world_size": result.world_size,
         "replicas_identical": result.replicas_identical,
-        f"{split}_elbo": ev,
     }
+    if skipped is None:
+        summary[f"{split}_elbo"] = ev
+    else:
+        summary[f"{split}_elbo_note"] = skipped
     scored = _classifier_results(model, ds, split)
     summary.update(scored)
     update_summary(run, "train", summary)
     print(
         f"pyro-gen: {result.steps} steps on {result.world_size} processes in "
         f"{result.wall_seconds:.1f} s (replicas identical: {result.replicas_identical}); "
-        f"{split} ELBO {ev['elbo']:.2f} nats; wrote {run}/"
+        + (f"{split} ELBO {ev['elbo']:.2f} nats" if skipped is None else f"no {split} ELBO")
+        + f"; wrote {run}/"
     )
+    if skipped is not None:
+        print(f"pyro-gen: note: {skipped}")
     _print_classifier_results(scored)
     report = write_run_report(run)
     if report is not None:

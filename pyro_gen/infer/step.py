@@ -209,7 +209,7 @@ class SVIStep:
                 "bound is the plain ELBO, the bound elbo='trace' optimises. Give "
                 "num_particles=k (pyro-gen train --num-particles k, e.g. 5 or 50) for a tighter "
                 "bound.",
-                stacklevel=3,
+                stacklevel=4,
             )
         params = [p for p in self.pair.module.parameters() if p.requires_grad]
         self.params = params
