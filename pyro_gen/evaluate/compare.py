@@ -54,7 +54,13 @@ from pyro_gen.evaluate.diagnostics import (
     Diagnostics,
     diagnose,
 )
-from pyro_gen.evaluate.elbo import AttributeTerm, ELBOResult, attribute_term, evaluate_elbo
+from pyro_gen.evaluate.elbo import (
+    AttributeTerm,
+    ELBOResult,
+    attribute_term,
+    describe_kl_runs,
+    evaluate_elbo,
+)
 from pyro_gen.evaluate.log_likelihood import PointMassGuideError
 from pyro_gen.evaluate.progress import progress_bar
 from pyro_gen.io import atomic_open
@@ -92,7 +98,8 @@ COLUMNS = {
     "num_datapoints": ("N", "{}"),
     "num_samples": ("K", "{}"),
 }
-CSV_COLUMNS = (*COLUMNS, "is_bound", "note")  # the CSV also says which rows are not bounds
+# the CSV also says which rows are not bounds, and how each row's KL was computed
+CSV_COLUMNS = (*COLUMNS, "kl_estimate", "is_bound", "note")
 
 
 @dataclass
@@ -140,9 +147,11 @@ class Comparison:
                 f"\nNats per datapoint over the same {ranked[0]['num_datapoints']} test points, "
                 f"K = {ranked[0]['num_samples']} importance samples. Δ log p̂ = mean of "
                 "log p̂_best(x_n) − log p̂_model(x_n); its se is over the paired differences. "
-                "Ranks start at 1. The ELBO is the mean log-weight of the same K draws; the "
-                "KL is analytic, so E log p(x|z) − KL (plus a conditional model's log p(y)) "
-                "equals the ELBO only to Monte-Carlo error.\n"
+                "Ranks start at 1. The ELBO is the mean log-weight of the same K draws; "
+                "E log p(x|z) − KL (plus a conditional model's log p(y)) equals it exactly where "
+                "the KL is from those draws, only to Monte-Carlo error where it is analytic. "
+                + describe_kl_runs({r["model"]: r.get("kl_estimate") for r in ranked})
+                + "\n"
             )
         exact = [r["model"] for r in ranked if r.get("note") == NO_LATENT_NOTE]
         if exact:
@@ -334,6 +343,7 @@ def compare(
                 "elbo": s["elbo"] - mean_shift,
                 "reconstruction": s["reconstruction"],  # the x site's alone (diagnose)
                 "kl": s["kl"],
+                "kl_estimate": s.get("kl_estimate"),  # analytic / sampled / point mass / mixed
                 "gap": None if bound[name] else s["gap"],  # unknown for a bound
                 "active_units": s["active_units"] if d.has_latent and d.mean_names else None,
                 "khat_share": s["khat_share_unreliable"]

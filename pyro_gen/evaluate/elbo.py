@@ -45,6 +45,9 @@ __all__ = [
     "attribute_term",
     "describe_parts",
     "describe_kl",
+    "describe_is_split",
+    "describe_kl_runs",
+    "split_is_exact",
 ]
 
 
@@ -334,4 +337,53 @@ def describe_parts(ev: dict, digits: int = 2) -> str:
         f"reconstruction of x {ev['reconstruction']:.{digits}f} + log p({sites}) of the observed "
         f"attributes {ev['attributes_log_prob']:.{digits}f} − {kl}; a bound on "
         f"{ev.get('bound_on', 'log p(x, y)')}"
+    )
+
+
+def split_is_exact(ev: dict) -> bool:
+    """Whether an importance-sampled summary's parts (reconstruction + log p(y) − KL of
+    :meth:`~pyro_gen.evaluate.Diagnostics.summary`) add up to its ELBO, the mean log-weight of
+    the same K draws, exactly: when no site's KL is analytic (all from those draws, or −log p
+    of a point mass). An analytic KL is an expectation the draws only estimate."""
+    return ev.get("kl_estimate") in (KL_SAMPLED, KL_POINT_MASS, KL_NONE)
+
+
+def describe_is_split(ev: dict, digits: int = 3) -> str:
+    """The ELBO of an importance-sampled summary in parts, with ``=`` or ``≈`` as they add up
+    (:func:`split_is_exact`): ``"= reconstruction R − KL K (Monte-Carlo estimate)"``, ``"≈
+    reconstruction R − KL K, analytic KL: to Monte-Carlo error"``.
+
+    >>> describe_is_split({"reconstruction": -5.0, "kl": 1.0, "kl_estimate": "analytic"}, 1)
+    '≈ reconstruction -5.0 − KL 1.0, analytic KL: to Monte-Carlo error'
+    """
+    parts = describe_parts(ev, digits)
+    if split_is_exact(ev):
+        return f"= {parts}"
+    if ev.get("kl_estimate") == KL_MIXED:
+        return f"≈ {parts}: to Monte-Carlo error (the analytic sites)"
+    return f"≈ {parts}, analytic KL: to Monte-Carlo error"
+
+
+def describe_kl_runs(kinds: dict[str, str | None]) -> str:
+    """A footnote for several runs' KL columns: run name -> its ``kl_estimate`` (None or
+    ``"none"``: no latent, left out) -> ``"KL(q‖p): analytic for a, b; a Monte-Carlo estimate
+    (log q − log p at the draws) for c."``; ``""`` when no run has a latent KL.
+
+    >>> describe_kl_runs({"vae": "analytic", "vamp": "sampled", "made": "none"})
+    'KL(q‖p): analytic for vae; a Monte-Carlo estimate (log q − log p at the draws) for vamp.'
+    """
+    words = {
+        KL_ANALYTIC: "analytic",
+        KL_SAMPLED: "a Monte-Carlo estimate (log q − log p at the draws)",
+        KL_POINT_MASS: "−log p at the point-mass guide's value",
+        KL_MIXED: "analytic for some latent sites, a Monte-Carlo estimate for the others",
+    }
+    groups: dict[str, list[str]] = {}
+    for name, kind in kinds.items():
+        if kind in words:
+            groups.setdefault(kind, []).append(name)
+    if not groups:
+        return ""
+    return (
+        "KL(q‖p): " + "; ".join(f"{words[k]} for {', '.join(v)}" for k, v in groups.items()) + "."
     )

@@ -184,3 +184,31 @@ def test_the_words_say_whether_the_kl_is_analytic_or_sampled():
     assert "point-mass" in describe_kl({"kl_estimate": "point mass"})
     assert kl_estimate({"a": "point mass", "b": "point mass"}) == "point mass"
     assert describe_parts(base) == "reconstruction -10.00 − KL -0.01"  # an older summary
+
+
+def test_compare_and_evaluate_say_per_run_how_the_kl_was_computed():
+    import csv
+    import io
+
+    from pyro_gen.evaluate import compare
+    from pyro_gen.evaluate.elbo import describe_is_split
+    from pyro_gen.models import VAE
+    from pyro_gen.models.priors import LearnedPriorVAE
+
+    xb = torch.bernoulli(torch.full((6, 6), 0.4), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    vae = VAE(data_shape=(6,), latent_dim=2, hidden=(8,))
+    vamp = LearnedPriorVAE(data_shape=(6,), latent_dim=2, hidden=(8,), num_components=3)
+    c = compare({"vae": vae, "vamp": vamp}, xb, num_samples=5)
+    md = c.to_markdown()
+    assert "KL is analytic" not in md
+    assert "analytic for vae" in md
+    assert "a Monte-Carlo estimate (log q − log p at the draws) for vamp" in md
+    by = {r["model"]: r for r in csv.DictReader(io.StringIO(c.to_csv()))}
+    assert by["vae"]["kl_estimate"] == "analytic" and by["vamp"]["kl_estimate"] == "sampled"
+    # a KL sampled from the K draws adds up to their mean log-weight exactly: '=', not '≈'
+    s = c.diagnostics["vamp"].summary()
+    assert abs(s["reconstruction"] - s["kl"] - s["elbo"]) < 1e-4
+    assert describe_is_split(s).startswith("= reconstruction")
+    assert describe_is_split(s).endswith("(Monte-Carlo estimate)")
+    assert describe_is_split(c.diagnostics["vae"].summary()).startswith("≈ reconstruction")
