@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pyro_gen.evaluate.diagnostics import ESTIMATE_BOUND, KHAT_THRESHOLD, khat_caution
+from pyro_gen.evaluate.elbo import describe_kl, split_is_exact
 from pyro_gen.report.render import data_uri
 from pyro_gen.report.run import RunRecord, RunSet
 from pyro_gen.report.sections import Image, Link, Section, Table, register_section
@@ -38,12 +39,24 @@ def _exact_split(ev: dict) -> bool:
     """Whether ELBO = reconstruction (+ log p(y)) − KL holds exactly: so for
     ``evaluate_elbo``'s numbers (each datapoint's ELBO is built from its parts); not for
     ``diagnose``'s (importance sampling, ``log_px`` beside them), whose ELBO is the mean
-    log-weight of the K draws while its KL is analytic: equal only to Monte-Carlo error."""
-    return ev.get("log_px") is None or ev.get("has_latent") is False  # no latent: ELBO = log p
+    log-weight of the K draws while its KL is analytic: equal only to Monte-Carlo error (a KL
+    sampled from the same draws adds up exactly: ``kl_estimate``)."""
+    if ev.get("log_px") is None or ev.get("has_latent") is False:  # no latent: ELBO = log p
+        return True
+    return split_is_exact(ev)
+
+
+def _kl_kind(ev: dict) -> str:
+    """`` (Monte-Carlo KL estimate)`` etc. after a KL that is not (only) analytic; ``""``
+    for an analytic one, or a summary that does not say."""
+    if ev.get("kl_estimate") in (None, "analytic", "none"):
+        return ""
+    return f" ({describe_kl(ev)})"
 
 
 MC_SPLIT_NOTE = (
-    "≈: the ELBO is the mean log-weight of the K importance draws, the KL analytic, so the "
+    "≈: the ELBO is the mean log-weight of the K importance draws, the KL (or part of it) "
+    "analytic, so the "
     "parts add up to it only to Monte-Carlo error; pyro-gen evaluate without --num-samples "
     "gives the exact split"
 )
@@ -65,12 +78,12 @@ def _elbo_sentence(ev: dict) -> str:
         return (
             f"{split} ELBO {_f(ev.get('elbo'))}{se} nats {eq} reconstruction of x "
             f"{_f(ev.get('reconstruction'))} + log p(y) of the observed attributes "
-            f"{_f(ev.get('attributes_log_prob'))} − KL {_f(ev.get('kl'))} (a bound on "
-            f"{ev.get('bound_on', 'log p(x, y)')}){note}"
+            f"{_f(ev.get('attributes_log_prob'))} − KL {_f(ev.get('kl'))}{_kl_kind(ev)} "
+            f"(a bound on {ev.get('bound_on', 'log p(x, y)')}){note}"
         )
     return (
         f"{split} ELBO {_f(ev.get('elbo'))}{se} nats {eq} reconstruction "
-        f"{_f(ev.get('reconstruction'))} − KL {_f(ev.get('kl'))}{note}"
+        f"{_f(ev.get('reconstruction'))} − KL {_f(ev.get('kl'))}{_kl_kind(ev)}{note}"
     )
 
 
@@ -436,7 +449,11 @@ def evaluation(run: RunRecord) -> Section | None:
             f"ELBO {'=' if _exact_split(ev) else '≈'} reconstruction "
             + ("+ log p(y) " if conditional else "")
             + "− KL"
-            + ("" if _exact_split(ev) else " (analytic KL; Monte-Carlo error)"),
+            + (
+                _kl_kind(ev)
+                if _exact_split(ev)
+                else f" ({describe_kl(ev) or 'analytic KL'}; Monte-Carlo error)"
+            ),
         ]
     )
     bound = _is_bound_estimate(ev)

@@ -212,3 +212,14 @@ def test_compare_and_evaluate_say_per_run_how_the_kl_was_computed():
     assert describe_is_split(s).startswith("= reconstruction")
     assert describe_is_split(s).endswith("(Monte-Carlo estimate)")
     assert describe_is_split(c.diagnostics["vae"].summary()).startswith("≈ reconstruction")
+
+
+def test_the_report_says_a_sampled_kl_is_one_and_adds_up_exactly():
+    from pyro_gen.report.builtin import _elbo_sentence
+
+    diag = {"elbo": -10.0, "elbo_se": 0.1, "reconstruction": -9.99, "kl": 0.01, "log_px": -9.5}
+    sampled = _elbo_sentence({**diag, "kl_estimate": "sampled"})
+    assert "= reconstruction -9.99 − KL 0.01 (Monte-Carlo KL estimate)" in sampled
+    assert "≈" not in sampled
+    analytic = _elbo_sentence({**diag, "kl_estimate": "analytic"})
+    assert "≈ reconstruction" in analytic and "Monte-Carlo KL estimate" not in analytic
