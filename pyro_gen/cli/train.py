@@ -332,13 +332,16 @@ def add_parser(verbs: Any, model: str | None = None) -> argparse.ArgumentParser:
         "--elbo",
         choices=sorted(ELBOS),
         help="SVI objective (default trace): trace = Trace_ELBO (Monte-Carlo KL); meanfield = "
-        "analytic KL where it exists; enum = TraceEnum_ELBO, sums out sites marked with "
-        "config_enumerate; jit, jit_meanfield, jit_enum = the same compiled with Pyro's JIT "
+        "analytic KL where it exists (reparameterised guides; a point mass works too); "
+        "enum = TraceEnum_ELBO, sums out sites marked with config_enumerate; jit, "
+        "jit_meanfield, jit_enum = the same compiled with Pyro's JIT "
         "(fixed shapes, constant β); iwae = the per-datapoint importance-weighted bound with "
         "k = --num-particles; iwae_dreg = the same with the doubly-reparameterised gradient",
     )
     g.add_argument(
-        "--num-particles", type=int, help="ELBO particles per datapoint; k of iwae (default 1)"
+        "--num-particles",
+        type=int,
+        help="ELBO particles per datapoint; k of iwae (default 1: iwae is then the plain ELBO)",
     )
     g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, help="β per step (default constant)")
     g.add_argument("--warmup-steps", type=int, help="steps of the linear β warm-up (default 1000)")
