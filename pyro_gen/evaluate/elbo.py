@@ -360,7 +360,7 @@ def describe_is_split(ev: dict, digits: int = 3) -> str:
     if split_is_exact(ev):
         return f"= {parts}"
     if ev.get("kl_estimate") == KL_MIXED:
-        return f"≈ {parts}: to Monte-Carlo error (the analytic sites)"
+        return f"≈ {parts}; to Monte-Carlo error, as part of the KL is analytic"
     return f"≈ {parts}, analytic KL: to Monte-Carlo error"
 
 
