@@ -289,7 +289,7 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
             name, model_site, model_site["fn"].log_prob(model_site["value"]), "model"
         )
         site_kl, methods[name] = lq - lp, KL_SAMPLED
-        if _is_discrete_point_mass(site, lq):  # exact: log q = 0 at its one value
+        if not _masked_everywhere(site) and _is_discrete_point_mass(site, lq):  # −log p exact
             methods[name] = KL_POINT_MASS
         elif too_late.get(name):
             why[name] = (
