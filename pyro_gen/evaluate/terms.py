@@ -294,8 +294,8 @@ def _collect(guide_tr, model_tr, per_datapoint: Callable, k: int, n: int) -> Poi
         elif too_late.get(name):
             why[name] = (
                 f"the guide draws {name!r} before {', '.join(map(repr, too_late[name]))}, which "
-                f"the model draws first: p({name} | ·) may depend on {name}'s own draw, so its "
-                "closed-form KL is not the ELBO's term"
+                f"the model draws first: p({name} | ·) may depend on them, and they on {name}'s "
+                "draw, so its closed-form KL is not the ELBO's term (the sampled one is used)"
             )
         else:
             try:
