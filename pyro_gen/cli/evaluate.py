@@ -25,7 +25,7 @@ from pyro_gen.evaluate.elbo import describe_is_split, describe_parts
 from pyro_gen.io import write_json
 from pyro_gen.report.run import weights_stamp
 
-__all__ = ["add_parser", "cmd_evaluate"]
+__all__ = ["add_parser", "cmd_evaluate", "prior_stage_note"]
 
 
 def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
@@ -146,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     codebook = _codebook(model, x)
     if codebook:
         result["codebook"] = codebook
-    prior_note = _prior_stage_note(model, args.run)
+    prior_note = prior_stage_note(model, args.run)
     if prior_note:
         result["prior_stage_note"] = prior_note
     update_summary(args.run, "evaluate", result)
@@ -431,7 +431,7 @@ PRIOR_STAGE_NOTE = (
 )
 
 
-def _prior_stage_note(model, run) -> str | None:
+def prior_stage_note(model, run) -> str | None:
     """For a model with a prior-only training stage (``prior_only()``, a VQ-VAE with a
     learned prior) trained by ``pyro-gen train`` (summary.json has its "train" section): that
     the CLI never ran that stage, and how to run it; None otherwise (no such stage, or it has
@@ -502,7 +502,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
     codebook = _codebook(model, x)
     if codebook:
         result["codebook"] = codebook
-    prior_note = _prior_stage_note(model, args.run)
+    prior_note = prior_stage_note(model, args.run)
     if prior_note:
         result["prior_stage_note"] = prior_note
     result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null

@@ -713,6 +713,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "note" in ev:
             print(f"pyro-gen: note: {ev['note']}")
     _print_classifier_results(scored)
+    from pyro_gen.cli.evaluate import prior_stage_note
+
+    prior_note = prior_stage_note(model, run)  # a VQ-VAE's prior was fitted jointly only
+    if prior_note is not None:
+        print(f"pyro-gen: note: {prior_note}.")
     print(
         f"pyro-gen: wrote {run}/ (config.json, model.safetensors, history.csv, summary.json, "
         f"{', '.join(written)})"

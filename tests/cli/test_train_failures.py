@@ -157,3 +157,14 @@ def test_a_vqvae_trains_under_meanfield_as_under_trace(tmp_path, elbo):
         assert main(["train", *vq, *TINY, "--elbo", name, "--out", str(run)]) == 0
         losses[name] = json.loads((run / "summary.json").read_text())["train"]["test_elbo"]
     assert losses[elbo]["elbo"] == pytest.approx(losses["trace"]["elbo"], rel=1e-5)
+
+
+def test_train_says_a_vqvae_prior_was_fitted_jointly_only(tmp_path, capsys):
+    """pyro-gen train has no prior-only stage: a VQ-VAE's run says so and how to run it; a
+    plain VAE's does not."""
+    vq = "--model vqvae --num-codes 8 --code-dim 4 --channels 8,8 --prior-hidden 16".split()
+    assert main(["train", *vq, *TINY, "--out", str(tmp_path / "vq")]) == 0
+    out = capsys.readouterr().out
+    assert "no prior-only stage" in out and "model.prior_only()" in out
+    assert main(["train", "--model", "vae", *TINY, "--out", str(tmp_path / "vae")]) == 0
+    assert "prior-only" not in capsys.readouterr().out

@@ -194,16 +194,16 @@ def test_evaluate_prints_kl_and_units_per_site_of_a_hierarchical_model(tmp_path,
     assert "KL and active units per latent site" in html and "KL per site" in html
 
 
-def test_prior_stage_note_only_where_a_prior_only_stage_has_something_to_train(tmp_path):
-    from pyro_gen.cli.evaluate import _prior_stage_note
+def testprior_stage_note_only_where_a_prior_only_stage_has_something_to_train(tmp_path):
+    from pyro_gen.cli.evaluate import prior_stage_note
 
     (tmp_path / "summary.json").write_text(json.dumps({"train": {"steps": 1}}))
     made_prior = build_model("vqvae", SMALL_VQ)
-    assert "no prior-only stage" in _prior_stage_note(made_prior, tmp_path)
+    assert "no prior-only stage" in prior_stage_note(made_prior, tmp_path)
     assert all(p.requires_grad for p in made_prior.parameters())  # the stage restored them
     assert (
-        _prior_stage_note(build_model("vqvae", {**SMALL_VQ, "prior": "uniform"}), tmp_path) is None
+        prior_stage_note(build_model("vqvae", {**SMALL_VQ, "prior": "uniform"}), tmp_path) is None
     )
-    assert _prior_stage_note(VAE(data_shape=(1, 8, 8), latent_dim=2, hidden=(8,)), tmp_path) is None
+    assert prior_stage_note(VAE(data_shape=(1, 8, 8), latent_dim=2, hidden=(8,)), tmp_path) is None
     (tmp_path / "summary.json").write_text(json.dumps({}))  # not trained by pyro-gen train
-    assert _prior_stage_note(made_prior, tmp_path) is None
+    assert prior_stage_note(made_prior, tmp_path) is None
