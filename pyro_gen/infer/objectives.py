@@ -138,7 +138,15 @@ def _guide_log_q_sum(guide_site):
 def _meanfield_elbo_particle(model_trace, guide_trace):
     """One particle's ELBO as ``TraceMeanField_ELBO._differentiable_loss_particle`` sums it
     (analytic KL where ``kl_divergence`` has it, else the sampled log p(z) − log q(z)), with
-    the sampled estimate also for guide sites without ``rsample`` (:func:`_guide_log_q_sum`)."""
+    the sampled estimate also for guide sites without ``rsample`` (:func:`_guide_log_q_sum`)
+    and for sites the guide draws before a latent the model draws first
+    (:func:`pyro_gen.evaluate.terms.drawn_too_late`: there the closed form is biased; Pyro's
+    ``TraceMeanField_ELBO`` assumes that order and uses it anyway)."""
+    from pyro_gen.evaluate.terms import drawn_too_late
+
+    # a site the guide draws before a latent the model draws first (a bottom-up guide of a
+    # top-down model) gets the sampled estimate: its closed-form KL at those draws is biased
+    late = drawn_too_late(guide_trace, model_trace)
     elbo_particle = 0
     for name, model_site in model_trace.nodes.items():
         if model_site["type"] != "sample":
@@ -150,6 +158,8 @@ def _meanfield_elbo_particle(model_trace, guide_trace):
         if is_validation_enabled():
             check_fully_reparametrized(guide_site)
         try:
+            if late.get(name):
+                raise NotImplementedError  # the sampled estimate below
             kl_qp = kl_divergence(guide_site["fn"], model_site["fn"])
         except NotImplementedError:
             elbo_particle = (
