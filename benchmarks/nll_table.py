@@ -269,7 +269,8 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
     s = d.summary()
     au = [v for v in s["au_variance"] if v == v]
     latent = s["latent_dims"]
-    if recipe.point_mass:  # before "no latent": diagnose counts no continuous latent for it
+    estimate = s.get("estimate")  # diagnose's: exact, importance-sampled or a point-mass bound
+    if recipe.point_mass or estimate == "bound (point-mass guide)":
         kind, active = "ELBO (point-mass guide)", "n/a (discrete)"
     elif latent == 0:
         kind, active = "exact", "—"
@@ -281,7 +282,7 @@ def run_model(key: str, data: dict, args, device: torch.device) -> dict:
         test_nll_se=s["log_px_se"],
         nll_kind=kind,
         elbo=s["elbo"],
-        gap=float("nan") if recipe.point_mass else s["gap"],  # a bound: the gap is unknown
+        gap=float("nan") if kind.startswith("ELBO") else s["gap"],  # a bound: gap unknown
         kl=s["kl"],
         active_units=active,
         khat_share_unreliable=s["khat_share_unreliable"],
