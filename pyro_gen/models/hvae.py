@@ -79,18 +79,29 @@ class HierarchicalVAE(DecoderSampling, GenerativeModel):
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
-        dims = tuple(int(d) for d in latent_dims)
-        if len(dims) != 2 or min(dims) < 1:
-            raise ConfigError(f"latent_dims must be two sizes >= 1 (z1, z2); got {latent_dims}.")
+        whole = (
+            not isinstance(latent_dims, (str, bytes))
+            and isinstance(latent_dims, Sequence)
+            and all(
+                isinstance(d, (int, float)) and not isinstance(d, bool) and float(d).is_integer()
+                for d in latent_dims
+            )
+        )
+        dims = tuple(int(d) for d in latent_dims) if whole else ()
+        if len(dims) != 2 or min(dims) < 1:  # 8.5 or True would be truncated silently
+            raise ConfigError(
+                f"latent_dims must be two whole sizes >= 1 (z1, z2), e.g. [100, 50]; got "
+                f"{latent_dims!r}."
+            )
         if activation not in ACTIVATIONS:
             raise ConfigError(
                 f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}."
                 + did_you_mean(str(activation), ACTIVATIONS)
             )
-        if not float(beta) > 0:
+        if not 0 < float(beta) < float("inf"):
             raise ConfigError(
-                f"beta must be > 0 for the hierarchical VAE; got {beta} (a β = 0 autoencoder "
-                "is VAE(beta=0))."
+                f"beta must be finite and > 0 for the hierarchical VAE; got {beta} (a β = 0 "
+                "autoencoder is VAE(beta=0))."
             )
         self.beta = float(beta)
         self.latent_dims = dims

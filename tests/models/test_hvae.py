@@ -90,8 +90,14 @@ def test_diagnose_reports_kl_and_active_units_per_layer():
 def test_bad_configuration_is_a_config_error():
     with pytest.raises(ConfigError, match="latent_dims"):
         HierarchicalVAE(data_shape=(4,), latent_dims=(3,))
-    with pytest.raises(ConfigError, match="beta"):
-        HierarchicalVAE(data_shape=(4,), beta=0.0)
+    # nothing is truncated or taken apart silently: 8.5, True, "84", a bare int
+    for dims in [(8.5, 4), (True, 4), "84", 8, (3, 0)]:
+        with pytest.raises(ConfigError, match="latent_dims"):
+            HierarchicalVAE(data_shape=(4,), latent_dims=dims)
+    assert HierarchicalVAE(data_shape=(4,), latent_dims=[3.0, 2]).latent_dims == (3, 2)
+    for beta in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="beta"):
+            HierarchicalVAE(data_shape=(4,), beta=beta)
 
 
 def test_samples_and_reconstructions_have_the_data_shape():
