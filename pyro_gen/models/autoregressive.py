@@ -10,9 +10,10 @@ categorical variables (the code grid of a VQ-VAE) with one-hot inputs. The model
     (every log-weight is log p(x)): the evaluators report log p(x), gap 0 and no latent units.
 
 Published reference on statically binarized MNIST: MADE (1 hidden layer of 500, 32 masks
-ensembled at test time) 88.0 nats, 86.6 with 2 layers (Germain et al. 2015, Table 6); this
-module uses one fixed mask (order and degrees), so the single-mask figure (≈ 88–89) is the
-comparable one.
+ensembled at test time) 88.0 nats, 86.6 with 2 layers (Germain et al. 2015, Table 6). By
+default this module uses one fixed mask (order and degrees), whose comparable figure is the
+single-mask one (≈ 88–89); ``num_masks=M`` trains a mask ensemble (one connectivity pattern
+per step) and evaluates the exact mixture of the M patterns.
 
 >>> import torch
 >>> from pyro_gen.models import build_model
@@ -249,7 +250,8 @@ class MADEModel(GenerativeModel):
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
         direct: the masked direct input->output connection.
         seed: seeds the MADE's hidden-unit degrees (the mask; mask m: ``seed + m``).
-        num_masks: connectivity patterns; > 1 trains a mask ensemble (see above).
+        num_masks: connectivity patterns; 1: one mask; > 1: a mask ensemble, a pattern per
+            training step, evaluated as the exact mixture of the M patterns.
     """
 
     def __init__(
@@ -277,7 +279,8 @@ class MADEModel(GenerativeModel):
 
     def check_data(self, x: torch.Tensor) -> None:
         check_data_shape(x, self.data_shape)
-        self.likelihood.check(x)
+        # MADE models binary pixels only: no Gaussian likelihood to suggest
+        self.likelihood.check(x, alternative=" (MADE models binary pixels only)")
 
     @property
     def capturable(self) -> bool:

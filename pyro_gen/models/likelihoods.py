@@ -71,7 +71,9 @@ class BernoulliLikelihood(Likelihood):
     ) -> torch.Tensor:
         return torch.bernoulli(torch.sigmoid(params), generator=generator)
 
-    def check(self, x: torch.Tensor) -> None:
+    def check(self, x: torch.Tensor, alternative: str = " or use likelihood='gaussian'") -> None:
+        """DataError unless ``x`` is finite and binary; ``alternative`` ends its advice (a
+        model without a Gaussian likelihood, such as MADE, passes "")."""
         check_finite(x)
         binary = (x == 0) | (x == 1)
         if not binary.all():
@@ -80,7 +82,7 @@ class BernoulliLikelihood(Likelihood):
                 f"a Bernoulli likelihood needs binary data in {{0, 1}}, but {bad.numel()} of "
                 f"{x.numel()} values are not (e.g. {bad[:3].tolist()}; range "
                 f"[{float(x.min()):.3g}, {float(x.max()):.3g}]). Binarize the data "
-                "(torch.bernoulli(x) or x > 0.5) or use likelihood='gaussian'."
+                f"(torch.bernoulli(x) or x > 0.5){alternative}."
             )
 
 

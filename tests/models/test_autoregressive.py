@@ -224,3 +224,12 @@ def test_num_masks_is_checked():
         MADE(4, (8,), num_masks=0)
     with pytest.raises(ConfigError, match="out of range"):
         MADE(4, (8,), num_masks=2)(torch.zeros(1, 4), 2)
+
+
+def test_grey_data_is_a_data_error_that_does_not_suggest_a_gaussian_likelihood():
+    from pyro_gen.errors import DataError
+
+    m = build_model("made", {"data_shape": [1, 2, 2], "hidden": [8]})
+    with pytest.raises(DataError, match="binary pixels only") as e:
+        m.check_data(torch.full((1, 1, 2, 2), 0.5))
+    assert "gaussian" not in str(e.value)
