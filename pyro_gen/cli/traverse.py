@@ -14,7 +14,7 @@ from pyro_gen.cli.common import open_run, require_method, update_summary
 from pyro_gen.errors import ConfigError
 from pyro_gen.latent import traverse
 
-__all__ = ["add_parser", "cmd_traverse"]
+__all__ = ["add_parser", "cmd_traverse", "standard_normal_prior"]
 
 
 def add_parser(verbs: Any, run_verb) -> argparse.ArgumentParser:
@@ -75,4 +75,24 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     print(f"pyro-gen: wrote {path} (rows by KL: {rows})")
     if note:
         print(f"pyro-gen: note: {note}.")
+    if standard_normal_prior(model) is False:
+        print(
+            f"pyro-gen: note: {type(model).__name__}'s prior p(z) is not N(0, I) (a learned "
+            "prior): the rows are ranked by KL(q(z_d|x) ‖ N(0,1)), not by the model's own KL, "
+            f"and the sweep's ±{args.range:g} is in N(0,1) units, not the prior's spread."
+        )
     return 0
+
+
+def standard_normal_prior(model) -> bool | None:
+    """Whether ``model.prior()`` is N(0, I) (True/False), or None where the model has no
+    ``prior()`` to look at (a plain VAE's prior is N(0, I) by construction)."""
+    prior = getattr(model, "prior", None)
+    if not callable(prior):
+        return None
+    with torch.no_grad():
+        p = prior()
+    base = getattr(p, "base_dist", p)
+    if not isinstance(base, torch.distributions.Normal):
+        return False
+    return bool((base.loc == 0).all() and (base.scale == 1).all())

@@ -270,3 +270,15 @@ def test_every_image_verb_caps_its_figure_and_says_so(vae_run, cvae_run, capsys,
     drawn.clear(), capsys.readouterr()
     assert main(["sample", str(vae_run), "--num", "20"]) == 0  # fits: all drawn, no note
     assert drawn == [(20, 8)] and "the figure shows" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("prior", "standard"), [("vamp", False), ("mog", False), ("standard", True)]
+)
+def test_traverse_knows_when_the_prior_is_not_a_standard_normal(prior, standard):
+    """traverse ranks and sweeps in N(0, 1) units: it says so for a learned prior."""
+    from pyro_gen.cli.traverse import standard_normal_prior
+    from pyro_gen.models import build_model
+
+    cfg = {"data_shape": [4], "latent_dim": 2, "hidden": [8], "num_components": 3}
+    assert standard_normal_prior(build_model("vamp_vae", {**cfg, "prior": prior})) is standard
