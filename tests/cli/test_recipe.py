@@ -29,6 +29,7 @@ def test_other_data_and_models_keep_the_plain_defaults():
 def test_learned_prior_and_hierarchical_vaes_get_their_mnist_recipes():
     s = _settings_of("--data", "mnist", "--model", "vamp_vae")
     assert s["lr_schedule"] == "cosine" and s["lr"] == 2e-3 and s["batch_size"] == 100
+    assert s["beta_schedule"] == "linear" and s["warmup_steps"] == 5000
     assert "hidden" not in s  # the VampPrior VAE's own 784-500-500-50 defaults
     s = _settings_of("--data", "binarized_mnist", "--model", "hvae")
     assert {k: s[k] for k in HVAE_MNIST_RECIPE} == HVAE_MNIST_RECIPE
