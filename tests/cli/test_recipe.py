@@ -15,6 +15,7 @@ def test_binarized_mnist_gets_the_recipe_and_flags_override_it():
     s = _settings_of("--data", "binarized_mnist")
     assert {k: s[k] for k in MNIST_RECIPE} == MNIST_RECIPE
     assert s["hidden"] == [500, 500] and s["latent_dim"] == 50 and s["lr_schedule"] == "cosine"
+    assert s["beta_schedule"] == "linear" and s["warmup_steps"] == 5000  # the KL warm-up
     s = _settings_of("--data", "binarized_mnist", "--epochs", "3", "--hidden", "64")
     assert s["epochs"] == 3 and s["hidden"] == [64] and s["batch_size"] == 100
 
