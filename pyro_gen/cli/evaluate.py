@@ -143,12 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result["skipped"] = skipped
     if args.classifier:
         result["classifier"] = args.classifier
-    codebook = _codebook(model, x)
-    if codebook:
-        result["codebook"] = codebook
-    prior_note = prior_stage_note(model, args.run)
-    if prior_note:
-        result["prior_stage_note"] = prior_note
+    result.update(_model_facts(model, x, args.run))
     update_summary(args.run, "evaluate", result)
     label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
     print(
@@ -158,9 +153,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     _print_mixed(mixed)
     _print_classifier(args)
-    _print_codebook(codebook)
-    if prior_note:
-        print(f"pyro-gen: note: {prior_note}")
+    _print_codebook(result.get("codebook"))
+    if result.get("prior_stage_note"):
+        print(f"pyro-gen: note: {result['prior_stage_note']}")
     if "note" in result:
         print(f"pyro-gen: note: {result['note']}")
     if skipped:
@@ -431,6 +426,18 @@ PRIOR_STAGE_NOTE = (
 )
 
 
+def _model_facts(model, x, run) -> dict:
+    """What both evaluation paths add for some models: codebook usage, the prior-stage note."""
+    facts = {}
+    codebook = _codebook(model, x)
+    if codebook:
+        facts["codebook"] = codebook
+    prior_note = prior_stage_note(model, run)
+    if prior_note:
+        facts["prior_stage_note"] = prior_note
+    return facts
+
+
 def prior_stage_note(model, run) -> str | None:
     """For a model with a prior-only training stage (``prior_only()``, a VQ-VAE with a
     learned prior) trained by ``pyro-gen train`` (summary.json has its "train" section): that
@@ -499,12 +506,7 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         conditional.pop("log_px_given_attributes", None)
         conditional.update(mixed)
     result.update(conditional)
-    codebook = _codebook(model, x)
-    if codebook:
-        result["codebook"] = codebook
-    prior_note = prior_stage_note(model, args.run)
-    if prior_note:
-        result["prior_stage_note"] = prior_note
+    result.update(_model_facts(model, x, args.run))
     result = {  # strict JSON: NaN (k̂ not computed for K < 21) and inf become null
         k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()
     }
@@ -580,9 +582,9 @@ def _evaluate_diagnostics(args: argparse.Namespace, model, x: torch.Tensor, **ob
         print(f"pyro-gen: {per_site}")
     _print_mixed(mixed)
     _print_classifier(args)
-    _print_codebook(codebook)
-    if prior_note:
-        print(f"pyro-gen: note: {prior_note}")
+    _print_codebook(result.get("codebook"))
+    if result.get("prior_stage_note"):
+        print(f"pyro-gen: note: {result['prior_stage_note']}")
     pngs = f", {figures}/" + ", ".join(f"{n}.png" for n in drawn) if drawn else ""
     print(f"pyro-gen: wrote {eval_dir}/diagnostics.json, {eval_dir}/inference_data.nc{pngs}")
     _report(args.run)
