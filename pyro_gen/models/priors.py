@@ -173,7 +173,8 @@ class LearnedPriorVAE(VAE):
 
     Args:
         prior: ``"standard"``, ``"mog"`` or ``"vamp"``.
-        num_components: K, pseudo-inputs (vamp) or mixture components (mog).
+        num_components: K, pseudo-inputs (vamp) or mixture components (mog); only the
+            default with ``"standard"`` (:class:`ConfigError` otherwise).
         data_shape, latent_dim, hidden, activation, likelihood, network, beta, ...: as
             :class:`~pyro_gen.models.VAE`; the defaults here are the 784-500-500-50 network
             for 28 x 28 binary images.
@@ -206,6 +207,11 @@ class LearnedPriorVAE(VAE):
             )
         if int(num_components) < 1:
             raise ConfigError(f"num_components must be >= 1; got {num_components}.")
+        if prior == "standard" and int(num_components) != 100:  # it would be ignored
+            raise ConfigError(
+                f"num_components={num_components} has no effect with prior='standard' (N(0, I) "
+                "has no components); use prior='mog' or 'vamp', or leave num_components out."
+            )
         self.prior_kind = prior
         if prior == "vamp":
             self.prior_net = VampPrior(self.data_shape, int(num_components))

@@ -149,3 +149,11 @@ class TestMixturePriorVAE(ModelContract):
 
     def make_data(self):
         return binary(self.num_data, (12,))
+
+
+def test_num_components_with_the_standard_prior_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="no effect with prior='standard'"):
+        LearnedPriorVAE(
+            data_shape=(5,), latent_dim=2, hidden=(8,), prior="standard", num_components=7
+        )
+    LearnedPriorVAE(data_shape=(5,), latent_dim=2, hidden=(8,), prior="standard")  # the default
