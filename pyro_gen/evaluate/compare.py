@@ -51,6 +51,7 @@ from pyro_gen.errors import ConfigError
 from pyro_gen.evaluate.diagnostics import (
     ESTIMATE_BOUND,
     NO_LATENT_NOTE,
+    PSIS_MIN_SAMPLES,
     Diagnostics,
     diagnose,
 )
@@ -132,7 +133,8 @@ class Comparison:
                 if v is None:  # a ranked model without it has no latent (MADE): n/a
                     cells.append("n/a" if r.get("is_bound", True) else "–")
                 elif isinstance(v, float) and math.isnan(v):
-                    cells.append("nan")
+                    few = c == "khat_share" and (r.get("num_samples") or 0) < PSIS_MIN_SAMPLES
+                    cells.append(f"n/a (K < {PSIS_MIN_SAMPLES})" if few else "nan")
                 else:  # a '|' inside a cell (log p(x | y)) is escaped for Markdown
                     cells.append(fmt.format(v).replace("|", "\\|"))
                 if c == "model" and not r.get("is_bound", True):

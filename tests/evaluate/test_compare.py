@@ -123,3 +123,11 @@ def test_a_conditional_model_is_ranked_on_log_p_x_given_y_apart_from_log_p_x():
     assert "log p(x \\| shape)" in md and "WARNING" in md and "Ranks start at 1" in md
     same = compare(vaes, x, num_samples=8)
     assert same.warning == "" and [r["rank"] for r in same.rows] == [1, 2]
+
+
+def test_khat_share_below_psis_min_samples_says_why_it_is_missing(two_models):
+    good, bad, x = two_models
+    few = compare([good, bad], x[:20], num_samples=10).to_markdown()
+    assert "n/a (K < 21)" in few and "| nan |" not in few
+    enough = compare([good, bad], x[:20], num_samples=30).to_markdown()
+    assert "n/a (K < 21)" not in enough
