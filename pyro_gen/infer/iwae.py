@@ -242,12 +242,25 @@ class IWAE_ELBO(ELBO):
             if site["type"] != "sample" or site_is_subsample(site) or site["is_observed"]:
                 continue
             _check_common(name, site, "guide")
-            if not getattr(site["fn"], "has_rsample", False):
+            fn = site["fn"]
+            if not getattr(fn, "has_rsample", False):
+                base = fn
+                while hasattr(base, "base_dist"):  # Independent, Masked: name what is inside
+                    base = base.base_dist
+                what = f"guide site {name!r} ({type(base).__name__}) has no reparameterised "
+                if not getattr(fn.support, "is_discrete", False):
+                    fix = "Use a reparameterisable guide, or elbo='trace' (score function)."
+                elif bool((fn.log_prob(site["value"]).abs() <= 1e-6).all()):
+                    fix = (
+                        "It puts all its mass on one value (a point mass, as a VQ-VAE's nearest "
+                        "code), so k particles would be k copies of one draw: train it with "
+                        "elbo='trace'."
+                    )
+                else:
+                    fix = "Sum the discrete latent out with elbo='enum', or use elbo='trace'."
                 raise ConfigError(
-                    f"guide site {name!r} ({type(site['fn']).__name__}) has no reparameterised "
-                    "sampler (rsample): the IWAE objective differentiates through the draws. "
-                    "Use a reparameterisable guide distribution, or elbo='trace' (score "
-                    "function) / 'enum' for discrete latents."
+                    what + "sampler (rsample): the IWAE objective differentiates through the "
+                    "draws. " + fix
                 )
 
     def _log_weights(self, model_tr, q_tr, k: int, pdim: int) -> tuple[torch.Tensor, float]:

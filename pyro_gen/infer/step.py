@@ -250,7 +250,7 @@ class SVIStep:
                 raise argument_error(self._names, e) from e
         own = {id(p) for p in self.pair.module.parameters()}
         store = pyro.get_param_store()
-        has_global, marked, nesting = False, False, 0
+        has_global, marked, nesting, draws = False, False, 0, []
         for role, tr in (("guide", guide_tr), ("model", model_tr)):
             for name, site in tr.nodes.items():
                 if site["type"] == "param":
@@ -279,11 +279,21 @@ class SVIStep:
                 if not site["is_observed"]:
                     frames = [f.name for f in site["cond_indep_stack"]]
                     has_global |= DATA_PLATE not in frames
+                    if role == "guide":
+                        draws.append(_is_delta(site["fn"]))
         if self.elbo_name in ENUM_ELBOS and not marked:
             warnings.warn(
                 f"elbo={self.elbo_name!r}, but no sample site is marked for enumeration "
                 "(config_enumerate or infer={'enumerate': 'parallel'}): nothing is summed out, "
                 "and the objective is the plain ELBO.",
+                stacklevel=4,
+            )
+        if self.elbo_name in IWAE_ELBOS and self.num_particles > 1 and all(draws):
+            warnings.warn(
+                f"elbo={self.elbo_name!r} with num_particles={self.num_particles}, but the guide "
+                + ("draws no latent" if not draws else "draws only point masses (Delta)")
+                + ": every particle is the same, so the bound is the plain ELBO at "
+                f"{self.num_particles} times the cost. Use elbo='trace'.",
                 stacklevel=4,
             )
         return has_global, nesting
@@ -458,3 +468,10 @@ def _split(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
 
 def _per_datapoint(v, x: torch.Tensor) -> bool:
     return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == x.shape[0]
+
+
+def _is_delta(fn) -> bool:
+    """Whether a site's distribution is a point mass (a Delta, possibly wrapped)."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, pyro.distributions.Delta)

@@ -286,3 +286,41 @@ def test_iwae_at_one_particle_says_it_is_the_elbo():
     vae = VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,))
     with pytest.warns(UserWarning, match="num_particles=1.*plain ELBO.*--num-particles k"):
         Trainer(vae, elbo="iwae", batch_size=8, max_steps=1, progress=False).fit(x)
+
+
+@pytest.mark.parametrize("model", ["autoencoder", "made"])
+def test_iwae_on_a_guide_without_random_draws_says_the_particles_are_copies(model):
+    from pyro_gen.models import MODELS
+
+    x = torch.bernoulli(torch.full((16, 1, 4, 4), 0.3))
+    if model == "autoencoder":  # beta = 0: a point-mass (Delta) guide
+        m = VAE(data_shape=(1, 4, 4), latent_dim=2, hidden=(8,), beta=0.0)
+        match = "only point masses"
+    else:  # no latent at all
+        m = MODELS["made"](data_shape=(1, 4, 4), hidden=(8,))
+        match = "draws no latent"
+    with pytest.warns(UserWarning, match=match + ".*3 times the cost"):
+        Trainer(m, elbo="iwae", num_particles=3, batch_size=8, max_steps=1, progress=False).fit(x)
+
+
+def test_iwae_refusal_names_the_distribution_inside_and_the_fix_for_a_point_mass_code():
+    x = torch.randn(5, 2)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(logits=torch.zeros(3)).expand([5, 2]).to_event(1))
+            pyro.sample("x", dist.Normal(c.float(), 1.0).to_event(1), obs=x)
+
+    def one_hot_guide(x):  # all the mass on code 1, as a VQ-VAE's nearest code
+        probs = torch.tensor([0.0, 1.0, 0.0]).expand(5, 2, 3)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Categorical(probs=probs).to_event(1))
+
+    def spread_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Categorical(logits=torch.zeros(5, 2, 3)).to_event(1))
+
+    with pytest.raises(ConfigError, match=r"\(Categorical\).*point mass.*elbo='trace'"):
+        IWAE_ELBO(3).differentiable_loss(model, one_hot_guide, x)
+    with pytest.raises(ConfigError, match=r"\(Categorical\).*elbo='enum'"):
+        IWAE_ELBO(3).differentiable_loss(model, spread_guide, x)
