@@ -511,11 +511,12 @@ def _figures(model, s: dict, test, figures: Path, title: str | None) -> list[str
     from pyro_gen import plots
 
     written = []
+    # E[x|z] where the likelihood has it; an autoregressive one's images are draws of x
+    mean = getattr(getattr(model, "likelihood", None), "has_mean", True)
     if callable(getattr(model, "sample", None)):
+        title = "samples E[x|z], z ~ p(z)" if mean else "samples x ~ p(x|z), z ~ p(z)"
         plots.save_figure(
-            plots.image_grid(
-                model.sample(64, seed=s["seed"], mean=True), title="samples E[x|z], z ~ p(z)"
-            ),
+            plots.image_grid(model.sample(64, seed=s["seed"], mean=mean), title=title),
             figures / "samples.png",
         )
         written.append("figures/samples.png")

@@ -65,6 +65,9 @@ class AutoregressiveBernoulli(TorchDistribution):
     pattern m alone; ``mask=None`` is the uniform mixture
     p(x) = (1/M) Σ_m p_m(x) (log_prob = logsumexp_m log p_m(x) − log M: M passes, still exact;
     sample: a pattern per draw, then pixel by pixel).
+
+    ``context`` ``[*batch_shape, C]``: a conditional p(x | c), ``net(x, m, context=c)`` (a
+    MADE with ``context_features = C``; the decoder of an autoregressive likelihood).
     """
 
     arg_constraints: dict = {}
@@ -77,8 +80,10 @@ class AutoregressiveBernoulli(TorchDistribution):
         batch_shape: Sequence[int] = (),
         validate_args=None,
         mask: int | None = None,
+        context: torch.Tensor | None = None,
     ) -> None:
         self.net = net
+        self.context = context
         self.num_vars = numel(event_shape)
         self.num_masks = int(getattr(net, "num_masks", 1))
         self.mask = mask
@@ -91,7 +96,11 @@ class AutoregressiveBernoulli(TorchDistribution):
             return [int(self.mask)]
         return list(range(self.num_masks))
 
-    def _net(self, h: torch.Tensor, m: int) -> torch.Tensor:
+    def _net(self, h: torch.Tensor, m: int, context: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.context if context is None else context
+        if c is not None:
+            lead = torch.broadcast_shapes(h.shape[:-1], c.shape[:-1])
+            return self.net(h.expand(*lead, h.shape[-1]), m, context=c.expand(*lead, c.shape[-1]))
         return self.net(h, m) if self.num_masks > 1 else self.net(h)
 
     @property
@@ -99,14 +108,19 @@ class AutoregressiveBernoulli(TorchDistribution):
         return constraints.independent(constraints.boolean, len(self.event_shape))
 
     def expand(self, batch_shape, _instance=None):
-        return type(self)(self.net, self.event_shape, batch_shape, mask=self.mask)
+        batch_shape = torch.Size(batch_shape)
+        c = self.context
+        if c is not None:
+            c = c.expand(*batch_shape, c.shape[-1])
+        return type(self)(self.net, self.event_shape, batch_shape, mask=self.mask, context=c)
 
     def logits(self, value: torch.Tensor, mask: int | None = None) -> torch.Tensor:
         """The conditional logits of every pixel given the ones before it, ``value.shape``,
         under pattern ``mask`` (default: this distribution's, or pattern 0 of an ensemble)."""
         m = mask if mask is not None else self.masks[0]
         lead = value.shape[: value.dim() - len(self.event_shape)]
-        return self._net(value.reshape(*lead, self.num_vars), m).reshape(value.shape)
+        out = self._net(value.reshape(*lead, self.num_vars), m)  # broadcast with a context
+        return out.reshape(*out.shape[:-1], *self.event_shape)
 
     def conditional_probs(self, value: torch.Tensor) -> torch.Tensor:
         """p(x_d = 1 | x_<d) of every pixel, ``value.shape``. For a mixture of patterns it is
@@ -117,16 +131,18 @@ class AutoregressiveBernoulli(TorchDistribution):
         ll = -F.binary_cross_entropy_with_logits(logits, flat.expand_as(logits), reduction="none")
         prefix = ll.cumsum(-1) - ll  # log p_m(x_<d)
         p = (prefix.softmax(0) * torch.sigmoid(logits)).sum(0)
-        return p.reshape(value.shape)
+        return p.reshape(*p.shape[:-1], *self.event_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        lead = value.shape[: value.dim() - len(self.event_shape)]
         per_mask = []
         for m in self.masks:
-            ll = -F.binary_cross_entropy_with_logits(self.logits(value, m), value, reduction="none")
-            per_mask.append(ll.reshape(*lead, -1).sum(-1))
+            logits = self.logits(value, m)
+            ll = -F.binary_cross_entropy_with_logits(
+                logits, value.expand_as(logits), reduction="none"
+            )
+            per_mask.append(ll.flatten(-len(self.event_shape)).sum(-1))
         if len(per_mask) == 1:
             lp = per_mask[0]
         else:
@@ -140,6 +156,9 @@ class AutoregressiveBernoulli(TorchDistribution):
         shape = torch.Size(sample_shape) + self.batch_shape
         device = _device(self.net)
         x = torch.zeros(shape.numel(), self.num_vars, device=device)
+        ctx = None
+        if self.context is not None:
+            ctx = self.context.expand(*shape, self.context.shape[-1]).reshape(shape.numel(), -1)
         masks = self.masks
         if len(masks) == 1:
             which = torch.zeros(shape.numel(), dtype=torch.long, device=device)
@@ -150,8 +169,9 @@ class AutoregressiveBernoulli(TorchDistribution):
             if rows.numel() == 0:
                 continue
             xm = x[rows]
+            cm = None if ctx is None else ctx[rows]
             for d in range(self.num_vars):
-                p = torch.sigmoid(self._net(xm, m)[..., d])
+                p = torch.sigmoid(self._net(xm, m, cm)[..., d])
                 xm[..., d] = torch.bernoulli(p, generator=generator)
             x[rows] = xm
         return x.reshape(*shape, *self.event_shape)

@@ -58,7 +58,10 @@ class HierarchicalVAE(DecoderSampling, GenerativeModel):
         latent_dims: (size of z1, size of z2).
         hidden: widths between x and z1 (encoder trunk; the decoder mirrors them).
         hidden_top: widths between z1 and z2 (q(z2|x) on top of the trunk, p(z1|z2)).
-        likelihood: ``"bernoulli"`` or ``"gaussian"`` (``scale``, ``learn_scale`` as the VAE).
+        likelihood: ``"bernoulli"``, ``"gaussian"`` (``scale``, ``learn_scale`` as the VAE) or
+            ``"autoregressive"`` (binary pixels, each also conditioned on the pixels before
+            it by a MADE: :class:`~pyro_gen.models.likelihoods.AutoregressiveLikelihood`).
+        ar_hidden: the hidden widths of that MADE (``likelihood="autoregressive"`` only).
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
         beta: the KL weight of the training objective (> 0; the trainer's β target).
     """
@@ -76,6 +79,7 @@ class HierarchicalVAE(DecoderSampling, GenerativeModel):
         beta: float = 1.0,
         scale: float = 0.1,
         learn_scale: bool = False,
+        ar_hidden: Sequence[int] = (500,),
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
@@ -118,9 +122,10 @@ class HierarchicalVAE(DecoderSampling, GenerativeModel):
         body, body_dim = _trunk(d2, hidden_top[::-1], activation)
         self.p_z1 = nn.Sequential(body, GaussianHead(body_dim, d1))
         self.decoder = MLPDecoder(d1, hidden[::-1], self.data_shape, activation)
-        lik_kwargs = (
-            {"scale": scale, "learn_scale": learn_scale} if likelihood == "gaussian" else {}
-        )
+        lik_kwargs = {
+            "gaussian": {"scale": scale, "learn_scale": learn_scale},
+            "autoregressive": {"hidden": tuple(int(h) for h in ar_hidden)},
+        }.get(likelihood, {})
         self.likelihood = make_likelihood(likelihood, self.data_shape, **lik_kwargs)
 
     def check_data(self, x: torch.Tensor) -> None:

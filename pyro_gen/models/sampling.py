@@ -50,11 +50,14 @@ class DecoderSampling:
         raise NotImplementedError  # pragma: no cover - each model draws its own z
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, mean: bool = True) -> torch.Tensor:
-        """Decode the guide's mean of z: E[x | z = E q(z | x)] ``[N, *data_shape]`` (or a
-        sample of x when ``mean=False``)."""
+    def reconstruct(self, x: torch.Tensor, mean: bool | None = None) -> torch.Tensor:
+        """Decode the guide's mean of z: E[x | z = E q(z | x)] ``[N, *data_shape]``, or a
+        sample of x when ``mean=False``; None: the mean where the likelihood has one (not an
+        autoregressive one), else a sample."""
         z = self.encode(x)[0]
         params = self.decoder(z)
+        if mean is None:
+            mean = self.likelihood.has_mean
         return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
 
     @torch.no_grad()

@@ -95,6 +95,9 @@ class MADE(nn.Module):
         direct: add the masked direct connection.
         seed: seeds the hidden degrees (mask m: ``seed + m``).
         num_masks: M connectivity patterns over the same variable order (see the module doc).
+        context_features: C > 0 adds an unmasked ``Linear(C, hidden[0])`` of a context
+            ``[..., C]`` (e.g. a latent's features) to the first hidden layer: every output
+            may depend on it, so ``forward(x, context=c)`` is autoregressive in x given c.
     """
 
     def __init__(
@@ -107,9 +110,16 @@ class MADE(nn.Module):
         direct: bool = True,
         seed: int = 0,
         num_masks: int = 1,
+        context_features: int = 0,
     ) -> None:
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
+        if isinstance(context_features, bool) or int(context_features) != context_features:
+            raise ConfigError(
+                f"context_features must be an integer >= 0; got {context_features!r}."
+            )
+        if context_features < 0:
+            raise ConfigError(f"context_features must be >= 0; got {context_features}.")
         if int(num_vars) < 1 or not hidden or min(hidden) < 1:
             raise ConfigError(
                 f"MADE needs num_vars >= 1 and at least one hidden width >= 1; got "
@@ -146,14 +156,28 @@ class MADE(nn.Module):
             if direct
             else None
         )
+        self.context_features = int(context_features)
+        self.context = nn.Linear(self.context_features, hidden[0]) if context_features else None
 
-    def forward(self, x: torch.Tensor, mask: int = 0) -> torch.Tensor:
-        """Logits ``[..., num_vars*out_per_var]`` under connectivity pattern ``mask``."""
+    def forward(
+        self, x: torch.Tensor, mask: int = 0, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``[..., num_vars*out_per_var]`` under connectivity pattern ``mask``; a MADE
+        built with ``context_features = C`` needs ``context`` ``[..., C]`` (broadcast with x's
+        leading dims)."""
         if not 0 <= int(mask) < self.num_masks:
             raise ConfigError(f"mask {mask} is out of range: this MADE has {self.num_masks}.")
+        if (context is None) != (self.context is None):
+            raise ConfigError(
+                f"this MADE has context_features={self.context_features}, so it needs "
+                + ("a context [..., C]" if context is None else "no context")
+                + " in forward."
+            )
         out = x
-        for block in self.net:
+        for i, block in enumerate(self.net):
             out = block(out, mask) if isinstance(block, MaskedLinear) else block(out)
+            if i == 0 and context is not None:
+                out = out + self.context(context)
         if self.direct is not None:
             out = out + self.direct(x)
         return out
