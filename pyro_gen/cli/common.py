@@ -18,7 +18,7 @@ import torch
 
 from pyro_gen.data import DATASETS, Dataset, load_dataset
 from pyro_gen.device import resolve_device
-from pyro_gen.errors import ConfigError, did_you_mean
+from pyro_gen.errors import ConfigError, DataError, did_you_mean
 from pyro_gen.infer.trainer import parse_duration
 from pyro_gen.io import read_json, write_json
 from pyro_gen.models import MODELS, get_model_class
@@ -139,8 +139,26 @@ def data_spec(s: dict) -> dict:
     return {"name": s["data"], "data_dir": s.get("data_dir"), "options": data_options(s)}
 
 
+# a data option's name in the loaders -> the command-line flag that sets it
+OPTION_FLAGS = {
+    "size": "--image-size",
+    "num_train": "--num-train",
+    "num_valid": "--num-valid",
+    "num_test": "--num-test",
+    "binarize": "--binarize",
+}
+
+
 def load_data(spec: dict) -> Dataset:
-    return load_dataset(spec["name"], data_dir=spec.get("data_dir"), **spec.get("options", {}))
+    """The data set of ``spec``; a loader's complaint about an option names its flag."""
+    options = spec.get("options", {})
+    try:
+        return load_dataset(spec["name"], data_dir=spec.get("data_dir"), **options)
+    except DataError as e:
+        named = str(e).split(" ", 1)[0]
+        if named in OPTION_FLAGS and named in options:
+            raise DataError(f"{OPTION_FLAGS[named]} ({named}): {e}") from e
+        raise
 
 
 def model_batch(model: torch.nn.Module, ds: Dataset, split: str) -> dict[str, torch.Tensor]:

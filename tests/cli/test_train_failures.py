@@ -168,3 +168,17 @@ def test_train_says_a_vqvae_prior_was_fitted_jointly_only(tmp_path, capsys):
     assert "no prior-only stage" in out and "model.prior_only()" in out
     assert main(["train", "--model", "vae", *TINY, "--out", str(tmp_path / "vae")]) == 0
     assert "prior-only" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--image-size", "12"], "--image-size (size): size must be an integer >= 16"),
+        (["--num-train", "0"], "--num-train (num_train): num_train must be an integer >= 1"),
+    ],
+)
+def test_a_bad_data_option_names_the_flag_that_set_it(tmp_path, capsys, flags, says):
+    run = tmp_path / "run"
+    assert main(["train", *flags, "--epochs", "1", "--no-progress", "--out", str(run)]) == 2
+    assert says in capsys.readouterr().err
+    assert not run.exists()
