@@ -66,7 +66,7 @@ AU_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Cov_x(E_q[z_u]
 PSIS_MIN_SAMPLES = 21  # fewer particles leave arviz's Pareto tail under 5 points: k̂ = NaN
 KHAT_CAUTION_SHARE = 0.1  # above this share of datapoints with k̂ > threshold, say so in words
 NO_LATENT_NOTE = (
-    "no latent variable: log p(x) is exact (the ELBO is log p(x), the gap 0); k̂, ESS and "
+    "no latent variable: log p(x) is exact, the ELBO is log p(x) and the gap 0; k̂, ESS and "
     "active units do not apply"
 )
 # what log p̂(x) of a diagnosis is (Diagnostics.estimate; "estimate" in its summary)

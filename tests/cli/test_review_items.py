@@ -82,6 +82,10 @@ def test_evaluate_on_a_model_without_a_latent_says_so_and_draws_no_empty_figures
     data = TINY[: TINY.index("--latent-dim")]
     assert main(["train", *data, *made, "--no-progress", "--out", str(run)]) == 0
     capsys.readouterr()
+    assert main(["evaluate", str(run), "--limit", "16"]) == 0  # the ELBO path: log p(x) itself
+    out = capsys.readouterr().out
+    assert "test log p(x) " in out and ", exact (no latent variable" in out
+    assert "reconstruction" not in out and "KL" not in out
     assert main(["evaluate", str(run), "--num-samples", "5", "--limit", "16"]) == 0
     out = capsys.readouterr().out
     assert "nan" not in out and "no latent variable: log p(x) is exact" in out
