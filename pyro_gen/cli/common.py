@@ -356,11 +356,20 @@ def open_run(run: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
 
 
 def require_method(model: torch.nn.Module, method: str, verb: str) -> None:
-    if not callable(getattr(model, method, None)):
+    """ConfigError unless ``model`` has ``method``: a shipped model says why it has none (its
+    ``lacks_latent_tools``), a user's is told to add one."""
+    if callable(getattr(model, method, None)):
+        return
+    why = getattr(model, "lacks_latent_tools", None)
+    if why:
         raise ConfigError(
-            f"{type(model).__name__} has no {method}() method, so 'pyro-gen {verb}' cannot use "
-            f"it; give the model class a {method}() method (as pyro_gen.models.VAE has)."
+            f"'pyro-gen {verb}' needs {method}(), which {type(model).__name__} does not have: "
+            f"{why}."
         )
+    raise ConfigError(
+        f"{type(model).__name__} has no {method}() method, so 'pyro-gen {verb}' cannot use it; "
+        f"give the model class {method}() (as pyro_gen.models.VAE has)."
+    )
 
 
 def update_summary(run: Path, verb: str, values: dict) -> None:

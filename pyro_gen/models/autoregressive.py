@@ -297,6 +297,12 @@ class MADEModel(GenerativeModel):
         )
         self.likelihood = BernoulliLikelihood(self.data_shape)  # its data check
 
+    # why the latent verbs (traverse, interpolate, edit, reconstruct) do not apply
+    lacks_latent_tools = (
+        "it is an exact autoregressive model with no latent variable, so there is nothing to "
+        "encode, reconstruct, traverse or interpolate; use pyro-gen sample and evaluate"
+    )
+
     def check_data(self, x: torch.Tensor) -> None:
         check_data_shape(x, self.data_shape)
         # MADE models binary pixels only: no Gaussian likelihood to suggest

@@ -67,6 +67,11 @@ class HierarchicalVAE(DecoderSampling, GenerativeModel):
     """
 
     capturable = True
+    # why traverse, interpolate and edit (one z: encode -> (loc, scale), decode(z)) do not apply
+    lacks_latent_tools = (
+        "its latent is two layers (z1 below z2), while the latent verbs move along one z "
+        "(encode(x) -> (loc, scale), decode(z)); sample, reconstruct and evaluate work"
+    )
 
     def __init__(
         self,

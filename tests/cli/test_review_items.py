@@ -108,3 +108,23 @@ def test_a_cvae_on_binarized_mnist_is_pointed_to_the_labelled_mnist(tmp_path, ca
     assert main([*args, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "neither labels nor attributes" in err and "use --data mnist" in err
+
+
+@pytest.mark.parametrize(
+    "model, verb, says",
+    [
+        (["--model", "made", "--hidden", "8"], "traverse", "no latent variable"),
+        (["--model", "made", "--hidden", "8"], "reconstruct", "no latent variable"),
+        (["--model", "hvae", "--latent-dims", "3,2", "--hidden", "8"], "interpolate", "two layers"),
+    ],
+)
+def test_a_latent_verb_on_a_shipped_model_without_it_says_what_the_model_lacks(
+    tmp_path, capsys, model, verb, says
+):
+    run = tmp_path / "run"
+    data = TINY[: TINY.index("--latent-dim")]
+    assert main(["train", *data, *model, "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main([verb, str(run)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "give the model class" not in err
