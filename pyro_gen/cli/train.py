@@ -134,6 +134,7 @@ MODEL_HELP = {
     "learn_scale": "learn σ per pixel (Gaussian)",
     "activation": "activation of the hidden layers",
 }
+LIST_HELP = {"hidden", "channels"}  # their MODEL_HELP describes a comma-separated list
 # Choices of the VAE family's arguments (argparse checks them).
 VAE_CHOICES = {"likelihood": sorted(LIKELIHOODS), "network": list(NETWORKS)}
 
@@ -246,6 +247,8 @@ def add_model_arguments(g: Any, name: str) -> None:
         kind = _kind(param)
         default = cli_defaults.get(key, param.default)
         text = described.get(key) or MODEL_HELP.get(key, f"{cls.__name__} argument {key!r}")
+        if key in LIST_HELP and kind != "int_list" and key not in described:
+            text = f"{cls.__name__} argument {key!r} ({kind})"  # one number, not "512,256"
         if kind == "int_list":
             text += "; comma-separated"
         if default is inspect.Parameter.empty:

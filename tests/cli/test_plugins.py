@@ -315,3 +315,25 @@ def test_a_model_seed_named_like_the_run_seed_is_set_by_it_or_by_model_arg(tmp_p
     assert read_config(tmp_path / "a")["model"]["args"]["seed"] == 3
     assert main([*base, "--model-arg", "seed=5", "--out", str(tmp_path / "b")]) == 0
     assert read_config(tmp_path / "b")["model"]["args"]["seed"] == 5
+
+
+def test_an_int_hidden_argument_is_not_described_as_a_list():
+    import argparse
+
+    import torch
+
+    from pyro_gen.cli.train import add_model_arguments
+
+    class IntHidden(torch.nn.Module):
+        def __init__(self, data_shape=(1, 4, 4), hidden: int = 32):
+            super().__init__()
+
+    MODELS["cli_test_int_hidden"] = IntHidden
+    try:
+        p = argparse.ArgumentParser()
+        add_model_arguments(p, "cli_test_int_hidden")
+        text = p.format_help()
+        assert "e.g. 512,256" not in text and "argument 'hidden' (int) (default 32)" in text
+        assert p.parse_args(["--hidden", "64"]).hidden == 64
+    finally:
+        MODELS.pop("cli_test_int_hidden")
