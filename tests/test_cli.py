@@ -142,6 +142,20 @@ def test_resume_continues_the_run(trained, tmp_path):
     assert read_config(run)["model"] == read_config(trained)["model"]
 
 
+def test_resume_takes_model_and_data_flags_that_repeat_the_runs_own_values(
+    trained, tmp_path, capsys
+):
+    """The command that started a run, plus --resume, continues it; a changed value is refused."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    again = ["train", *TINY, "--out", str(run), "--resume", "--epochs", "2"]
+    assert main(again) == 0
+    assert summary(run)["train"]["steps"] == 16
+    assert main([*again[:-1], "3", "--hidden", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "--hidden would be ignored" in err and "--num-train" not in err
+
+
 def test_resume_needs_a_run(tmp_path, capsys):
     assert main(["train", "--resume", "--no-progress"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err

@@ -557,7 +557,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         imports = list(dict.fromkeys([*(config.get("imports") or []), *imports]))
         spec = config["data"]
         ignored = sorted(
-            k for k in given if k not in TRAIN_ARGS and k not in RESUME_ARGS and s[k] is not None
+            k
+            for k in given
+            if k not in TRAIN_ARGS
+            and k not in RESUME_ARGS
+            and s[k] is not None
+            and not _as_in_run(k, s[k], config)
         )
         if ignored:  # the model and the data are the run's: such flags would do nothing
             flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
@@ -910,6 +915,27 @@ def _loggers(s: dict) -> list:
 
     logger = make_logger(s.get("logger"), seed=s["seed"])
     return [logger] if logger is not None else []
+
+
+def _as_in_run(key: str, value: Any, config: dict) -> bool:
+    """Whether a model or data flag repeats the run's own value (harmless on a resume)."""
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b
+
+    model, data = config.get("model", {}), config.get("data", {})
+    if key == "model":
+        return value == model.get("name")
+    if key == "data":
+        return value == data.get("name")
+    options = data.get("options") or {}
+    option = {"image_size": "size"}.get(key, key)
+    if key in DATA_ARGS and option in options:
+        return same(value, options[option])
+    args = model.get("args") or {}
+    return key in args and same(value, args[key])
 
 
 # flags that make sense on a resume besides the training settings
