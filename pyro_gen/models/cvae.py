@@ -469,7 +469,7 @@ class CVAE(KLWeighted, GenerativeModel):
     def model(
         self, x: torch.Tensor, *, subsample_size: int | None = None, **observed
     ) -> torch.Tensor:
-        """p(z) Π_a p(y_a) p(x | z, y); attributes observed (site ``<name>``), partly observed
+        """Π_a p(y_a) p(z) p(x | z, y); attributes observed (site ``<name>``), partly observed
         (``<name>`` under ``poutine.mask(mask)`` and latent ``<name>_missing`` under
         ``poutine.mask(~mask)``) or latent (``<name>``)."""
         check_data_shape(x, self.data_shape)
@@ -478,8 +478,7 @@ class CVAE(KLWeighted, GenerativeModel):
         with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as idx:
             sub = (lambda t: t) if subsample_size is None else (lambda t: t.index_select(0, idx))
             xs = sub(x)
-            z = pyro.sample("z", dist.Normal(zeros, zeros + 1).to_event(1))
-            ys = {}
+            ys = {}  # y before z, in the guide's order: z's KL stays analytic (evaluate/terms)
             for a in self.attributes:
                 name, prior = a["name"], self._prior(a, x)
                 if name not in values:
@@ -493,6 +492,7 @@ class CVAE(KLWeighted, GenerativeModel):
                     with poutine.mask(mask=~m):
                         u = pyro.sample(name + MISSING_SUFFIX, prior)
                     ys[name] = torch.where(m, v, u)
+            z = pyro.sample("z", dist.Normal(zeros, zeros + 1).to_event(1))
             pyro.sample("x", self.likelihood(self.decoder(z, self.encode_attributes(ys))), obs=xs)
             if self.training and self.missing and self.alpha > 0:
                 self._classification_term(xs, values, masks, sub)
