@@ -228,23 +228,31 @@ class SVIStep:
             and getattr(self.elbo, "capturable", True),
         )
 
-    def _inspect(self, x: torch.Tensor, kw: dict) -> tuple[bool, int]:
-        """Trace guide and model once; refuse enumeration marks the objective would ignore and
-        global ``pyro.param`` s. Returns (a latent site lies outside the ``"data"`` plate, how
-        many batch dims the program's plates use)."""
+    @contextlib.contextmanager
+    def _probe(self, x: torch.Tensor, kw: dict, grad: bool):
+        """The first (at most 8) datapoints and their per-datapoint arguments, for a trace
+        before training that changes nothing: a forked random stream, buffers (BatchNorm
+        statistics, EMA codebooks) restored, module-local parameters, validation off."""
         n = min(8, x.shape[0])
         small = {k: v[:n] if _per_datapoint(v, x) else v for k, v in kw.items()}
         with (
             forked_rng(x.device),
             buffers_kept(self.pair.module),
-            torch.no_grad(),
+            torch.enable_grad() if grad else torch.no_grad(),
             pyro.settings.context(module_local_params=True),
             pyro.validation_enabled(False),
         ):
+            yield x[:n], small
+
+    def _inspect(self, x: torch.Tensor, kw: dict) -> tuple[bool, int]:
+        """Trace guide and model once; refuse enumeration marks the objective would ignore and
+        global ``pyro.param`` s. Returns (a latent site lies outside the ``"data"`` plate, how
+        many batch dims the program's plates use)."""
+        with self._probe(x, kw, grad=False) as (xs, small):
             try:
-                guide_tr = poutine.trace(self.pair.guide).get_trace(x[:n], **small)
+                guide_tr = poutine.trace(self.pair.guide).get_trace(xs, **small)
                 model_tr = poutine.trace(poutine.replay(self.pair.model, trace=guide_tr)).get_trace(
-                    x[:n], **small
+                    xs, **small
                 )
             except TypeError as e:
                 raise argument_error(self._names, e) from e
@@ -324,16 +332,8 @@ class SVIStep:
         gradient of E_q[log p(x | z)] with respect to q would be silently missing. A site
         whose q has no trained parameters (a point mass on codes chosen outside autograd, as
         the VQ-VAE's guide) is fine: its sampled log q needs no gradient."""
-        n = min(8, x.shape[0])
-        small = {k: v[:n] if _per_datapoint(v, x) else v for k, v in kw.items()}
-        with (
-            forked_rng(x.device),
-            buffers_kept(self.pair.module),
-            torch.enable_grad(),
-            pyro.settings.context(module_local_params=True),
-            pyro.validation_enabled(False),
-        ):
-            guide_tr = poutine.trace(self.pair.guide).get_trace(x[:n], **small)
+        with self._probe(x, kw, grad=True) as (xs, small):
+            guide_tr = poutine.trace(self.pair.guide).get_trace(xs, **small)
             for name, site in guide_tr.nodes.items():
                 if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
                     continue
