@@ -1,10 +1,10 @@
 """The data-specific recipes of `pyro-gen train`: the one-layer, learned-prior and hierarchical
-VAEs on binary MNIST."""
+VAEs and MADE on binary MNIST."""
 
 from __future__ import annotations
 
 from pyro_gen.cli import build_parser
-from pyro_gen.cli.train import HVAE_MNIST_RECIPE, MNIST_RECIPE, _settings
+from pyro_gen.cli.train import HVAE_MNIST_RECIPE, MADE_MNIST_RECIPE, MNIST_RECIPE, _settings
 
 
 def _settings_of(*argv: str) -> dict:
@@ -37,3 +37,11 @@ def test_learned_prior_and_hierarchical_vaes_get_their_mnist_recipes():
     assert s["activation"] == "elu" and s["beta_schedule"] == "linear"
     s = _settings_of("--data", "binarized_mnist", "--model", "hvae", "--activation", "tanh")
     assert s["activation"] == "tanh"  # a flag wins
+
+
+def test_made_gets_its_wide_single_mask_recipe_on_mnist():
+    s = _settings_of("--data", "binarized_mnist", "--model", "made")
+    assert {k: s[k] for k in MADE_MNIST_RECIPE} == MADE_MNIST_RECIPE
+    assert s["hidden"] == [2000] and s["lr"] == 3e-3 and s["lr_schedule"] == "cosine"
+    assert "beta_schedule" not in MADE_MNIST_RECIPE  # no latent: nothing to warm up
+    assert _settings_of("--data", "mnist", "--model", "made", "--hidden", "500")["hidden"] == [500]
