@@ -346,6 +346,21 @@ def ensure_run_model(run: Path, config: dict) -> None:
     )
 
 
+def describe_elbo_result(result: dict, digits: int = 3) -> str:
+    """The line's words for an ELBO result: "ELBO v ± se nats = reconstruction − KL", the
+    point-mass guide's reconstruction-only 'ELBO', or, without a latent site (MADE), "log p(x)
+    v ± se nats, exact" (its ELBO is log p(x) itself: no reconstruction or KL to speak of)."""
+    from pyro_gen.evaluate.diagnostics import NO_LATENT_NOTE
+    from pyro_gen.evaluate.elbo import describe_parts
+    from pyro_gen.evaluate.terms import KL_NONE
+
+    value = f"{result['elbo']:.{digits}f} ± {result['elbo_se']:.{digits}f} nats"
+    if result.get("kl_estimate") == KL_NONE:
+        return f"log p(x) {value}, exact ({NO_LATENT_NOTE})"
+    label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
+    return f"{label} {value} = {describe_parts(result, digits)}"
+
+
 # -- run folders ---------------------------------------------------------------------------------
 def open_run(run: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The run's model (in eval mode, on ``device``) and its config.json."""

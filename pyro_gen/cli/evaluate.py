@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from pyro_gen.cli.common import (
+    describe_elbo_result,
     load_data,
     model_batch,
     open_run,
@@ -21,11 +22,8 @@ from pyro_gen.cli.common import (
 )
 from pyro_gen.cli.report import write_run_report
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.evaluate.diagnostics import NO_LATENT_NOTE
 from pyro_gen.evaluate.elbo import describe_is_split, describe_parts
-from pyro_gen.evaluate.log_likelihood import has_latents
 from pyro_gen.io import write_json
-from pyro_gen.models.pair import as_pair
 from pyro_gen.report.run import weights_stamp
 
 __all__ = ["add_parser", "cmd_evaluate", "prior_stage_note"]
@@ -148,15 +146,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result["classifier"] = args.classifier
     result.update(_model_facts(model, x, args.run))
     update_summary(args.run, "evaluate", result)
-    label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
-    value = f"{result['elbo']:.3f} ± {result['elbo_se']:.3f} nats"
-    if has_latents(as_pair(model), x, **observed):
-        what = f"{label} {value} = {describe_parts(result, 3)}"
-    else:  # MADE: the ELBO is log p(x) itself, no reconstruction or KL to speak of
-        what = f"log p(x) {value}, exact ({NO_LATENT_NOTE})"
     print(
-        f"pyro-gen: {args.split} {what} ({result['num_datapoints']} datapoints); wrote "
-        f"{args.run / 'summary.json'}"
+        f"pyro-gen: {args.split} {describe_elbo_result(result)} ({result['num_datapoints']} "
+        f"datapoints); wrote {args.run / 'summary.json'}"
     )
     _print_mixed(mixed)
     _print_classifier(args)

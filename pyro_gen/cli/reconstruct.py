@@ -69,6 +69,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         plots.reconstruction_figure(x[:k], x_hat[:k], title), default_path(args.run, args.seed)
     )
     err = float((x - x_hat).abs().mean())
+    # x̂ is E[x | z] where the likelihood has a mean, else a draw of x (autoregressive)
+    has_mean = getattr(getattr(model, "likelihood", None), "has_mean", True)
+    x_hat_is = "E[x | z]" if has_mean else "a draw of x given z"
     update_summary(
         args.run,
         "reconstruct",
@@ -77,10 +80,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             "num": int(x.shape[0]),
             "shown": k,
             "mean_abs_error": err,
+            "x_hat": x_hat_is,
             "figure": str(path),
         },
     )
-    print(f"pyro-gen: wrote {path} (mean |x − x̂| = {err:.4f} over {len(x)} images)")
+    print(
+        f"pyro-gen: wrote {path} (mean |x − x̂| = {err:.4f} over {len(x)} images; x̂ = "
+        f"{x_hat_is} at z = the guide's mean)"
+    )
     if note:
         print(f"pyro-gen: note: {note}.")
     return 0

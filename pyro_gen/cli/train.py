@@ -26,6 +26,7 @@ from pyro_gen.cli.common import (
     add_data_arguments,
     add_import_argument,
     data_spec,
+    describe_elbo_result,
     duration,
     ensure_run_model,
     import_modules,
@@ -42,7 +43,6 @@ from pyro_gen.data import Dataset
 from pyro_gen.device import resolve_device
 from pyro_gen.errors import ConfigError, PyroGenError, did_you_mean
 from pyro_gen.evaluate import evaluate_elbo
-from pyro_gen.evaluate.elbo import describe_parts
 from pyro_gen.infer import (
     BETA_SCHEDULES,
     CAPTURE_MODES,
@@ -736,8 +736,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"pyro-gen: {steps}; no {split} ELBO")
         print(f"pyro-gen: note: {skipped}")
     else:
-        what = "ELBO" if "note" not in ev else "reconstruction-only 'ELBO' (not a bound)"
-        print(f"pyro-gen: {steps}; {split} {what} {ev['elbo']:.2f} nats = {describe_parts(ev)}")
+        print(f"pyro-gen: {steps}; {split} {describe_elbo_result(ev, 2)}")
         if "note" in ev:
             print(f"pyro-gen: note: {ev['note']}")
     _print_classifier_results(scored)

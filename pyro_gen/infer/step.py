@@ -299,9 +299,13 @@ class SVIStep:
         if self.elbo_name in IWAE_ELBOS and self.num_particles > 1 and all(draws):
             warnings.warn(
                 f"elbo={self.elbo_name!r} with num_particles={self.num_particles}, but the guide "
-                + ("draws no latent" if not draws else "draws only point masses (Delta)")
-                + ": every particle is the same, so the bound is the plain ELBO at "
-                f"{self.num_particles} times the cost. Use elbo='trace'.",
+                + (
+                    "draws no latent: every particle is the same, so the bound is log p(x) itself"
+                    if not draws
+                    else "draws only point masses (Delta): every particle is the same draw "
+                    "(and a point-mass guide's objective is no bound on log p(x))"
+                )
+                + f", at {self.num_particles} times the cost. Use elbo='trace'.",
                 stacklevel=4,
             )
         return has_global, nesting

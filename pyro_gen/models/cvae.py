@@ -46,7 +46,7 @@ from pyro.distributions.util import is_validation_enabled
 
 from pyro_gen.errors import ConfigError, DataError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
-from pyro_gen.models.likelihoods import make_likelihood
+from pyro_gen.models.likelihoods import likelihood_from_args
 from pyro_gen.models.registry import register_model
 from pyro_gen.models.sampling import make_generator
 from pyro_gen.nn import ACTIVATIONS
@@ -223,7 +223,7 @@ class CVAE(KLWeighted, GenerativeModel):
             ``"column"``, default the name) or ``"label"``. :func:`attributes_from_dataset`
             builds them.
         latent_dim: size of z.
-        likelihood: ``"bernoulli"`` or ``"gaussian"``.
+        likelihood: ``"bernoulli"``, ``"gaussian"`` or ``"autoregressive"`` (as the VAE).
         network: ``"mlp"`` or ``"conv"``.
         hidden: widths of the encoder's dense layers (the decoder mirrors them).
         channels: conv channels of the encoder (the decoder mirrors them).
@@ -235,6 +235,7 @@ class CVAE(KLWeighted, GenerativeModel):
             never when every training row is labelled. Observed sites ``<name>_classify``
             under ``poutine.scale``; no part of the model's density (absent in eval mode).
         scale, learn_scale: σ of a Gaussian likelihood.
+        ar_hidden: the MADE's hidden widths of an autoregressive likelihood.
         activation: hidden-layer activation.
         condition: where the decoder reads y: ``"every"`` layer (default; the condition is
             concatenated to each layer's input, so the decoder does not have to carry it
@@ -264,6 +265,7 @@ class CVAE(KLWeighted, GenerativeModel):
         missing: bool = False,
         scale: float = 0.1,
         learn_scale: bool = False,
+        ar_hidden: Sequence[int] = (500,),
         activation: str = "relu",
         condition: str = "every",
         alpha: float = 50.0,
@@ -323,10 +325,9 @@ class CVAE(KLWeighted, GenerativeModel):
             activation=activation,
             condition=condition,
         )
-        lik_kwargs = (
-            {"scale": scale, "learn_scale": learn_scale} if likelihood == "gaussian" else {}
+        self.likelihood = likelihood_from_args(
+            likelihood, self.data_shape, scale, learn_scale, ar_hidden
         )
-        self.likelihood = make_likelihood(likelihood, self.data_shape, **lik_kwargs)
         self.missing = bool(missing)
         self.attribute_net = (
             Classifier(
@@ -710,8 +711,9 @@ class CVAE(KLWeighted, GenerativeModel):
         return self.encoder(x, self.encode_attributes(values))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, mean: bool = True, **observed) -> torch.Tensor:
-        """Decode the guide's mean with the same attributes: E[x | z = g(x, y), y]."""
+    def reconstruct(self, x: torch.Tensor, mean: bool | None = None, **observed) -> torch.Tensor:
+        """Decode the guide's mean with the same attributes: E[x | z = g(x, y), y] (a draw of
+        x when ``mean=False``; None: the mean where the likelihood has one, else a draw)."""
         values, masks = self._observed(observed, x.shape[0])
         loc, _ = self.encode(x, **observed)
         full = dict(values)
@@ -721,6 +723,8 @@ class CVAE(KLWeighted, GenerativeModel):
                 f"{list(self.attribute_names)}."
             )
         params = self.decoder(loc, self.encode_attributes(full))
+        if mean is None:
+            mean = self.likelihood.has_mean
         return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
 
     @torch.no_grad()

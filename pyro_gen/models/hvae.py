@@ -32,7 +32,7 @@ from torch import nn
 
 from pyro_gen.errors import ConfigError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, check_data_shape
-from pyro_gen.models.likelihoods import make_likelihood
+from pyro_gen.models.likelihoods import likelihood_from_args
 from pyro_gen.models.registry import register_model
 from pyro_gen.models.sampling import DecoderSampling
 from pyro_gen.nn import ACTIVATIONS, MLP, MLPDecoder
@@ -127,11 +127,9 @@ class HierarchicalVAE(DecoderSampling, GenerativeModel):
         body, body_dim = _trunk(d2, hidden_top[::-1], activation)
         self.p_z1 = nn.Sequential(body, GaussianHead(body_dim, d1))
         self.decoder = MLPDecoder(d1, hidden[::-1], self.data_shape, activation)
-        lik_kwargs = {
-            "gaussian": {"scale": scale, "learn_scale": learn_scale},
-            "autoregressive": {"hidden": tuple(int(h) for h in ar_hidden)},
-        }.get(likelihood, {})
-        self.likelihood = make_likelihood(likelihood, self.data_shape, **lik_kwargs)
+        self.likelihood = likelihood_from_args(
+            likelihood, self.data_shape, scale, learn_scale, ar_hidden
+        )
 
     def check_data(self, x: torch.Tensor) -> None:
         check_data_shape(x, self.data_shape)

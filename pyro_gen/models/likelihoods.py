@@ -28,6 +28,7 @@ __all__ = [
     "GaussianLikelihood",
     "AutoregressiveLikelihood",
     "make_likelihood",
+    "likelihood_from_args",
     "LIKELIHOODS",
 ]
 
@@ -166,8 +167,10 @@ class AutoregressiveLikelihood(BernoulliLikelihood):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         raise ConfigError(
             "an autoregressive likelihood has no closed-form mean image E[x | z] (each pixel "
-            "depends on the ones drawn before it): draw samples instead (mean=False; "
-            "pyro-gen generate/reconstruct without --mean)."
+            "depends on the ones drawn before it), and this asks for one. Draw x instead: "
+            "mean=False in Python, pyro-gen sample or generate without --mean, pyro-gen "
+            "quality --no-mean; the latent verbs (traverse, interpolate, edit) show means "
+            "E[x | z] and do not apply to it."
         )
 
     def sample(
@@ -181,6 +184,36 @@ LIKELIHOODS = {
     "gaussian": GaussianLikelihood,
     "autoregressive": AutoregressiveLikelihood,
 }
+
+
+def likelihood_from_args(
+    name: str,
+    data_shape: Sequence[int],
+    scale: float = 0.1,
+    learn_scale: bool = False,
+    ar_hidden: Sequence[int] = (500,),
+) -> Likelihood:
+    """The likelihood a model's constructor asks for, with the arguments that belong to it
+    (``scale``/``learn_scale``: gaussian; ``ar_hidden``: autoregressive). An argument set away
+    from its default for another likelihood would be ignored: ConfigError instead."""
+    ar_hidden = tuple(int(h) for h in ar_hidden)
+    unused = {
+        "scale": name != "gaussian" and float(scale) != 0.1,
+        "learn_scale": name != "gaussian" and bool(learn_scale),
+        "ar_hidden": name != "autoregressive" and ar_hidden != (500,),
+    }
+    if any(unused.values()):
+        names = ", ".join(k for k, v in unused.items() if v)
+        raise ConfigError(
+            f"{names} would have no effect with likelihood={name!r} (scale and learn_scale "
+            "are the gaussian likelihood's, ar_hidden the autoregressive one's); leave it out "
+            "or choose that likelihood."
+        )
+    kwargs = {
+        "gaussian": {"scale": scale, "learn_scale": learn_scale},
+        "autoregressive": {"hidden": ar_hidden},
+    }.get(name, {})
+    return make_likelihood(name, data_shape, **kwargs)
 
 
 def make_likelihood(name: str, data_shape: Sequence[int], **kwargs) -> Likelihood:

@@ -142,6 +142,13 @@ class SSVAE(GenerativeModel):
     (settings), DataError (labels out of range, a mask that is not boolean) and ShapeError.
     """
 
+    # why traverse, interpolate and edit (encode(x) -> (loc, scale), decode(z)) do not apply
+    lacks_latent_tools = (
+        "its decoder takes the label y with z (p(x | y, z)); draw digits of a chosen label "
+        "with pyro-gen generate --attr label=NAME, and see reconstructions with pyro-gen "
+        "reconstruct"
+    )
+
     def __init__(
         self,
         data_shape: Sequence[int] = (1, 28, 28),
@@ -399,10 +406,11 @@ class SSVAE(GenerativeModel):
         x: torch.Tensor,
         y: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
-        mean: bool = True,
+        mean: bool | None = None,
     ) -> torch.Tensor:
         """Decode q's means: E[x | y, z = E_q[z | x, y]] with y the known label where
-        ``observed`` (as in a batch), else ``classify(x)`` (a sample of x if not ``mean``)."""
+        ``observed`` (as in a batch), else ``classify(x)`` (a sample of x if not ``mean``;
+        None: the mean where the likelihood has one, else a sample)."""
         guess = self.classify(x).to(x.device)
         if y is not None:
             y, observed = self._labels(x, y, observed)
@@ -410,6 +418,8 @@ class SSVAE(GenerativeModel):
         loc, _ = self.encode(x, guess)
         y = guess.to(loc.device)
         params = self.decoder(loc, self._one_hot(y))
+        if mean is None:
+            mean = self.likelihood.has_mean
         return self.likelihood.mean(params) if mean else self.likelihood.sample(params)
 
     # -- a chosen label, by name -------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 
 from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
-from pyro_gen.models.likelihoods import make_likelihood
+from pyro_gen.models.likelihoods import likelihood_from_args
 from pyro_gen.models.registry import register_model
 from pyro_gen.models.sampling import DecoderSampling
 from pyro_gen.nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -40,13 +40,16 @@ class VAE(KLWeighted, DecoderSampling, GenerativeModel):
     Args:
         data_shape: shape of one datapoint, e.g. ``(1, 28, 28)`` or ``(784,)``.
         latent_dim: size of z.
-        likelihood: ``"bernoulli"`` (binary data, logits) or ``"gaussian"``.
+        likelihood: ``"bernoulli"`` (binary data, logits), ``"gaussian"`` or
+            ``"autoregressive"`` (binary pixels, each also conditioned on the pixels before it
+            by a MADE: :class:`~pyro_gen.models.likelihoods.AutoregressiveLikelihood`).
         network: ``"mlp"`` or ``"conv"`` (images ``[C, H, W]``).
         hidden: hidden widths of the MLP encoder (the decoder mirrors them).
         channels: channels of the conv encoder (the decoder mirrors them).
         beta: the KL weight its training objective uses (the trainer's β target; the model
             p(z) p(x|z) itself has no β); 0 is a plain autoencoder (point-mass guide, no prior).
         scale, learn_scale: σ of the Gaussian likelihood, fixed or learned per pixel.
+        ar_hidden: the MADE's hidden widths of the autoregressive likelihood.
         activation: ``"relu"``, ``"tanh"``, ``"elu"`` or ``"softplus"``.
     """
 
@@ -63,6 +66,7 @@ class VAE(KLWeighted, DecoderSampling, GenerativeModel):
         beta: float = 1.0,
         scale: float = 0.1,
         learn_scale: bool = False,
+        ar_hidden: Sequence[int] = (500,),
         activation: str = "relu",
     ) -> None:
         super().__init__()
@@ -93,10 +97,9 @@ class VAE(KLWeighted, DecoderSampling, GenerativeModel):
                 f"unknown network {network!r}; choose one of {NETWORKS}."
                 + did_you_mean(network, NETWORKS)
             )
-        lik_kwargs = (
-            {"scale": scale, "learn_scale": learn_scale} if likelihood == "gaussian" else {}
+        self.likelihood = likelihood_from_args(
+            likelihood, self.data_shape, scale, learn_scale, ar_hidden
         )
-        self.likelihood = make_likelihood(likelihood, self.data_shape, **lik_kwargs)
         self._check_decoder()
 
     # -- checks --------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_gen.errors import ConfigError
+from pyro_gen.errors import ConfigError, ShapeError
 from pyro_gen.nn.mlp import ACTIVATIONS
 
 __all__ = ["MADE", "MaskedLinear", "made_degrees"]
@@ -96,8 +96,11 @@ class MADE(nn.Module):
         seed: seeds the hidden degrees (mask m: ``seed + m``).
         num_masks: M connectivity patterns over the same variable order (see the module doc).
         context_features: C > 0 adds an unmasked ``Linear(C, hidden[0])`` of a context
-            ``[..., C]`` (e.g. a latent's features) to the first hidden layer: every output
-            may depend on it, so ``forward(x, context=c)`` is autoregressive in x given c.
+            ``[..., C]`` (e.g. a latent's features) to the first hidden layer, so
+            ``forward(x, context=c)`` is autoregressive in x given c. Outputs 2..D depend on
+            c through the hidden units; output 1 sees no hidden unit and stays a constant (add
+            c's own term to the logits for a conditional first variable, as
+            :class:`~pyro_gen.models.likelihoods.AutoregressiveLikelihood` does).
     """
 
     def __init__(
@@ -172,6 +175,12 @@ class MADE(nn.Module):
                 f"this MADE has context_features={self.context_features}, so it needs "
                 + ("a context [..., C]" if context is None else "no context")
                 + " in forward."
+            )
+        if context is not None and context.shape[-1] != self.context_features:
+            raise ShapeError(
+                f"context has {context.shape[-1]} features in its last dim (shape "
+                f"{list(context.shape)}); this MADE was built with context_features="
+                f"{self.context_features}."
             )
         out = x
         for i, block in enumerate(self.net):

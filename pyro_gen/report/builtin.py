@@ -388,12 +388,15 @@ def training(run: RunRecord) -> Section | None:
 @register_section("samples", order=40)
 def samples(run: RunRecord) -> Section | None:
     figures = []
+    # an autoregressive likelihood has no mean image: train draws x (cli/train.py: _figures)
+    drawn = run.model_args.get("likelihood") == "autoregressive"
+    shown = "draws of x ~ p(x|z)" if drawn else "E[x|z]"
     for stem, caption in (
-        ("samples", "Samples from the trained model: E[x|z] for z ~ p(z)."),
+        ("samples", f"Samples from the trained model: {shown} for z ~ p(z)."),
         (
             "reconstructions",
             "Test data and their reconstructions (rows alternate: data, "
-            "then the reconstruction of the row above).",
+            f"then the reconstruction of the row above{', a draw of x' if drawn else ''}).",
         ),
     ):
         image = _figure(run, stem, caption)

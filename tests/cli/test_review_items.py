@@ -81,7 +81,8 @@ def test_evaluate_on_a_model_without_a_latent_says_so_and_draws_no_empty_figures
     made = ["--model", "made", "--hidden", "8"]
     data = TINY[: TINY.index("--latent-dim")]
     assert main(["train", *data, *made, "--no-progress", "--out", str(run)]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "; test log p(x) " in out and "= reconstruction" not in out  # train's line too
     assert main(["evaluate", str(run), "--limit", "16"]) == 0  # the ELBO path: log p(x) itself
     out = capsys.readouterr().out
     assert "test log p(x) " in out and ", exact (no latent variable" in out
@@ -116,6 +117,11 @@ def test_a_cvae_on_binarized_mnist_is_pointed_to_the_labelled_mnist(tmp_path, ca
         (["--model", "made", "--hidden", "8"], "traverse", "no latent variable"),
         (["--model", "made", "--hidden", "8"], "reconstruct", "no latent variable"),
         (["--model", "hvae", "--latent-dims", "3,2", "--hidden", "8"], "interpolate", "two layers"),
+        (
+            ["--model", "ssvae", "--num-labels", "32", "--hidden", "8"],
+            "traverse",
+            "takes the label",
+        ),
     ],
 )
 def test_a_latent_verb_on_a_shipped_model_without_it_says_what_the_model_lacks(

@@ -96,3 +96,59 @@ def test_cli_trains_it_and_draws_its_figures(tmp_path):
     run = tmp_path / "run"
     assert main(["train", *tiny, *args, "--epochs", "1", "--no-progress", "--out", str(run)]) == 0
     assert (run / "figures" / "samples.png").is_file()
+
+
+def test_an_argument_of_another_likelihood_is_refused_not_ignored():
+    from pyro_gen.models import VAE
+    from pyro_gen.models.cvae import CVAE
+
+    with pytest.raises(ConfigError, match="ar_hidden would have no effect"):
+        HierarchicalVAE((1, 2, 2), (3, 2), (8,), (4,), ar_hidden=(16,))
+    with pytest.raises(ConfigError, match="learn_scale would have no effect"):
+        VAE(data_shape=(4,), latent_dim=2, hidden=(8,), learn_scale=True)
+    with pytest.raises(ConfigError, match="scale would have no effect"):
+        CVAE(data_shape=(4,), attributes=[{"name": "b", "kind": "binary", "p": 0.5}], scale=0.3)
+    vae = VAE(
+        data_shape=(4,), latent_dim=2, hidden=(8,), likelihood="autoregressive", ar_hidden=(6,)
+    )
+    assert vae.likelihood.net.made.net[0].out_features == 6
+
+
+def test_a_made_context_of_the_wrong_width_is_a_shape_error():
+    from pyro_gen.errors import ShapeError
+
+    with pytest.raises(ShapeError, match="context_features=3"):
+        MADE(4, (8,), context_features=3)(torch.zeros(2, 4), context=torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("model", ["cvae", "ssvae"])
+def test_conditional_models_reconstruct_with_draws_of_an_autoregressive_likelihood(model):
+    from pyro_gen.models.cvae import CVAE
+    from pyro_gen.models.ssvae import SSVAE
+
+    x = torch.bernoulli(torch.full((5, 1, 2, 2), 0.5))
+    if model == "cvae":
+        attrs = [{"name": "b", "kind": "binary", "p": 0.5}]
+        m = CVAE((1, 2, 2), attrs, 2, "autoregressive", hidden=(8,))
+        out = m.reconstruct(x, b=torch.ones(5))
+    else:
+        m = SSVAE((1, 2, 2), 3, 2, hidden=(8,), classifier_layers=(8,), likelihood="autoregressive")
+        out = m.reconstruct(x)
+    assert out.shape == x.shape and set(out.unique().tolist()) <= {0.0, 1.0}  # draws
+    with pytest.raises(ConfigError, match="no closed-form mean"):
+        m.reconstruct(x, mean=True, **({"b": torch.ones(5)} if model == "cvae" else {}))
+
+
+@pytest.mark.parametrize("model", ["cvae", "ssvae"])
+def test_cli_train_finishes_a_conditional_model_with_it(tmp_path, model):
+    from pyro_gen.cli import main
+
+    tiny = "--num-train 64 --num-valid 32 --num-test 32 --image-size 16 --batch-size 16".split()
+    args = ["--model", model, "--likelihood", "autoregressive", "--hidden", "16"]
+    if model == "ssvae":
+        args += ["--num-labels", "32"]
+    run = tmp_path / "run"
+    assert main(["train", *tiny, *args, "--epochs", "1", "--no-progress", "--out", str(run)]) == 0
+    assert (run / "figures" / "reconstructions.png").is_file() and (run / "report.html").is_file()
+    html = (run / "report.html").read_text()
+    assert "draws of x ~ p(x|z)" in html and "E[x|z] for z" not in html
