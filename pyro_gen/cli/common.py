@@ -355,10 +355,13 @@ def describe_elbo_result(result: dict, digits: int = 3) -> str:
     from pyro_gen.evaluate.terms import KL_NONE
 
     value = f"{result['elbo']:.{digits}f} ± {result['elbo_se']:.{digits}f} nats"
+    if "note" in result:  # a point-mass guide (β = 0): it has a latent, but no KL and no bound
+        return (
+            f"reconstruction-only 'ELBO' (not a bound) {value} = {describe_parts(result, digits)}"
+        )
     if result.get("kl_estimate") == KL_NONE:
         return f"log p(x) {value}, exact ({NO_LATENT_NOTE})"
-    label = "ELBO" if "note" not in result else "reconstruction-only 'ELBO' (not a bound)"
-    return f"{label} {value} = {describe_parts(result, digits)}"
+    return f"ELBO {value} = {describe_parts(result, digits)}"
 
 
 # -- run folders ---------------------------------------------------------------------------------
