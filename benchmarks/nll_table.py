@@ -189,7 +189,7 @@ RECIPES = {
         elbo_needed="iwae",
     ),
 }
-DEFAULT_MODELS = "made,vqvae,vae,iwae,vamp,mog,hvae"
+DEFAULT_MODELS = "made_wide,vqvae,vae_wu,iwae_wu,vamp_wu,mog,hvae,hvae_ar"
 
 
 def recipe_for(key: str) -> Recipe:
@@ -428,12 +428,15 @@ def curve_figure(rows: list[dict], path: Path, meta: dict) -> None:
     # above the estimates, and the bound's label gives its last value
     estimates = [y for r in curves if not _is_bound(r) for _, y in r["curve"]]
     top = max(estimates) + 0.15 * (max(estimates) - min(estimates) + 5) if estimates else None
-    for r in curves:
+    # up to 20 distinct colours, and a marker that changes every 10 rows: no two rows alike
+    colours = plt.get_cmap("tab20").colors
+    for i, r in enumerate(curves):
         xs, ys = zip(*r["curve"])
         label = r["label"]
         if top is not None and _is_bound(r) and max(ys) > top:
             label += f" (a bound; off the scale, {ys[-1]:.1f} at the end)"
-        ax.plot(xs, ys, marker="o", lw=1, ls="--" if _is_bound(r) else "-", label=label)
+        style = {"color": colours[i % 20], "marker": "osD^v"[(i // 10) % 5]}
+        ax.plot(xs, ys, lw=1, ls="--" if _is_bound(r) else "-", label=label, **style)
     if top is not None:
         ax.set_ylim(top=top)
     ax.set(
@@ -443,7 +446,7 @@ def curve_figure(rows: list[dict], path: Path, meta: dict) -> None:
     )
     ax.grid(alpha=0.3)
     if ax.lines:  # below the axes: the curves end where a legend inside would sit
-        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.13))
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
