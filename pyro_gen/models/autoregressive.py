@@ -274,6 +274,12 @@ class MADEModel(GenerativeModel):
             training step, evaluated as the exact mixture of the M patterns.
     """
 
+    # why the latent verbs (traverse, interpolate, edit, reconstruct) do not apply
+    lacks_latent_tools = (
+        "it is an exact autoregressive model with no latent variable, so there is nothing to "
+        "encode, reconstruct, traverse or interpolate; use pyro-gen sample and evaluate"
+    )
+
     def __init__(
         self,
         data_shape: Sequence[int] = (1, 28, 28),
@@ -296,12 +302,6 @@ class MADEModel(GenerativeModel):
             num_masks=num_masks,
         )
         self.likelihood = BernoulliLikelihood(self.data_shape)  # its data check
-
-    # why the latent verbs (traverse, interpolate, edit, reconstruct) do not apply
-    lacks_latent_tools = (
-        "it is an exact autoregressive model with no latent variable, so there is nothing to "
-        "encode, reconstruct, traverse or interpolate; use pyro-gen sample and evaluate"
-    )
 
     def check_data(self, x: torch.Tensor) -> None:
         check_data_shape(x, self.data_shape)
