@@ -479,7 +479,7 @@ class CVAE(KLWeighted, GenerativeModel):
         with pyro.plate("data", x.shape[0], subsample_size=subsample_size, device=x.device) as idx:
             sub = (lambda t: t) if subsample_size is None else (lambda t: t.index_select(0, idx))
             xs = sub(x)
-            ys = {}  # y before z, in the guide's order: z's KL stays analytic (evaluate/terms)
+            ys = {}  # y before z, in the guide's order: a missing y keeps an analytic KL
             for a in self.attributes:
                 name, prior = a["name"], self._prior(a, x)
                 if name not in values:
