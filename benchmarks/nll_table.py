@@ -108,7 +108,7 @@ RECIPES = {
         {"lr": 3e-3},
     ),
     # 2000 hidden units, one mask: 86.52 ± 0.22 nats after 5 CPU-minutes (all 10,000 test
-    # images), against 89.09 for 2 x 1000 and 89.13 for 1 x 500 after 16 CPU-minutes
+    # images), against 89.09 for 2 x 1000 after 5 and 89.13 for 1 x 500 after 16
     "made_wide": Recipe("MADE (1x2000, exact)", "made", {"hidden": [2000]}, {"lr": 3e-3}),
     "vqvae": Recipe(
         "VQ-VAE + MADE prior (bound)",
