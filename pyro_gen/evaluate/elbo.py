@@ -333,11 +333,13 @@ def describe_parts(ev: dict, digits: int = 2) -> str:
     if "attributes_log_prob" not in ev:
         return f"reconstruction {ev['reconstruction']:.{digits}f} − {kl}"
     sites = ", ".join(ev.get("attributes_per_site") or ()) or "y"
-    return (
+    parts = (
         f"reconstruction of x {ev['reconstruction']:.{digits}f} + log p({sites}) of the observed "
-        f"attributes {ev['attributes_log_prob']:.{digits}f} − {kl}; a bound on "
-        f"{ev.get('bound_on', 'log p(x, y)')}"
+        f"attributes {ev['attributes_log_prob']:.{digits}f} − {kl}"
     )
+    if ev.get("note"):  # a point-mass guide (β = 0): no bound on anything
+        return parts
+    return f"{parts}; a bound on {ev.get('bound_on', 'log p(x, y)')}"
 
 
 def split_is_exact(ev: dict) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
     "AutoregressiveLikelihood",
     "make_likelihood",
     "likelihood_from_args",
+    "UnusedArgumentError",
     "LIKELIHOODS",
 ]
 
@@ -186,6 +187,14 @@ LIKELIHOODS = {
 }
 
 
+class UnusedArgumentError(ConfigError):
+    """Constructor arguments that the chosen likelihood would ignore (``names``)."""
+
+    def __init__(self, names: Sequence[str], message: str) -> None:
+        super().__init__(message)
+        self.names = list(names)
+
+
 def likelihood_from_args(
     name: str,
     data_shape: Sequence[int],
@@ -203,11 +212,12 @@ def likelihood_from_args(
         "ar_hidden": name != "autoregressive" and ar_hidden != (500,),
     }
     if any(unused.values()):
-        names = ", ".join(k for k, v in unused.items() if v)
-        raise ConfigError(
-            f"{names} would have no effect with likelihood={name!r} (scale and learn_scale "
-            "are the gaussian likelihood's, ar_hidden the autoregressive one's); leave it out "
-            "or choose that likelihood."
+        names = [k for k, v in unused.items() if v]
+        raise UnusedArgumentError(
+            names,
+            f"{', '.join(names)} would have no effect with likelihood={name!r} (scale and "
+            "learn_scale are the gaussian likelihood's, ar_hidden the autoregressive one's); "
+            "leave it out or choose that likelihood.",
         )
     kwargs = {
         "gaussian": {"scale": scale, "learn_scale": learn_scale},

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import nn
 import pyro_gen
 from pyro_gen.errors import CheckpointError, ConfigError
 from pyro_gen.io import atomic_open, read_json, write_json
+from pyro_gen.models.likelihoods import UnusedArgumentError
 from pyro_gen.models.registry import build_model, get_model_class, model_config
 
 __all__ = [
@@ -219,6 +221,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
     # an argument added after this run was saved: the value that builds what the run was
     for key, value in getattr(get_model_class(spec["name"]), "SAVED_DEFAULTS", {}).items():
         args.setdefault(key, value)
-    model = build_model(spec["name"], args)
+    try:
+        model = build_model(spec["name"], args)
+    except UnusedArgumentError as e:  # saved before they were refused: ignored then, and now
+        warnings.warn(
+            f"{path}: config.json's {', '.join(e.names)} had no effect with this run's "
+            "likelihood when it was trained and are ignored now as then.",
+            stacklevel=2,
+        )
+        model = build_model(spec["name"], {k: v for k, v in args.items() if k not in e.names})
     load_weights(model, path / WEIGHTS)
     return model.to(device)

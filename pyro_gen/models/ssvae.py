@@ -144,7 +144,7 @@ class SSVAE(GenerativeModel):
 
     # why traverse, interpolate and edit (encode(x) -> (loc, scale), decode(z)) do not apply
     lacks_latent_tools = (
-        "its decoder takes the label y with z (p(x | y, z)); draw digits of a chosen label "
+        "its decoder takes the label y with z (p(x | y, z)); draw images of a chosen label "
         "with pyro-gen generate --attr label=NAME, and see reconstructions with pyro-gen "
         "reconstruct"
     )

@@ -10,7 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pyro_gen.evaluate.diagnostics import ESTIMATE_BOUND, KHAT_THRESHOLD, khat_caution
+from pyro_gen.evaluate.diagnostics import (
+    ESTIMATE_BOUND,
+    KHAT_THRESHOLD,
+    NO_LATENT_NOTE,
+    khat_caution,
+)
 from pyro_gen.evaluate.elbo import describe_kl, split_is_exact
 from pyro_gen.report.render import data_uri
 from pyro_gen.report.run import RunRecord, RunSet
@@ -65,6 +70,8 @@ MC_SPLIT_NOTE = (
 def _elbo_sentence(ev: dict) -> str:
     split = ev.get("split", "test")
     se = f" ± {_f(ev.get('elbo_se'))}" if ev.get("elbo_se") is not None else ""
+    if ev.get("kl_estimate") == "none" and not ev.get("note"):  # no latent: log p(x) itself
+        return f"{split} log p(x) {_f(ev.get('elbo'))}{se} nats, exact ({NO_LATENT_NOTE})"
     eq, note = "=", ""
     if not _exact_split(ev):
         eq = "≈"
@@ -79,7 +86,8 @@ def _elbo_sentence(ev: dict) -> str:
             f"{split} ELBO {_f(ev.get('elbo'))}{se} nats {eq} reconstruction of x "
             f"{_f(ev.get('reconstruction'))} + log p(y) of the observed attributes "
             f"{_f(ev.get('attributes_log_prob'))} − KL {_f(ev.get('kl'))}{_kl_kind(ev)} "
-            f"(a bound on {ev.get('bound_on', 'log p(x, y)')}){note}"
+            + ("" if ev.get("note") else f"(a bound on {ev.get('bound_on', 'log p(x, y)')})")
+            + note
         )
     return (
         f"{split} ELBO {_f(ev.get('elbo'))}{se} nats {eq} reconstruction "
@@ -460,6 +468,11 @@ def evaluation(run: RunRecord) -> Section | None:
         ]
     )
     bound = _is_bound_estimate(ev)
+    if ev.get("kl_estimate") == "none" and not point_mass and ev.get("log_px") is None:
+        # no latent (MADE): the ELBO is log p(x) itself, with no reconstruction or KL
+        rows = [
+            ["log p(x), exact", _f(ev.get("elbo"), 3), _f(ev.get("elbo_se"), 3), NO_LATENT_NOTE]
+        ]
     if ev.get("log_px") is not None:
         rows = [
             [

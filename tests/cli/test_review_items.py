@@ -93,6 +93,7 @@ def test_evaluate_on_a_model_without_a_latent_says_so_and_draws_no_empty_figures
     for name in ("kl_per_dimension", "khat", "log_px_vs_elbo"):
         assert not (run / "figures" / f"{name}.png").exists()
     html = (run / "report.html").read_text()
+    assert "test log p(x) " in html and "test ELBO" not in html  # the headline sentence
     assert "<td>k̂, ESS, active units</td><td>n/a</td>" in html
     assert "exact: no latent variable" in html and "nan%" not in html
     assert "reliability" not in html and "active units</td><td>0 of 0" not in html
@@ -134,3 +135,12 @@ def test_a_latent_verb_on_a_shipped_model_without_it_says_what_the_model_lacks(
     assert main([verb, str(run)]) == 2
     err = capsys.readouterr().err
     assert says in err and "give the model class" not in err
+
+
+def test_a_made_runs_report_table_reads_log_p_x_exact_before_importance_sampling(tmp_path):
+    run = tmp_path / "run"
+    data = TINY[: TINY.index("--latent-dim")]
+    assert main(["train", *data, "--model", "made", "--hidden", "8", "--out", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "<td>log p(x), exact</td>" in html and "a lower bound on log p(x)" not in html
+    assert "reconstruction E_q log p(x|z)" not in html

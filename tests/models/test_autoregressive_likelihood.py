@@ -152,3 +152,21 @@ def test_cli_train_finishes_a_conditional_model_with_it(tmp_path, model):
     assert (run / "figures" / "reconstructions.png").is_file() and (run / "report.html").is_file()
     html = (run / "report.html").read_text()
     assert "draws of x ~ p(x|z)" in html and "E[x|z] for z" not in html
+
+
+def test_a_run_saved_with_an_argument_its_likelihood_ignored_still_loads(tmp_path):
+    """Before the refusal a run could store, say, scale=0.3 with a Bernoulli likelihood (then
+    ignored); it loads as it was trained, with a warning naming the key."""
+    import json
+
+    from pyro_gen.models import VAE, load_model, save_model
+
+    vae = VAE(data_shape=(4,), latent_dim=2, hidden=(8,))
+    save_model(vae, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["model"]["args"]["scale"] = 0.3
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="scale had no effect"):
+        loaded = load_model(tmp_path / "run")
+    for key, value in vae.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])

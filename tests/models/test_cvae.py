@@ -343,3 +343,15 @@ def test_a_missing_attribute_keeps_its_analytic_kl():
     for given in (kw, {k: v for k, v in kw.items() if not k.startswith("shape")}):
         t = pointwise_terms(m.model, m.guide, x, **given)
         assert len(t.kl_method) == 3 and set(t.kl_method.values()) == {"analytic"}, t.kl_method
+
+
+def test_a_beta_zero_cvae_is_not_called_a_bound_anywhere(tmp_path, capsys):
+    from pyro_gen.cli import main
+
+    tiny = "--num-train 64 --num-valid 32 --num-test 32 --image-size 16 --batch-size 16".split()
+    run = tmp_path / "run"
+    argv = ["train", *tiny, "--model", "cvae", "--beta", "0", "--hidden", "16", "--epochs", "1"]
+    assert main([*argv, "--no-progress", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "reconstruction-only 'ELBO' (not a bound)" in out and "; a bound on" not in out
+    assert "(a bound on log p(x" not in (run / "report.html").read_text()
