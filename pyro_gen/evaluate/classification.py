@@ -33,7 +33,7 @@ from pyro import poutine
 from pyro.distributions import Bernoulli, Categorical
 
 from pyro_gen.errors import PyroGenError, ShapeError
-from pyro_gen.models.pair import forked_rng
+from pyro_gen.models.pair import base_distribution, forked_rng
 
 __all__ = [
     "WHAT",
@@ -85,12 +85,6 @@ def _device(model) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _unwrap(fn):
-    while hasattr(fn, "base_dist"):  # Masked/Independent/Expanded wrappers
-        fn = fn.base_dist
-    return fn
-
-
 @torch.no_grad()
 def _guide_scores(model, batch: Mapping[str, torch.Tensor], batch_size: int) -> dict[str, float]:
     x = batch["x"]
@@ -116,7 +110,10 @@ def _guide_scores(model, batch: Mapping[str, torch.Tensor], batch_size: int) -> 
             site = tr.nodes.get(name)
             if site is None or site["type"] != "sample" or site["is_observed"]:
                 continue
-            fn, truth = _unwrap(site["fn"]), batch[name][start : start + batch_size].to(device)
+            fn, truth = (
+                base_distribution(site["fn"]),
+                batch[name][start : start + batch_size].to(device),
+            )
             if isinstance(fn, Categorical):
                 kinds[name], score = "accuracy", (fn.probs.argmax(-1) == truth.long()).sum()
             elif isinstance(fn, Bernoulli):

@@ -42,7 +42,14 @@ from pyro_gen.evaluate.terms import (
     kl_estimate,
     merge_kl_methods,
 )
-from pyro_gen.models.pair import ModelGuidePair, as_pair, evaluating, forked_rng, prepare_and_check
+from pyro_gen.models.pair import (
+    ModelGuidePair,
+    as_pair,
+    base_distribution,
+    evaluating,
+    forked_rng,
+    prepare_and_check,
+)
 
 __all__ = [
     "Diagnostics",
@@ -160,9 +167,7 @@ def per_datapoint_table(
 
 def _unwrap(fn):
     """The innermost distribution and how many batch dims the wrappers reinterpreted as event."""
-    base = fn
-    while hasattr(base, "base_dist"):
-        base = base.base_dist
+    base = base_distribution(fn)
     return base, len(fn.event_shape) - len(base.event_shape)
 
 

@@ -33,6 +33,7 @@ from pyro_gen.evaluate.terms import TraceSiteError, pointwise_terms, split_obser
 from pyro_gen.models.pair import (
     ModelGuidePair,
     as_pair,
+    base_distribution,
     evaluating,
     forked_rng,
     prepare_and_check,
@@ -85,12 +86,6 @@ class ImportanceChunk:
     attribute_sites: tuple[str, ...] = ()
 
 
-def _base(fn):
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return fn
-
-
 def _slice_kwargs(kwargs: dict, n: int, sl: slice) -> dict:
     return {
         k: v[sl] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n else v
@@ -113,7 +108,7 @@ def point_mass_sites(pair: ModelGuidePair, x: torch.Tensor, **kwargs) -> list[st
         if site["type"] == "sample"
         and not site_is_subsample(site)
         and not site["is_observed"]
-        and isinstance(_base(site["fn"]), pyro.distributions.Delta)
+        and isinstance(base_distribution(site["fn"]), pyro.distributions.Delta)
     ]
 
 

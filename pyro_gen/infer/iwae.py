@@ -62,7 +62,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_gen.errors import ConfigError
-from pyro_gen.models.pair import DATA_PLATE, forked_rng
+from pyro_gen.models.pair import DATA_PLATE, base_distribution, forked_rng
 
 __all__ = ["IWAE_ELBO", "PARTICLE_PLATE", "particle_shape_errors"]
 
@@ -244,9 +244,7 @@ class IWAE_ELBO(ELBO):
             _check_common(name, site, "guide")
             fn = site["fn"]
             if not getattr(fn, "has_rsample", False):
-                base = fn
-                while hasattr(base, "base_dist"):  # Independent, Masked: name what is inside
-                    base = base.base_dist
+                base = base_distribution(fn)  # name what is inside Independent, Masked
                 what = f"guide site {name!r} ({type(base).__name__}) has no reparameterised "
                 if not getattr(fn.support, "is_discrete", False):
                     fix = "Use a reparameterisable guide, or elbo='trace' (score function)."

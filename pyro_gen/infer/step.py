@@ -51,7 +51,7 @@ from pyro_gen.infer.capture import CapturedLoss, buffers_kept
 from pyro_gen.infer.handlers import ScaleData, ScaleLatents
 from pyro_gen.infer.iwae import particle_shape_errors
 from pyro_gen.infer.objectives import ENUM_ELBOS, IWAE_ELBOS, make_elbo
-from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair, forked_rng
+from pyro_gen.models.pair import DATA_PLATE, ModelGuidePair, base_distribution, forked_rng
 
 __all__ = ["SVIStep", "OPTIMIZERS", "LR_SCHEDULES", "FUSED_OPTIMIZERS", "make_optimizer"]
 
@@ -476,6 +476,4 @@ def _per_datapoint(v, x: torch.Tensor) -> bool:
 
 def _is_delta(fn) -> bool:
     """Whether a site's distribution is a point mass (a Delta, possibly wrapped)."""
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    return isinstance(fn, pyro.distributions.Delta)
+    return isinstance(base_distribution(fn), pyro.distributions.Delta)

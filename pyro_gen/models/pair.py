@@ -48,10 +48,24 @@ __all__ = [
     "evaluating",
     "forked_rng",
     "refuse_likelihood_free",
+    "base_distribution",
 ]
 
 DATA_PLATE = "data"  # the per-datapoint plate every model puts its observations under
 CHECK_ROWS = 8  # datapoints that check_pair runs on before the heavy work of a tool
+
+
+def base_distribution(fn):
+    """The innermost distribution of a site under its wrappers (``Independent``,
+    ``MaskedDistribution``, ``ExpandedDistribution``): what the site really draws from.
+
+    >>> import pyro.distributions as dist
+    >>> type(base_distribution(dist.Normal(0.0, 1.0).expand([3]).to_event(1))).__name__
+    'Normal'
+    """
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
 
 
 @dataclass
@@ -272,9 +286,7 @@ def _support_error(e: BaseException, site: str | None, value, fn, observed: bool
     support, family = (m.group(1), m.group(2)) if m else ("?", type(fn).__name__)
     detail = ""
     if value is not None and fn is not None:
-        base = fn
-        while hasattr(base, "base_dist"):
-            base = base.base_dist
+        base = base_distribution(fn)
         try:
             ok = base.support.check(value)
             if ok.shape == value.shape:
