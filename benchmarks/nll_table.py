@@ -56,6 +56,7 @@ from pyro_gen.evaluate import diagnose, log_likelihood  # noqa: E402
 from pyro_gen.infer import Trainer  # noqa: E402
 from pyro_gen.infer.objectives import ELBOS  # noqa: E402
 from pyro_gen.models import MODELS, build_model, forked_rng  # noqa: E402
+from pyro_gen.models.likelihoods import has_mean_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +207,7 @@ def sample_images(model, n: int, mean: bool) -> torch.Tensor | None:
     params = inspect.signature(model.sample).parameters
     kw = {"seed": 0} if "seed" in params else {}
     if mean:
-        if "mean" not in params or not getattr(getattr(model, "likelihood", None), "has_mean", 1):
+        if "mean" not in params or not has_mean_image(model):
             return None
         kw["mean"] = True
     with torch.no_grad():

@@ -19,6 +19,7 @@ from pyro_gen.cli.common import (
     update_summary,
 )
 from pyro_gen.errors import ConfigError
+from pyro_gen.models.likelihoods import has_mean_image
 
 __all__ = ["add_parser", "cmd_reconstruct", "default_path"]
 
@@ -70,8 +71,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     )
     err = float((x - x_hat).abs().mean())
     # x̂ is E[x | z] where the likelihood has a mean, else a draw of x (autoregressive)
-    has_mean = getattr(getattr(model, "likelihood", None), "has_mean", True)
-    x_hat_is = "E[x | z]" if has_mean else "a draw of x given z"
+    x_hat_is = "E[x | z]" if has_mean_image(model) else "a draw of x given z"
     update_summary(
         args.run,
         "reconstruct",

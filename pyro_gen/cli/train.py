@@ -56,6 +56,7 @@ from pyro_gen.infer.callbacks import Callback
 from pyro_gen.infer.loggers import LOGGERS
 from pyro_gen.io import read_json
 from pyro_gen.models import LIKELIHOODS, MODELS, VAE
+from pyro_gen.models.likelihoods import has_mean_image
 from pyro_gen.models.persistence import load_model, read_config
 from pyro_gen.models.vae import NETWORKS
 
@@ -527,7 +528,7 @@ def _figures(model, s: dict, test, figures: Path, title: str | None) -> list[str
 
     written = []
     # E[x|z] where the likelihood has it; an autoregressive one's images are draws of x
-    mean = getattr(getattr(model, "likelihood", None), "has_mean", True)
+    mean = has_mean_image(model)
     if callable(getattr(model, "sample", None)):
         title = "samples E[x|z], z ~ p(z)" if mean else "samples x ~ p(x|z), z ~ p(z)"
         plots.save_figure(

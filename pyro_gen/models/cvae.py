@@ -46,7 +46,11 @@ from pyro.distributions.util import is_validation_enabled
 
 from pyro_gen.errors import ConfigError, DataError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
-from pyro_gen.models.likelihoods import likelihood_from_args
+from pyro_gen.models.likelihoods import (
+    DEFAULT_AR_HIDDEN,
+    DEFAULT_SCALE,
+    likelihood_from_args,
+)
 from pyro_gen.models.registry import register_model
 from pyro_gen.models.sampling import make_generator
 from pyro_gen.nn import ACTIVATIONS
@@ -263,9 +267,9 @@ class CVAE(KLWeighted, GenerativeModel):
         channels: Sequence[int] = (32, 64, 64),
         beta: float = 1.0,
         missing: bool = False,
-        scale: float = 0.1,
+        scale: float = DEFAULT_SCALE,
         learn_scale: bool = False,
-        ar_hidden: Sequence[int] = (500,),
+        ar_hidden: Sequence[int] = DEFAULT_AR_HIDDEN,
         activation: str = "relu",
         condition: str = "every",
         alpha: float = 50.0,

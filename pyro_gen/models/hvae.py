@@ -32,7 +32,11 @@ from torch import nn
 
 from pyro_gen.errors import ConfigError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, check_data_shape
-from pyro_gen.models.likelihoods import likelihood_from_args
+from pyro_gen.models.likelihoods import (
+    DEFAULT_AR_HIDDEN,
+    DEFAULT_SCALE,
+    likelihood_from_args,
+)
 from pyro_gen.models.registry import register_model
 from pyro_gen.models.sampling import DecoderSampling
 from pyro_gen.nn import ACTIVATIONS, MLP, MLPDecoder
@@ -82,9 +86,9 @@ class HierarchicalVAE(DecoderSampling, GenerativeModel):
         likelihood: str = "bernoulli",
         activation: str = "tanh",
         beta: float = 1.0,
-        scale: float = 0.1,
+        scale: float = DEFAULT_SCALE,
         learn_scale: bool = False,
-        ar_hidden: Sequence[int] = (500,),
+        ar_hidden: Sequence[int] = DEFAULT_AR_HIDDEN,
     ) -> None:
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)

@@ -30,8 +30,14 @@ __all__ = [
     "make_likelihood",
     "likelihood_from_args",
     "UnusedArgumentError",
+    "has_mean_image",
     "LIKELIHOODS",
+    "DEFAULT_SCALE",
+    "DEFAULT_AR_HIDDEN",
 ]
+
+DEFAULT_SCALE = 0.1  # σ of the Gaussian likelihood unless a model asks for another
+DEFAULT_AR_HIDDEN = (500,)  # the autoregressive likelihood's MADE widths
 
 
 class Likelihood(nn.Module):
@@ -96,7 +102,9 @@ class GaussianLikelihood(Likelihood):
 
     name = "gaussian"
 
-    def __init__(self, data_shape: Sequence[int], scale: float = 0.1, learn_scale: bool = False):
+    def __init__(
+        self, data_shape: Sequence[int], scale: float = DEFAULT_SCALE, learn_scale: bool = False
+    ):
         super().__init__(data_shape)
         if not scale > 0:
             raise ConfigError(f"the Gaussian likelihood's scale must be > 0; got {scale}.")
@@ -128,7 +136,7 @@ class _ConditionalMADE(nn.Module):
         super().__init__()
         self.made = MADE(num_vars, hidden, activation=activation, context_features=num_vars)
 
-    def forward(self, x: torch.Tensor, mask: int = 0, context: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, mask: int = 0, *, context: torch.Tensor) -> torch.Tensor:
         return self.made(x, mask, context=context) + context
 
 
@@ -152,7 +160,10 @@ class AutoregressiveLikelihood(BernoulliLikelihood):
     has_mean = False
 
     def __init__(
-        self, data_shape: Sequence[int], hidden: Sequence[int] = (500,), activation: str = "relu"
+        self,
+        data_shape: Sequence[int],
+        hidden: Sequence[int] = DEFAULT_AR_HIDDEN,
+        activation: str = "relu",
     ) -> None:
         super().__init__(data_shape)
         self.num_vars = math.prod(self.data_shape)
@@ -198,18 +209,18 @@ class UnusedArgumentError(ConfigError):
 def likelihood_from_args(
     name: str,
     data_shape: Sequence[int],
-    scale: float = 0.1,
+    scale: float = DEFAULT_SCALE,
     learn_scale: bool = False,
-    ar_hidden: Sequence[int] = (500,),
+    ar_hidden: Sequence[int] = DEFAULT_AR_HIDDEN,
 ) -> Likelihood:
     """The likelihood a model's constructor asks for, with the arguments that belong to it
     (``scale``/``learn_scale``: gaussian; ``ar_hidden``: autoregressive). An argument set away
     from its default for another likelihood would be ignored: ConfigError instead."""
     ar_hidden = tuple(int(h) for h in ar_hidden)
     unused = {
-        "scale": name != "gaussian" and float(scale) != 0.1,
+        "scale": name != "gaussian" and float(scale) != DEFAULT_SCALE,
         "learn_scale": name != "gaussian" and bool(learn_scale),
-        "ar_hidden": name != "autoregressive" and ar_hidden != (500,),
+        "ar_hidden": name != "autoregressive" and ar_hidden != DEFAULT_AR_HIDDEN,
     }
     if any(unused.values()):
         names = [k for k, v in unused.items() if v]
@@ -234,3 +245,9 @@ def make_likelihood(name: str, data_shape: Sequence[int], **kwargs) -> Likelihoo
             + did_you_mean(name, LIKELIHOODS)
         )
     return LIKELIHOODS[name](data_shape, **kwargs)
+
+
+def has_mean_image(model) -> bool:
+    """Whether ``model``'s images can be E[x | z]: its likelihood has a closed-form mean (not
+    an autoregressive one); True for a model without a ``likelihood``."""
+    return bool(getattr(getattr(model, "likelihood", None), "has_mean", True))

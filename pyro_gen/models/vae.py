@@ -20,7 +20,11 @@ import torch
 
 from pyro_gen.errors import ConfigError, ShapeError, did_you_mean
 from pyro_gen.models.base import GenerativeModel, KLWeighted, check_data_shape
-from pyro_gen.models.likelihoods import likelihood_from_args
+from pyro_gen.models.likelihoods import (
+    DEFAULT_AR_HIDDEN,
+    DEFAULT_SCALE,
+    likelihood_from_args,
+)
 from pyro_gen.models.registry import register_model
 from pyro_gen.models.sampling import DecoderSampling
 from pyro_gen.nn import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -64,9 +68,9 @@ class VAE(KLWeighted, DecoderSampling, GenerativeModel):
         hidden: Sequence[int] = (512, 256),
         channels: Sequence[int] = (32, 64, 64),
         beta: float = 1.0,
-        scale: float = 0.1,
+        scale: float = DEFAULT_SCALE,
         learn_scale: bool = False,
-        ar_hidden: Sequence[int] = (500,),
+        ar_hidden: Sequence[int] = DEFAULT_AR_HIDDEN,
         activation: str = "relu",
     ) -> None:
         super().__init__()

@@ -117,12 +117,14 @@ class MADE(nn.Module):
     ) -> None:
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
-        if isinstance(context_features, bool) or int(context_features) != context_features:
+        if (
+            isinstance(context_features, bool)
+            or int(context_features) != context_features
+            or context_features < 0
+        ):
             raise ConfigError(
                 f"context_features must be an integer >= 0; got {context_features!r}."
             )
-        if context_features < 0:
-            raise ConfigError(f"context_features must be >= 0; got {context_features}.")
         if int(num_vars) < 1 or not hidden or min(hidden) < 1:
             raise ConfigError(
                 f"MADE needs num_vars >= 1 and at least one hidden width >= 1; got "

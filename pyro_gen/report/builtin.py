@@ -17,6 +17,7 @@ from pyro_gen.evaluate.diagnostics import (
     khat_caution,
 )
 from pyro_gen.evaluate.elbo import describe_kl, split_is_exact
+from pyro_gen.models.likelihoods import LIKELIHOODS
 from pyro_gen.report.render import data_uri
 from pyro_gen.report.run import RunRecord, RunSet
 from pyro_gen.report.sections import Image, Link, Section, Table, register_section
@@ -397,7 +398,8 @@ def training(run: RunRecord) -> Section | None:
 def samples(run: RunRecord) -> Section | None:
     figures = []
     # an autoregressive likelihood has no mean image: train draws x (cli/train.py: _figures)
-    drawn = run.model_args.get("likelihood") == "autoregressive"
+    likelihood = LIKELIHOODS.get(run.model_args.get("likelihood", ""))
+    drawn = likelihood is not None and not likelihood.has_mean
     shown = "draws of x ~ p(x|z)" if drawn else "E[x|z]"
     for stem, caption in (
         ("samples", f"Samples from the trained model: {shown} for z ~ p(z)."),
