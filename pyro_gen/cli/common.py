@@ -108,18 +108,17 @@ def add_data_arguments(group: Any, data_help: str) -> None:
 
 
 # -- data ----------------------------------------------------------------------------------------
+# a data flag's dest -> the loader option it sets, where the two names differ
+DATA_OPTION_NAME = {"image_size": "size"}
+
+
 def data_options(s: dict) -> dict:
     name = s["data"]
     opts: dict[str, Any] = {}
     if name == "shapes":
-        for key, arg in (
-            ("num_train", "num_train"),
-            ("num_valid", "num_valid"),
-            ("num_test", "num_test"),
-            ("size", "image_size"),
-        ):
+        for arg in ("num_train", "num_valid", "num_test", "image_size"):
             if s.get(arg) is not None:
-                opts[key] = s[arg]
+                opts[DATA_OPTION_NAME.get(arg, arg)] = s[arg]
         opts["seed"] = s["seed"]
     elif name == "mnist":
         if s.get("binarize"):
@@ -141,11 +140,8 @@ def data_spec(s: dict) -> dict:
 
 # a data option's name in the loaders -> the command-line flag that sets it
 OPTION_FLAGS = {
-    "size": "--image-size",
-    "num_train": "--num-train",
-    "num_valid": "--num-valid",
-    "num_test": "--num-test",
-    "binarize": "--binarize",
+    DATA_OPTION_NAME.get(arg, arg): "--" + arg.replace("_", "-")
+    for arg in ("num_train", "num_valid", "num_test", "image_size", "binarize")
 }
 
 

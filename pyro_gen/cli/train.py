@@ -23,6 +23,7 @@ import torch
 from pyro_gen.adversarial import AdversarialStep  # registers "gan"
 from pyro_gen.cli.common import (
     DATA_ARGS,
+    DATA_OPTION_NAME,
     add_data_arguments,
     add_import_argument,
     data_spec,
@@ -943,7 +944,7 @@ def _as_in_run(key: str, value: Any, config: dict) -> bool:
     if key == "data":
         return value == data.get("name")
     options = data.get("options") or {}
-    option = {"image_size": "size"}.get(key, key)
+    option = DATA_OPTION_NAME.get(key, key)
     if key in DATA_ARGS and option in options:
         return same(value, options[option])
     args = model.get("args") or {}
